@@ -1,0 +1,261 @@
+//! Commands: requests to change one aggregate.
+
+use std::any::Any;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::id::AggregateId;
+use crate::payload::Payload;
+
+/// A request to run one action on one aggregate.
+///
+/// Build one with the typed constructors that `#[aggregate]` generates (e.g.
+/// `User::create_user_command(id, name, email)`: no JSON round trip), or untyped from JSON, e.g.
+/// from an HTTP body:
+///
+/// ```
+/// use fluvius_core::{AggregateId, Command};
+/// use serde_json::json;
+/// let cmd = Command::new("user", AggregateId::new(), "create-user", json!({"name": "Ann"}));
+/// assert_eq!(cmd.action, "create-user");
+/// // a command that creates a resource may come without an id; the domain assigns one
+/// let cmd = Command::create("user", "create-user", json!({"name": "Ann"}));
+/// assert!(cmd.aggregate_id.is_none());
+/// ```
+pub struct Command {
+    /// Unique id; processing the same id twice returns the first response (idempotency).
+    pub id: Uuid,
+    /// The namespace the command is addressed to; `None` means "this domain".
+    pub namespace: Option<String>,
+    /// The resource (aggregate type) addressed.
+    pub resource: String,
+    /// The aggregate addressed; `None` asks the domain to assign a new id.
+    pub aggregate_id: Option<AggregateId>,
+    /// The action name, e.g. `"create-user"`.
+    pub action: String,
+    /// The action's arguments.
+    pub args: Args,
+    /// Who asks, and how.
+    pub context: Context,
+    /// If set, the command only runs when the aggregate is at exactly this version; otherwise
+    /// it fails with [`Error::Conflict`] and is not retried.
+    pub expected_version: Option<u64>,
+    /// Whether the response should carry the new state as JSON.
+    pub return_state: bool,
+}
+
+impl Command {
+    /// An untyped command on an existing (or to-be-created) aggregate with a known id.
+    pub fn new(
+        resource: impl Into<String>,
+        aggregate_id: AggregateId,
+        action: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
+        Self::with_args(resource.into(), Some(aggregate_id), action.into(), Args::json(payload))
+    }
+
+    /// An untyped command that creates a new aggregate; the domain assigns its id.
+    pub fn create(resource: impl Into<String>, action: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self::with_args(resource.into(), None, action.into(), Args::json(payload))
+    }
+
+    /// A command whose arguments are already typed (used by the generated constructors).
+    pub fn typed<T>(
+        resource: impl Into<String>,
+        aggregate_id: Option<AggregateId>,
+        action: impl Into<String>,
+        args: T,
+    ) -> Self
+    where
+        T: Serialize + Send + 'static,
+    {
+        Self::with_args(resource.into(), aggregate_id, action.into(), Args::typed(args))
+    }
+
+    fn with_args(resource: String, aggregate_id: Option<AggregateId>, action: String, args: Args) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            namespace: None,
+            resource,
+            aggregate_id,
+            action,
+            args,
+            context: Context::default(),
+            expected_version: None,
+            return_state: false,
+        }
+    }
+
+    /// Set the command id (e.g. a client-supplied idempotency key).
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Address the command to a namespace.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Set the context.
+    pub fn with_context(mut self, context: Context) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Only run if the aggregate is at this version.
+    pub fn expect_version(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+
+    /// Ask for the new state in the response.
+    pub fn returning_state(mut self) -> Self {
+        self.return_state = true;
+        self
+    }
+}
+
+impl Clone for Command {
+    /// Clones the command; typed arguments are carried over in their serialized form.
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            namespace: self.namespace.clone(),
+            resource: self.resource.clone(),
+            aggregate_id: self.aggregate_id,
+            action: self.action.clone(),
+            args: self.args.clone(),
+            context: self.context.clone(),
+            expected_version: self.expected_version,
+            return_state: self.return_state,
+        }
+    }
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Command")
+            .field("id", &self.id)
+            .field("namespace", &self.namespace)
+            .field("resource", &self.resource)
+            .field("aggregate_id", &self.aggregate_id)
+            .field("action", &self.action)
+            .field("args", &self.args)
+            .field("context", &self.context)
+            .field("expected_version", &self.expected_version)
+            .finish()
+    }
+}
+
+enum ArgsJson {
+    Value(serde_json::Value),
+    Text(Payload),
+    Unserializable(String),
+}
+
+/// The arguments of a command: JSON, and for typed commands also the typed value, which the
+/// action receives directly (no JSON parse).
+pub struct Args {
+    json: ArgsJson,
+    typed: Option<Box<dyn Any + Send>>,
+}
+
+impl Args {
+    /// Arguments given as JSON.
+    pub fn json(value: serde_json::Value) -> Self {
+        Self {
+            json: ArgsJson::Value(value),
+            typed: None,
+        }
+    }
+
+    /// Typed arguments. They are serialized once here (the event records them); the typed
+    /// value goes to the action as is.
+    pub fn typed<T: Serialize + Send + 'static>(value: T) -> Self {
+        let json = match Payload::from_value(&value) {
+            Ok(p) => ArgsJson::Text(p),
+            Err(e) => ArgsJson::Unserializable(e.to_string()),
+        };
+        Self {
+            json,
+            typed: Some(Box::new(value)),
+        }
+    }
+
+    /// The arguments as a JSON payload (serializing an untyped value on first use).
+    pub fn to_payload(&mut self) -> Result<Payload> {
+        match &self.json {
+            ArgsJson::Text(p) => Ok(p.clone()),
+            ArgsJson::Value(v) => {
+                let p = Payload::from(v);
+                self.json = ArgsJson::Text(p.clone());
+                Ok(p)
+            }
+            ArgsJson::Unserializable(msg) => Err(Error::InvalidPayload {
+                action: String::new(),
+                path: ".".into(),
+                message: format!("arguments cannot be serialized: {msg}"),
+            }),
+        }
+    }
+
+    /// Take the arguments as `T`: the typed value if it is one, otherwise deserialized from
+    /// JSON. A payload that does not fit gives [`Error::InvalidPayload`] naming the field.
+    pub fn take<T: DeserializeOwned + 'static>(&mut self, action: &str) -> Result<T> {
+        if let Some(typed) = self.typed.take() {
+            match typed.downcast::<T>() {
+                Ok(value) => return Ok(*value),
+                Err(other) => self.typed = Some(other),
+            }
+        }
+        let invalid = |err: serde_path_to_error::Error<serde_json::Error>| {
+            let path = err.path().to_string();
+            Error::InvalidPayload {
+                action: action.to_owned(),
+                path,
+                message: err.into_inner().to_string(),
+            }
+        };
+        match &self.json {
+            ArgsJson::Value(v) => serde_path_to_error::deserialize(v).map_err(invalid),
+            ArgsJson::Text(p) => {
+                let mut de = serde_json::Deserializer::from_str(p.as_str());
+                serde_path_to_error::deserialize(&mut de).map_err(invalid)
+            }
+            ArgsJson::Unserializable(msg) => Err(Error::InvalidPayload {
+                action: action.to_owned(),
+                path: ".".into(),
+                message: format!("arguments cannot be serialized: {msg}"),
+            }),
+        }
+    }
+}
+
+impl Clone for Args {
+    fn clone(&self) -> Self {
+        let json = match &self.json {
+            ArgsJson::Value(v) => ArgsJson::Value(v.clone()),
+            ArgsJson::Text(p) => ArgsJson::Text(p.clone()),
+            ArgsJson::Unserializable(m) => ArgsJson::Unserializable(m.clone()),
+        };
+        Self { json, typed: None }
+    }
+}
+
+impl fmt::Debug for Args {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.json {
+            ArgsJson::Value(v) => write!(f, "{v}"),
+            ArgsJson::Text(p) => write!(f, "{p}"),
+            ArgsJson::Unserializable(m) => write!(f, "<unserializable: {m}>"),
+        }
+    }
+}

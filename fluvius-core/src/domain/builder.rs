@@ -1,0 +1,244 @@
+//! Building a [`Domain`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aggregate::Aggregate;
+use crate::command::Command;
+use crate::dispatch::Dispatcher;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::handler::{check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration};
+use crate::logstore::LogStore;
+
+use super::registry::{ErasedAggregate, Registered};
+use super::{Domain, Inner, Policy};
+
+/// How `process_command` reacts to a version conflict (another writer appended to the same
+/// aggregate between load and append).
+///
+/// The default retries: up to 4 attempts in all, with jittered exponential backoff from
+/// 1 ms to 50 ms. A retry is safe because the action runs again on the fresh state, so every
+/// invariant is checked again; what is never retried is a command that named its
+/// [`expected version`](Command::expect_version) — the caller asked to be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total attempts (1 = never retry).
+    pub max_attempts: u32,
+    /// Backoff before the first retry; doubles each retry.
+    pub base_backoff: Duration,
+    /// Upper bound on one backoff.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// Never retry: a conflict is returned to the caller at once.
+    pub const fn never() -> Self {
+        Self {
+            max_attempts: 1,
+            base_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+        }
+    }
+
+    /// Up to `max_attempts` attempts in all, with the default backoff.
+    pub fn attempts(max_attempts: u32) -> Self {
+        Self {
+            max_attempts: max_attempts.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// The pause before retry number `retry` (1-based), with full jitter.
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+        let exp = self
+            .base_backoff
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+            .min(self.max_backoff);
+        let nanos = exp.as_nanos() as u64;
+        if nanos == 0 {
+            return Duration::ZERO;
+        }
+        let random = uuid::Uuid::new_v4().as_u128() as u64;
+        Duration::from_nanos(nanos / 2 + random % (nanos / 2 + 1))
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Builder for [`Domain`]; start with [`Domain::builder`].
+pub struct DomainBuilder {
+    namespace: String,
+    revision: u32,
+    aggregates: Vec<(String, Arc<dyn ErasedAggregate>)>,
+    store: Option<Arc<dyn LogStore>>,
+    handlers: Vec<Result<HandlerEntry>>,
+    global_handlers: bool,
+    global_filter: Option<Box<dyn Fn(&HandlerRegistration) -> bool + Send>>,
+    policy: Option<Policy>,
+    retry: RetryPolicy,
+    max_payload_bytes: usize,
+}
+
+/// The default limit on a command's arguments and on each event payload (serialized JSON).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+
+impl DomainBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            namespace: "default".into(),
+            revision: 1,
+            aggregates: Vec::new(),
+            store: None,
+            handlers: Vec::new(),
+            global_handlers: true,
+            global_filter: None,
+            policy: None,
+            retry: RetryPolicy::default(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    /// The domain's namespace (default `"default"`), e.g. `"user-profile"`. Commands that name
+    /// another namespace are refused; events record it.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The domain's revision (default 1), for your own bookkeeping.
+    pub fn revision(mut self, revision: u32) -> Self {
+        self.revision = revision;
+        self
+    }
+
+    /// Register an aggregate under its own resource name (`A::RESOURCE`).
+    pub fn aggregate<A: Aggregate>(self) -> Self {
+        self.aggregate_as::<A>(A::RESOURCE)
+    }
+
+    /// Register an aggregate under another resource name as well; actions whose
+    /// `resources = [...]` list does not include it refuse commands addressed to it.
+    pub fn aggregate_as<A: Aggregate>(mut self, resource: impl Into<String>) -> Self {
+        self.aggregates.push((resource.into(), Arc::new(Registered::<A>::new())));
+        self
+    }
+
+    /// The log store (required).
+    pub fn logstore(self, store: impl LogStore) -> Self {
+        self.logstore_arc(Arc::new(store))
+    }
+
+    /// The log store, shared.
+    pub fn logstore_arc(mut self, store: Arc<dyn LogStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Register a handler explicitly. `pattern` is an event key, `"*"` or a prefix such as
+    /// `"user-*"`; `name` must be unique in the domain.
+    pub fn handler<F, Fut>(mut self, name: &str, pattern: &str, handler: F) -> Self
+    where
+        F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handlers.push(HandlerEntry::from_fn(name, pattern, handler));
+        self
+    }
+
+    /// Do not pick up the handlers registered with `#[event_handler]` in this binary (tests
+    /// that need isolation; users who prefer no global state).
+    pub fn without_global_handlers(mut self) -> Self {
+        self.global_handlers = false;
+        self
+    }
+
+    /// Pick up only those `#[event_handler]`s for which `filter` returns true (e.g. by module).
+    pub fn global_handlers_filter(mut self, filter: impl Fn(&HandlerRegistration) -> bool + Send + 'static) -> Self {
+        self.global_handlers = true;
+        self.global_filter = Some(Box::new(filter));
+        self
+    }
+
+    /// An authorization policy, checked before a command runs: `Err(reason)` refuses it with
+    /// [`Error::Forbidden`] and nothing is written.
+    pub fn authorize(mut self, policy: impl Fn(&Command) -> std::result::Result<(), String> + Send + Sync + 'static) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// The conflict retry policy (see [`RetryPolicy`]).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The largest command arguments / event payload accepted, in bytes of JSON
+    /// (default [`DEFAULT_MAX_PAYLOAD_BYTES`]).
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// Check the configuration and start the dispatcher. Must be called inside a tokio runtime.
+    pub async fn build(self) -> Result<Domain> {
+        let store = self
+            .store
+            .ok_or_else(|| Error::Config("no log store: call `.logstore(...)` on the builder".into()))?;
+        let mut aggregates = HashMap::new();
+        for (resource, agg) in self.aggregates {
+            if resource.is_empty() {
+                return Err(Error::Config("an aggregate was registered with an empty resource name".into()));
+            }
+            if let Some(prev) = aggregates.insert(resource.clone(), agg) {
+                return Err(Error::Config(format!(
+                    "resource `{resource}` is registered twice (first by the aggregate of resource `{}`)",
+                    prev.type_resource()
+                )));
+            }
+        }
+        let mut entries = self.handlers.into_iter().collect::<Result<Vec<_>>>()?;
+        if self.global_handlers {
+            for reg in global_handlers() {
+                if self.global_filter.as_ref().is_none_or(|f| f(reg)) {
+                    entries.push(HandlerEntry::from_registration(reg)?);
+                }
+            }
+        }
+        let entries = check_table(entries)?;
+        if !entries.is_empty() && tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config(
+                "Domain::build must run inside a tokio runtime when handlers are registered".into(),
+            ));
+        }
+        let dispatcher = Dispatcher::start(entries);
+        tracing::debug!(
+            namespace = %self.namespace,
+            store = store.backend(),
+            handlers = ?dispatcher.handler_names().collect::<Vec<_>>(),
+            "domain built"
+        );
+        Ok(Domain {
+            inner: Arc::new(Inner {
+                namespace: self.namespace,
+                revision: self.revision,
+                aggregates,
+                store,
+                policy: self.policy,
+                retry: self.retry,
+                dispatcher,
+                max_payload_bytes: self.max_payload_bytes,
+            }),
+        })
+    }
+}

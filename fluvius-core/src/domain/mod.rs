@@ -1,0 +1,285 @@
+//! The domain: routes commands to aggregates and runs the command pipeline.
+
+mod builder;
+mod pipeline;
+mod registry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tracing::Instrument;
+
+pub use builder::{DomainBuilder, RetryPolicy, DEFAULT_MAX_PAYLOAD_BYTES};
+
+use crate::aggregate::Aggregate;
+use crate::command::Command;
+use crate::dispatch::{Dispatcher, HandlerStats};
+use crate::error::{Error, Result};
+use crate::id::AggregateId;
+use crate::logstore::{CommandRecord, LogStore, StreamQuery};
+use crate::response::Response;
+
+use registry::{fold, ErasedAggregate};
+
+pub(crate) type Policy = Arc<dyn Fn(&Command) -> std::result::Result<(), String> + Send + Sync>;
+
+/// An event-sourced domain: aggregates, a log store, handlers.
+///
+/// Cheap to clone (shared inside). See the crate docs for a full example.
+#[derive(Clone)]
+pub struct Domain {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    namespace: String,
+    revision: u32,
+    aggregates: HashMap<String, Arc<dyn ErasedAggregate>>,
+    store: Arc<dyn LogStore>,
+    policy: Option<Policy>,
+    retry: RetryPolicy,
+    dispatcher: Dispatcher,
+    max_payload_bytes: usize,
+}
+
+impl Domain {
+    /// Start building a domain.
+    pub fn builder() -> DomainBuilder {
+        DomainBuilder::new()
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The revision.
+    pub fn revision(&self) -> u32 {
+        self.inner.revision
+    }
+
+    /// The log store: the audit trail (`get_events`, `get_events_until`, `read_all`, …).
+    pub fn logstore(&self) -> &Arc<dyn LogStore> {
+        &self.inner.store
+    }
+
+    /// Process one command: route, load, decide, record, append (with optimistic concurrency
+    /// and the retry policy), respond, and hand the new events to the handlers.
+    ///
+    /// On any error nothing is written. A command id that was already processed returns the
+    /// first response (with `replayed: true`) and writes nothing.
+    pub async fn process_command(&self, command: Command) -> Result<Response> {
+        let span = tracing::info_span!(
+            "fluvius.command",
+            namespace = %self.inner.namespace,
+            resource = %command.resource,
+            action = %command.action,
+            command_id = %command.id,
+            aggregate_id = tracing::field::Empty,
+            version = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        let result = self.process(command).instrument(span.clone()).await;
+        match &result {
+            Ok(r) => {
+                span.record("version", r.version);
+            }
+            Err(e) => span.in_scope(|| tracing::debug!(code = e.code(), error = %e, "command failed")),
+        }
+        result
+    }
+
+    async fn process(&self, mut command: Command) -> Result<Response> {
+        let inner = &*self.inner;
+        // 1. Route.
+        if let Some(ns) = &command.namespace {
+            if *ns != inner.namespace {
+                return Err(Error::UnknownNamespace {
+                    expected: inner.namespace.clone(),
+                    got: ns.clone(),
+                });
+            }
+        }
+        let aggregate = inner
+            .aggregates
+            .get(&command.resource)
+            .ok_or_else(|| Error::UnknownResource {
+                resource: command.resource.clone(),
+            })?;
+        let spec = aggregate.action(&command.action).ok_or_else(|| Error::UnknownAction {
+            resource: command.resource.clone(),
+            action: command.action.clone(),
+        })?;
+        if !spec.accepts(&command.resource) {
+            return Err(Error::ResourceNotAllowed {
+                action: command.action.clone(),
+                resource: command.resource.clone(),
+                allowed: spec.resources.iter().map(|r| r.to_string()).collect(),
+            });
+        }
+        let args = command.args.to_payload().map_err(|e| match e {
+            Error::InvalidPayload { path, message, .. } => Error::InvalidPayload {
+                action: command.action.clone(),
+                path,
+                message,
+            },
+            other => other,
+        })?;
+        if args.len() > inner.max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                what: "command arguments",
+                size: args.len(),
+                limit: inner.max_payload_bytes,
+            });
+        }
+        if let Some(policy) = &inner.policy {
+            policy(&command).map_err(|reason| Error::Forbidden { reason })?;
+        }
+
+        // Idempotency: a command id seen before gets its first response.
+        if let Some(record) = inner.store.get_command(command.id).await? {
+            return self.replay(aggregate.as_ref(), record, command.return_state).await;
+        }
+
+        let aggregate_id = command.aggregate_id.unwrap_or_default();
+        let span = tracing::Span::current();
+        span.record("aggregate_id", tracing::field::display(aggregate_id));
+        let resource = command.resource.clone();
+        let ctx = pipeline::AttemptContext {
+            namespace: &inner.namespace,
+            resource: &resource,
+            args,
+            max_payload_bytes: inner.max_payload_bytes,
+        };
+        let mut attempts = 1;
+        let outcome = loop {
+            match aggregate
+                .attempt(&ctx, inner.store.as_ref(), &mut command, aggregate_id)
+                .await
+            {
+                Ok(outcome) => break outcome,
+                Err(Error::Conflict { expected, actual, .. })
+                    if command.expected_version.is_none() && attempts < inner.retry.max_attempts =>
+                {
+                    tracing::debug!(expected, actual, attempt = attempts, "version conflict, retrying");
+                    tokio::time::sleep(inner.retry.backoff(attempts)).await;
+                    attempts += 1;
+                }
+                Err(Error::DuplicateCommand { command_id }) => {
+                    // Another process recorded this command id concurrently: answer as it did.
+                    let record = inner.store.get_command(command_id).await?.ok_or_else(|| {
+                        Error::store(
+                            inner.store.backend(),
+                            format!("command {command_id} reported as duplicate but not found"),
+                            None,
+                        )
+                    })?;
+                    return self.replay(aggregate.as_ref(), record, command.return_state).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        span.record("attempts", attempts);
+
+        // 7. Dispatch after commit.
+        inner.dispatcher.dispatch(&outcome.events);
+        Ok(Response {
+            command_id: command.id,
+            resource: command.resource,
+            aggregate_id,
+            version: outcome.version,
+            events: outcome.events,
+            state: outcome.state,
+            replayed: false,
+        })
+    }
+
+    async fn replay(&self, aggregate: &dyn ErasedAggregate, record: CommandRecord, with_state: bool) -> Result<Response> {
+        let store = &self.inner.store;
+        let events = store
+            .read_stream(
+                &record.resource,
+                record.aggregate_id,
+                StreamQuery {
+                    from_version: Some(record.version_before + 1),
+                    to_version: Some(record.version_after),
+                    until: None,
+                },
+            )
+            .await?;
+        let state = if with_state {
+            let history = store
+                .read_stream(
+                    &record.resource,
+                    record.aggregate_id,
+                    StreamQuery {
+                        to_version: Some(record.version_after),
+                        ..StreamQuery::default()
+                    },
+                )
+                .await?;
+            Some(aggregate.state_json(&history)?)
+        } else {
+            None
+        };
+        Ok(Response {
+            command_id: record.id,
+            resource: record.resource,
+            aggregate_id: record.aggregate_id,
+            version: record.version_after,
+            events,
+            state,
+            replayed: true,
+        })
+    }
+
+    /// The current state of an aggregate (registered under `A::RESOURCE`), folded from all of
+    /// its events. An aggregate with no events is `A::default()`.
+    pub async fn load<A: Aggregate>(&self, id: AggregateId) -> Result<A> {
+        self.load_query(A::RESOURCE, id, StreamQuery::default()).await
+    }
+
+    /// Time travel: the state as it was at `at` (events with `timestamp <= at`).
+    pub async fn load_at<A: Aggregate>(&self, id: AggregateId, at: DateTime<Utc>) -> Result<A> {
+        self.load_query(
+            A::RESOURCE,
+            id,
+            StreamQuery {
+                until: Some(at),
+                ..StreamQuery::default()
+            },
+        )
+        .await
+    }
+
+    /// The state as it was at `version` (events 1..=version).
+    pub async fn load_at_version<A: Aggregate>(&self, id: AggregateId, version: u64) -> Result<A> {
+        self.load_query(
+            A::RESOURCE,
+            id,
+            StreamQuery {
+                to_version: Some(version),
+                ..StreamQuery::default()
+            },
+        )
+        .await
+    }
+
+    /// Load from a stream named by resource, with any [`StreamQuery`] (for aggregates
+    /// registered under a second resource name with [`DomainBuilder::aggregate_as`]).
+    pub async fn load_query<A: Aggregate>(&self, resource: &str, id: AggregateId, query: StreamQuery) -> Result<A> {
+        let events = self.inner.store.read_stream(resource, id, query).await?;
+        fold(&events)
+    }
+
+    /// Wait until every event dispatched so far has been handled (or has failed).
+    pub async fn wait_idle(&self) {
+        self.inner.dispatcher.wait_idle().await
+    }
+
+    /// Success / failure / panic counts per handler, sorted by handler name.
+    pub fn handler_stats(&self) -> Vec<HandlerStats> {
+        self.inner.dispatcher.stats()
+    }
+}

@@ -1,0 +1,136 @@
+//! One attempt of the command pipeline: load, decide, record, append.
+
+use serde_json::Value;
+
+use crate::aggregate::{Aggregate, FoldEvent};
+use crate::clock;
+use crate::command::Command;
+use crate::error::{Error, Result};
+use crate::event::{Event, Metadata};
+use crate::id::AggregateId;
+use crate::logstore::{AppendRequest, CommandRecord, LogStore};
+use crate::payload::Payload;
+
+use super::registry::{decide, fold};
+
+/// Everything an attempt needs that does not change between retries.
+pub(crate) struct AttemptContext<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) resource: &'a str,
+    pub(crate) args: Payload,
+    pub(crate) max_payload_bytes: usize,
+}
+
+/// The result of a successful attempt.
+pub(crate) struct Attempt {
+    pub(crate) events: Vec<Event>,
+    pub(crate) version: u64,
+    pub(crate) state: Option<Value>,
+}
+
+pub(crate) async fn attempt<A: Aggregate>(
+    ctx: &AttemptContext<'_>,
+    store: &dyn LogStore,
+    command: &mut Command,
+    aggregate_id: AggregateId,
+) -> Result<Attempt> {
+    // Load: fold every stored event.
+    let history = store.get_events(ctx.resource, aggregate_id).await?;
+    let mut state: A = fold(&history)?;
+    let version = history.last().map_or(0, |e| e.aggregate_version);
+    drop(history);
+
+    if let Some(expected) = command.expected_version {
+        if expected != version {
+            return Err(Error::Conflict {
+                resource: ctx.resource.to_owned(),
+                aggregate_id,
+                expected,
+                actual: version,
+            });
+        }
+    }
+
+    // Decide.
+    let mut decided = decide(&state, ctx.resource, command).await?;
+    if decided.is_empty() {
+        return Ok(Attempt {
+            events: Vec::new(),
+            version,
+            state: command.return_state.then(|| state_value(&state)).transpose()?,
+        });
+    }
+
+    // Record, folding each new event first: an event the aggregate cannot apply is never stored.
+    let timestamp = clock::now();
+    let correlation_id = command.context.correlation_id.unwrap_or(command.id);
+    let causation_id = command.context.causation_id.unwrap_or(command.id);
+    let mut events = Vec::with_capacity(decided.len());
+    for (i, new) in decided.iter_mut().enumerate() {
+        if new.payload.len() > ctx.max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                what: "event payload",
+                size: new.payload.len(),
+                limit: ctx.max_payload_bytes,
+            });
+        }
+        let event_version = version + 1 + i as u64;
+        state.apply(FoldEvent::fresh(ctx.resource, event_version, new))?;
+        events.push(Event {
+            id: uuid::Uuid::now_v7(),
+            position: 0,
+            namespace: ctx.namespace.to_owned(),
+            resource: ctx.resource.to_owned(),
+            aggregate_id,
+            aggregate_version: event_version,
+            key: new.key.to_owned(),
+            schema_version: new.schema_version,
+            payload: new.payload.clone(),
+            args: ctx.args.clone(),
+            command_id: command.id,
+            command_name: command.action.clone(),
+            timestamp,
+            metadata: Metadata {
+                correlation_id,
+                causation_id,
+                user_id: command.context.user_id.clone(),
+                tenant_id: command.context.tenant_id.clone(),
+                extra: Default::default(),
+            },
+        });
+    }
+    let version_after = version + events.len() as u64;
+    let record = CommandRecord {
+        id: command.id,
+        namespace: ctx.namespace.to_owned(),
+        resource: ctx.resource.to_owned(),
+        aggregate_id,
+        action: command.action.clone(),
+        args: ctx.args.clone(),
+        context: command.context.clone(),
+        version_before: version,
+        version_after,
+        timestamp,
+    };
+
+    // Append with the expected version.
+    let stored = store
+        .append(AppendRequest {
+            resource: ctx.resource.to_owned(),
+            aggregate_id,
+            expected_version: version,
+            events,
+            command: Some(record),
+        })
+        .await?;
+
+    Ok(Attempt {
+        events: stored,
+        version: version_after,
+        state: command.return_state.then(|| state_value(&state)).transpose()?,
+    })
+}
+
+fn state_value<A: Aggregate>(state: &A) -> Result<Value> {
+    serde_json::to_value(state).map_err(|e| Error::serialization("aggregate state", e))
+}

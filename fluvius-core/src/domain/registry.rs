@@ -1,0 +1,80 @@
+//! Type-erased access to the registered aggregates.
+
+use std::marker::PhantomData;
+
+use crate::aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent};
+use crate::command::Command;
+use crate::error::Result;
+use crate::event::Event;
+use crate::future::BoxFuture;
+use crate::id::AggregateId;
+use crate::logstore::LogStore;
+
+use super::pipeline::{self, Attempt};
+
+/// What the domain needs from an aggregate type, without knowing the type.
+pub(crate) trait ErasedAggregate: Send + Sync {
+    fn type_resource(&self) -> &'static str;
+    fn action(&self, name: &str) -> Option<&'static ActionSpec>;
+    fn attempt<'a>(
+        &'a self,
+        ctx: &'a pipeline::AttemptContext<'a>,
+        store: &'a dyn LogStore,
+        command: &'a mut Command,
+        aggregate_id: AggregateId,
+    ) -> BoxFuture<'a, Result<Attempt>>;
+    fn state_json(&self, events: &[Event]) -> Result<serde_json::Value>;
+}
+
+pub(crate) struct Registered<A>(PhantomData<fn() -> A>);
+
+impl<A> Registered<A> {
+    pub(crate) fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<A: Aggregate> ErasedAggregate for Registered<A> {
+    fn type_resource(&self) -> &'static str {
+        A::RESOURCE
+    }
+
+    fn action(&self, name: &str) -> Option<&'static ActionSpec> {
+        A::action(name)
+    }
+
+    fn attempt<'a>(
+        &'a self,
+        ctx: &'a pipeline::AttemptContext<'a>,
+        store: &'a dyn LogStore,
+        command: &'a mut Command,
+        aggregate_id: AggregateId,
+    ) -> BoxFuture<'a, Result<Attempt>> {
+        Box::pin(pipeline::attempt::<A>(ctx, store, command, aggregate_id))
+    }
+
+    fn state_json(&self, events: &[Event]) -> Result<serde_json::Value> {
+        let state: A = fold(events)?;
+        serde_json::to_value(&state).map_err(|e| crate::Error::serialization("aggregate state", e))
+    }
+}
+
+/// Fold stored events into a fresh state.
+pub(crate) fn fold<A: Aggregate>(events: &[Event]) -> Result<A> {
+    let mut state = A::default();
+    for event in events {
+        state.apply(FoldEvent::stored(event))?;
+    }
+    Ok(state)
+}
+
+/// Run the decide step (kept apart so its future's borrow of the state ends before the fold).
+pub(crate) async fn decide<A: Aggregate>(
+    state: &A,
+    resource: &str,
+    command: &mut Command,
+) -> Result<Vec<crate::aggregate::NewEvent>> {
+    state
+        .execute(ActionCall::new(resource, &command.action, &mut command.args))
+        .await
+}

@@ -1,0 +1,105 @@
+//! # Fluvius for Rust — event sourcing and CQRS, ergonomic and durable
+//!
+//! Write an aggregate as a plain state type with `#[action]` methods (decide) and `#[apply]`
+//! methods (evolve); the macros turn each action into a routable, validated command that emits
+//! an immutable [`Event`]. A [`Domain`] runs the pipeline: route, load, decide, record, append
+//! with optimistic concurrency, respond, dispatch to `#[event_handler]`s.
+//!
+//! ```
+//! use fluvius_core::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Default, Serialize, Deserialize)]
+//! pub struct User { name: String, active: bool }
+//!
+//! #[derive(Debug, Serialize, Deserialize)]
+//! pub struct UserCreated { name: String }
+//!
+//! #[aggregate(resource = "user")]
+//! impl User {
+//!     #[action(evt_key = "user-created", resources = ["user"])]
+//!     async fn create_user(&self, name: String) -> Result<UserCreated, DomainError> {
+//!         if self.active { return Err(DomainError::rejected("user already exists")); }
+//!         Ok(UserCreated { name })
+//!     }
+//!
+//!     #[apply("user-created")]
+//!     fn created(&mut self, e: UserCreated) { self.name = e.name; self.active = true; }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), fluvius_core::Error> {
+//! let domain = Domain::builder()
+//!     .aggregate::<User>()
+//!     .logstore(MemoryLogStore::new())
+//!     .without_global_handlers()
+//!     .build()
+//!     .await?;
+//! let id = AggregateId::new();
+//! let resp = domain.process_command(User::create_user_command(id, "Ann".into())).await?;
+//! assert_eq!(resp.version, 1);
+//! let events = domain.logstore().get_events("user", id).await?;
+//! assert_eq!(events[0].key, "user-created");
+//! let user: User = domain.load(id).await?;
+//! assert_eq!(user.name, "Ann");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Feature flags
+//!
+//! | feature  | default | what it enables |
+//! |----------|---------|-----------------|
+//! | `macros` | yes     | re-exports `#[aggregate]`, `#[action]`, `#[apply]`, `#[event_handler]` from `fluvius-macros` |
+//!
+//! Durable stores (SQLite, PostgreSQL) live in the `fluvius-sql` crate.
+
+mod aggregate;
+mod clock;
+mod command;
+mod context;
+mod dispatch;
+mod domain;
+mod error;
+mod event;
+mod future;
+mod handler;
+mod id;
+mod logstore;
+mod payload;
+mod response;
+
+pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
+pub use command::{Args, Command};
+pub use context::Context;
+pub use dispatch::HandlerStats;
+pub use domain::{Domain, DomainBuilder, RetryPolicy, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use error::{DomainError, Error, Result};
+pub use event::{Event, Metadata};
+pub use future::BoxFuture;
+pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration, Pattern};
+pub use id::AggregateId;
+pub use logstore::{AppendRequest, CommandRecord, LogStore, MemoryLogStore, StreamQuery};
+pub use payload::Payload;
+pub use response::Response;
+
+#[cfg(feature = "macros")]
+pub use fluvius_macros::{action, aggregate, apply, event_handler};
+
+/// Everything a domain module usually needs, in one `use`.
+pub mod prelude {
+    pub use crate::{
+        AggregateId, Command, Context, Domain, DomainError, Error, Event, HandlerError, LogStore, MemoryLogStore,
+        Response,
+    };
+
+    #[cfg(feature = "macros")]
+    pub use fluvius_macros::{action, aggregate, apply, event_handler};
+}
+
+/// Paths used by generated code. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use serde;
+    pub use serde_json;
+}

@@ -1,0 +1,142 @@
+//! The in-memory log store: for tests, examples and single-process tools.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use uuid::Uuid;
+
+use super::{AppendRequest, CommandRecord, LogStore, StreamQuery};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::future::BoxFuture;
+use crate::id::AggregateId;
+
+/// A log store in process memory. Safe under concurrent use; nothing survives the process.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use fluvius_core::{LogStore, MemoryLogStore, AggregateId};
+/// let store = MemoryLogStore::new();
+/// assert!(store.get_events("user", AggregateId::new()).await.unwrap().is_empty());
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Default)]
+pub struct MemoryLogStore {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The global log; position `p` is at index `p - 1`.
+    log: Vec<Event>,
+    /// Per stream, the indexes of its events in `log`, in version order.
+    streams: HashMap<(String, AggregateId), Vec<usize>>,
+    commands: HashMap<Uuid, CommandRecord>,
+}
+
+impl MemoryLogStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-written (appends validate
+        // before mutating), so a poisoned lock is safe to keep using.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn append_sync(&self, request: AppendRequest) -> Result<Vec<Event>> {
+        request.validate()?;
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        if let Some(cmd) = &request.command {
+            if inner.commands.contains_key(&cmd.id) {
+                return Err(Error::DuplicateCommand { command_id: cmd.id });
+            }
+        }
+        let key = (request.resource, request.aggregate_id);
+        let actual = inner.streams.get(&key).map_or(0, |v| v.len() as u64);
+        if actual != request.expected_version {
+            return Err(Error::Conflict {
+                resource: key.0,
+                aggregate_id: key.1,
+                expected: request.expected_version,
+                actual,
+            });
+        }
+        if request.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = inner.streams.entry(key).or_default();
+        let mut stored = Vec::with_capacity(request.events.len());
+        for mut event in request.events {
+            let index = inner.log.len();
+            event.position = index as u64 + 1;
+            stream.push(index);
+            stored.push(event.clone());
+            inner.log.push(event);
+        }
+        if let Some(cmd) = request.command {
+            inner.commands.insert(cmd.id, cmd);
+        }
+        Ok(stored)
+    }
+}
+
+impl LogStore for MemoryLogStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Event>>> {
+        let result = self.append_sync(request);
+        Box::pin(async move { result })
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: StreamQuery,
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
+        let inner = self.read();
+        let events = match inner.streams.get(&(resource.to_owned(), aggregate_id)) {
+            None => Vec::new(),
+            Some(indexes) => {
+                let start = query.from_version.map_or(0, |v| v.saturating_sub(1) as usize);
+                indexes
+                    .iter()
+                    .skip(start)
+                    .map(|&i| &inner.log[i])
+                    .take_while(|e| query.to_version.is_none_or(|v| e.aggregate_version <= v))
+                    .filter(|e| query.matches(e))
+                    .cloned()
+                    .collect()
+            }
+        };
+        drop(inner);
+        Box::pin(async move { Ok(events) })
+    }
+
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
+        let inner = self.read();
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(inner.log.len());
+        let end = start.saturating_add(limit).min(inner.log.len());
+        let events = inner.log[start..end].to_vec();
+        drop(inner);
+        Box::pin(async move { Ok(events) })
+    }
+
+    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
+        let record = self.read().commands.get(&command_id).cloned();
+        Box::pin(async move { Ok(record) })
+    }
+}
