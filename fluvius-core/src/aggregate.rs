@@ -99,7 +99,11 @@ pub struct ActionCall<'a> {
 impl<'a> ActionCall<'a> {
     /// Build a call (the domain does this; useful in tests of hand-written aggregates).
     pub fn new(resource: &'a str, action: &'a str, args: &'a mut Args) -> Self {
-        Self { resource, action, args }
+        Self {
+            resource,
+            action,
+            args,
+        }
     }
 
     /// The action name.
@@ -138,9 +142,13 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Serialize `value` (once) as the payload of an event `key` at `schema_version`.
-    pub fn new<T: Serialize + Send + 'static>(key: &'static str, schema_version: u32, value: T) -> Result<Self> {
-        let payload =
-            Payload::from_value(&value).map_err(|e| Error::serialization(format!("payload of event `{key}`"), e))?;
+    pub fn new<T: Serialize + Send + 'static>(
+        key: &'static str,
+        schema_version: u32,
+        value: T,
+    ) -> Result<Self> {
+        let payload = Payload::from_value(&value)
+            .map_err(|e| Error::serialization(format!("payload of event `{key}`"), e))?;
         Ok(Self {
             key,
             schema_version,

@@ -57,11 +57,20 @@ impl Command {
         action: impl Into<String>,
         payload: serde_json::Value,
     ) -> Self {
-        Self::with_args(resource.into(), Some(aggregate_id), action.into(), Args::json(payload))
+        Self::with_args(
+            resource.into(),
+            Some(aggregate_id),
+            action.into(),
+            Args::json(payload),
+        )
     }
 
     /// An untyped command that creates a new aggregate; the domain assigns its id.
-    pub fn create(resource: impl Into<String>, action: impl Into<String>, payload: serde_json::Value) -> Self {
+    pub fn create(
+        resource: impl Into<String>,
+        action: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
         Self::with_args(resource.into(), None, action.into(), Args::json(payload))
     }
 

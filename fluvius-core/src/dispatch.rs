@@ -158,7 +158,11 @@ async fn run_worker(
             }
             Err(join) => {
                 counters.panicked.fetch_add(1, Ordering::Relaxed);
-                let what = if join.is_panic() { "panicked" } else { "was cancelled" };
+                let what = if join.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
                 span.in_scope(|| tracing::error!("event handler {what}"));
             }
         }

@@ -19,7 +19,9 @@ pub struct HandlerError {
 impl HandlerError {
     /// A failure with a message.
     pub fn msg(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 
     /// The message.
@@ -120,7 +122,8 @@ impl Pattern {
     }
 }
 
-pub(crate) type DynHandler = Arc<dyn Fn(Arc<Event>) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+pub(crate) type DynHandler =
+    Arc<dyn Fn(Arc<Event>) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
 
 /// One entry of the checked handler table.
 #[derive(Clone)]

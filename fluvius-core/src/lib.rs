@@ -88,8 +88,8 @@ pub use fluvius_macros::{action, aggregate, apply, event_handler};
 /// Everything a domain module usually needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        AggregateId, Command, Context, Domain, DomainError, Error, Event, HandlerError, LogStore, MemoryLogStore,
-        Response,
+        AggregateId, Command, Context, Domain, DomainError, Error, Event, HandlerError, LogStore,
+        MemoryLogStore, Response,
     };
 
     #[cfg(feature = "macros")]

@@ -1,1 +1,41 @@
-//! placeholder
+//! Procedural macros for [`fluvius-core`](https://docs.rs/fluvius-core). Use them through
+//! `fluvius_core::prelude::*` (feature `macros`, on by default); each entry point hands off to
+//! a module of its own.
+
+mod action;
+mod aggregate;
+mod apply;
+mod case;
+mod ctxt;
+mod event_handler;
+
+use proc_macro::TokenStream;
+
+/// Turn an `impl` block into an event-sourced aggregate: implements `fluvius_core::Aggregate`,
+/// and generates typed command constructors (`<method>_command`) and key constants.
+///
+/// `#[aggregate(resource = "user")]`; the resource defaults to the type name in kebab case.
+#[proc_macro_attribute]
+pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
+    aggregate::expand(attr.into(), item.into()).into()
+}
+
+/// Mark a method of an `#[aggregate]` impl as an action:
+/// `#[action(evt_key = "user-created", resources = ["user"], version = 1, name = "create-user")]`.
+#[proc_macro_attribute]
+pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
+    action::misplaced(attr.into(), item.into()).into()
+}
+
+/// Mark a method of an `#[aggregate]` impl as the fold of one event key: `#[apply("user-created")]`.
+#[proc_macro_attribute]
+pub fn apply(attr: TokenStream, item: TokenStream) -> TokenStream {
+    apply::misplaced(attr.into(), item.into()).into()
+}
+
+/// Register an `async fn(&Event) -> Result<(), HandlerError>` as an event handler at link time:
+/// `#[event_handler("user-created")]`, `#[event_handler("*")]`, `#[event_handler("user-*", name = "…")]`.
+#[proc_macro_attribute]
+pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
+    event_handler::expand(attr.into(), item.into()).into()
+}

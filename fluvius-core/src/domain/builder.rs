@@ -130,7 +130,8 @@ impl DomainBuilder {
     /// Register an aggregate under another resource name as well; actions whose
     /// `resources = [...]` list does not include it refuse commands addressed to it.
     pub fn aggregate_as<A: Aggregate>(mut self, resource: impl Into<String>) -> Self {
-        self.aggregates.push((resource.into(), Arc::new(Registered::<A>::new())));
+        self.aggregates
+            .push((resource.into(), Arc::new(Registered::<A>::new())));
         self
     }
 
@@ -164,7 +165,10 @@ impl DomainBuilder {
     }
 
     /// Pick up only those `#[event_handler]`s for which `filter` returns true (e.g. by module).
-    pub fn global_handlers_filter(mut self, filter: impl Fn(&HandlerRegistration) -> bool + Send + 'static) -> Self {
+    pub fn global_handlers_filter(
+        mut self,
+        filter: impl Fn(&HandlerRegistration) -> bool + Send + 'static,
+    ) -> Self {
         self.global_handlers = true;
         self.global_filter = Some(Box::new(filter));
         self
@@ -172,7 +176,10 @@ impl DomainBuilder {
 
     /// An authorization policy, checked before a command runs: `Err(reason)` refuses it with
     /// [`Error::Forbidden`] and nothing is written.
-    pub fn authorize(mut self, policy: impl Fn(&Command) -> std::result::Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn authorize(
+        mut self,
+        policy: impl Fn(&Command) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         self.policy = Some(Arc::new(policy));
         self
     }
@@ -198,7 +205,9 @@ impl DomainBuilder {
         let mut aggregates = HashMap::new();
         for (resource, agg) in self.aggregates {
             if resource.is_empty() {
-                return Err(Error::Config("an aggregate was registered with an empty resource name".into()));
+                return Err(Error::Config(
+                    "an aggregate was registered with an empty resource name".into(),
+                ));
             }
             if let Some(prev) = aggregates.insert(resource.clone(), agg) {
                 return Err(Error::Config(format!(

@@ -107,10 +107,12 @@ impl Domain {
             .ok_or_else(|| Error::UnknownResource {
                 resource: command.resource.clone(),
             })?;
-        let spec = aggregate.action(&command.action).ok_or_else(|| Error::UnknownAction {
-            resource: command.resource.clone(),
-            action: command.action.clone(),
-        })?;
+        let spec = aggregate
+            .action(&command.action)
+            .ok_or_else(|| Error::UnknownAction {
+                resource: command.resource.clone(),
+                action: command.action.clone(),
+            })?;
         if !spec.accepts(&command.resource) {
             return Err(Error::ResourceNotAllowed {
                 action: command.action.clone(),
@@ -139,7 +141,9 @@ impl Domain {
 
         // Idempotency: a command id seen before gets its first response.
         if let Some(record) = inner.store.get_command(command.id).await? {
-            return self.replay(aggregate.as_ref(), record, command.return_state).await;
+            return self
+                .replay(aggregate.as_ref(), record, command.return_state)
+                .await;
         }
 
         let aggregate_id = command.aggregate_id.unwrap_or_default();
@@ -175,7 +179,9 @@ impl Domain {
                             None,
                         )
                     })?;
-                    return self.replay(aggregate.as_ref(), record, command.return_state).await;
+                    return self
+                        .replay(aggregate.as_ref(), record, command.return_state)
+                        .await;
                 }
                 Err(e) => return Err(e),
             }
@@ -195,7 +201,12 @@ impl Domain {
         })
     }
 
-    async fn replay(&self, aggregate: &dyn ErasedAggregate, record: CommandRecord, with_state: bool) -> Result<Response> {
+    async fn replay(
+        &self,
+        aggregate: &dyn ErasedAggregate,
+        record: CommandRecord,
+        with_state: bool,
+    ) -> Result<Response> {
         let store = &self.inner.store;
         let events = store
             .read_stream(
@@ -268,7 +279,12 @@ impl Domain {
 
     /// Load from a stream named by resource, with any [`StreamQuery`] (for aggregates
     /// registered under a second resource name with [`DomainBuilder::aggregate_as`]).
-    pub async fn load_query<A: Aggregate>(&self, resource: &str, id: AggregateId, query: StreamQuery) -> Result<A> {
+    pub async fn load_query<A: Aggregate>(
+        &self,
+        resource: &str,
+        id: AggregateId,
+        query: StreamQuery,
+    ) -> Result<A> {
         let events = self.inner.store.read_stream(resource, id, query).await?;
         fold(&events)
     }

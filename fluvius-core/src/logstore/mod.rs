@@ -139,7 +139,11 @@ pub trait LogStore: Send + Sync + 'static {
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>>;
 
     /// All events of one aggregate, in version order (empty for an unknown aggregate).
-    fn get_events<'a>(&'a self, resource: &'a str, aggregate_id: AggregateId) -> BoxFuture<'a, Result<Vec<Event>>> {
+    fn get_events<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
         self.read_stream(resource, aggregate_id, StreamQuery::default())
     }
 

@@ -1,0 +1,404 @@
+//! `#[aggregate]`: parse the impl block into a model, check it, then generate.
+
+use std::collections::HashMap;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{Attribute, Ident, ImplItem, ItemImpl, LitStr, Token};
+
+use crate::action::ActionMethod;
+use crate::apply::ApplyMethod;
+use crate::case::{kebab, screaming};
+use crate::ctxt::Ctxt;
+
+mod kw {
+    syn::custom_keyword!(resource);
+}
+
+/// `#[aggregate(resource = "user")]`.
+#[derive(Default)]
+struct AggregateAttr {
+    resource: Option<LitStr>,
+}
+
+impl Parse for AggregateAttr {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut attr = AggregateAttr::default();
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::resource) {
+                let key: kw::resource = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let lit: LitStr = input.parse()?;
+                if attr.resource.is_some() {
+                    return Err(syn::Error::new_spanned(
+                        key,
+                        "`resource` is specified more than once",
+                    ));
+                }
+                if lit.value().is_empty() {
+                    return Err(syn::Error::new_spanned(&lit, "`resource` must not be empty"));
+                }
+                attr.resource = Some(lit);
+            } else {
+                return Err(lookahead.error());
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(attr)
+    }
+}
+
+/// The checked model of one aggregate.
+struct Model {
+    self_ty: syn::Type,
+    resource: String,
+    actions: Vec<ActionMethod>,
+    applies: Vec<ApplyMethod>,
+}
+
+fn is_attr(attr: &Attribute, name: &str) -> bool {
+    attr.path().segments.last().is_some_and(|s| s.ident == name)
+}
+
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let mut item: ItemImpl = match syn::parse2(item.clone()) {
+        Ok(i) => i,
+        Err(_) => {
+            let err = syn::Error::new(
+                Span::call_site(),
+                "#[aggregate] must be placed on an `impl Type { ... }` block",
+            )
+            .to_compile_error();
+            return quote! { #err #item };
+        }
+    };
+    let mut cx = Ctxt::default();
+    let attr: AggregateAttr = match syn::parse2(attr) {
+        Ok(a) => a,
+        Err(e) => {
+            cx.push(e);
+            AggregateAttr::default()
+        }
+    };
+    let model = parse_model(&mut cx, &mut item, attr);
+    // `item` now has our attributes stripped: re-emit it whatever happens, so one mistake
+    // gives one message rather than a cascade.
+    if let Some(model) = &model {
+        check(&mut cx, model);
+    }
+    match (cx.check(), model) {
+        (Ok(()), Some(model)) => {
+            let generated = generate(&model);
+            quote! { #item #generated }
+        }
+        (Err(errors), _) => quote! { #item #errors },
+        (Ok(()), None) => quote! { #item },
+    }
+}
+
+fn parse_model(cx: &mut Ctxt, item: &mut ItemImpl, attr: AggregateAttr) -> Option<Model> {
+    let mut ok = true;
+    if let Some((_, path, _)) = &item.trait_ {
+        cx.error_spanned_by(
+            path,
+            "#[aggregate] goes on an inherent impl (`impl Type { ... }`), not a trait impl",
+        );
+        ok = false;
+    }
+    if !item.generics.params.is_empty() {
+        cx.error_spanned_by(&item.generics, "generic aggregates are not supported");
+        ok = false;
+    }
+    let resource = match &attr.resource {
+        Some(lit) => lit.value(),
+        None => match &*item.self_ty {
+            syn::Type::Path(tp) => match tp.path.segments.last() {
+                Some(seg) => kebab(&seg.ident.to_string()),
+                None => String::new(),
+            },
+            _ => String::new(),
+        },
+    };
+    let mut actions = Vec::new();
+    let mut applies = Vec::new();
+    for impl_item in &mut item.items {
+        let ImplItem::Fn(method) = impl_item else { continue };
+        let mut action_attr = None;
+        let mut apply_attr = None;
+        let mut kept = Vec::with_capacity(method.attrs.len());
+        for a in method.attrs.drain(..) {
+            if is_attr(&a, "action") {
+                if action_attr.is_some() {
+                    cx.error_spanned_by(&a, "#[action] is specified more than once on this method");
+                }
+                action_attr = Some(a);
+            } else if is_attr(&a, "apply") {
+                if apply_attr.is_some() {
+                    cx.error_spanned_by(&a, "#[apply] is specified more than once on this method");
+                }
+                apply_attr = Some(a);
+            } else {
+                kept.push(a);
+            }
+        }
+        method.attrs = kept;
+        match (&action_attr, &apply_attr) {
+            (Some(a), Some(_)) => {
+                cx.error_spanned_by(
+                    a,
+                    "a method is either an #[action] (decide) or an #[apply] (evolve), not both",
+                );
+                ok = false;
+            }
+            (Some(a), None) => match ActionMethod::from_method(cx, method, a) {
+                Some(m) => actions.push(m),
+                None => ok = false,
+            },
+            (None, Some(a)) => match ApplyMethod::from_method(cx, method, a) {
+                Some(m) => applies.push(m),
+                None => ok = false,
+            },
+            (None, None) => {}
+        }
+    }
+    if resource.is_empty() {
+        cx.error_spanned_by(
+            &item.self_ty,
+            "cannot derive a resource name: write `#[aggregate(resource = \"...\")]`",
+        );
+        ok = false;
+    }
+    ok.then(|| Model {
+        self_ty: (*item.self_ty).clone(),
+        resource,
+        actions,
+        applies,
+    })
+}
+
+/// Cross-method checks: unique names and keys, every emitted key folded, every fold emitted.
+fn check(cx: &mut Ctxt, model: &Model) {
+    let mut names: HashMap<&str, &ActionMethod> = HashMap::new();
+    let mut keys: HashMap<String, &ActionMethod> = HashMap::new();
+    for a in &model.actions {
+        if let Some(prev) = names.insert(&a.name, a) {
+            cx.push(syn::Error::new(
+                a.name_span,
+                format!("action name `{}` is already used by `{}`", a.name, prev.method),
+            ));
+        }
+        if let Some(prev) = keys.insert(a.evt_key.value(), a) {
+            cx.error_spanned_by(
+                &a.evt_key,
+                format!(
+                    "evt_key `{}` is already emitted by action `{}`; each event key has one action \
+                     (evolve old shapes with version = N and upcasters)",
+                    a.evt_key.value(),
+                    prev.method
+                ),
+            );
+        }
+    }
+    let mut folds: HashMap<String, &ApplyMethod> = HashMap::new();
+    for ap in &model.applies {
+        if let Some(prev) = folds.insert(ap.key.value(), ap) {
+            cx.error_spanned_by(
+                &ap.key,
+                format!(
+                    "event `{}` is already folded by `{}`",
+                    ap.key.value(),
+                    prev.method
+                ),
+            );
+        }
+    }
+    for a in &model.actions {
+        if !folds.contains_key(&a.evt_key.value()) {
+            cx.error_spanned_by(
+                &a.evt_key,
+                format!(
+                    "no #[apply(\"{}\")] method folds this event: add one so replays can rebuild the state",
+                    a.evt_key.value()
+                ),
+            );
+        }
+    }
+    for ap in &model.applies {
+        if !keys.contains_key(&ap.key.value()) {
+            cx.error_spanned_by(
+                &ap.key,
+                format!(
+                    "no #[action] emits `{}`: fix the key or remove this method",
+                    ap.key.value()
+                ),
+            );
+        }
+    }
+}
+
+fn generate(model: &Model) -> TokenStream {
+    let self_ty = &model.self_ty;
+    let resource = &model.resource;
+    let krate = quote!(::fluvius_core);
+
+    let specs = model.actions.iter().map(|a| {
+        let name = &a.name;
+        let key = &a.evt_key;
+        let resources = &a.resources;
+        let version = a.version;
+        quote! {
+            #krate::ActionSpec { name: #name, evt_key: #key, resources: &[#(#resources),*], version: #version }
+        }
+    });
+
+    let arg_structs = model.actions.iter().map(|a| {
+        let ident = args_ident(&a.method);
+        let fields = a.args.iter().map(|arg| {
+            let (id, ty) = (&arg.ident, &arg.ty);
+            quote! { #id: #ty }
+        });
+        quote! {
+            #[derive(#krate::__private::serde::Serialize, #krate::__private::serde::Deserialize)]
+            #[serde(crate = "::fluvius_core::__private::serde", deny_unknown_fields)]
+            #[allow(non_camel_case_types)]
+            struct #ident { #(#fields,)* }
+        }
+    });
+
+    let arms = model.actions.iter().map(|a| {
+        let name = &a.name;
+        let key = &a.evt_key;
+        let version = a.version;
+        let method = &a.method;
+        let args_ty = args_ident(method);
+        let idents: Vec<_> = a.args.iter().map(|arg| &arg.ident).collect();
+        let call = if a.is_async {
+            quote! { Self::#method(self, #(__args.#idents),*).await }
+        } else {
+            quote! { Self::#method(self, #(__args.#idents),*) }
+        };
+        let payload_ty = &a.payload_ty;
+        let err_span = a.error_ty.as_ref().map_or(payload_ty.span(), |t| t.span());
+        let reject = quote_spanned! {err_span=> #krate::Error::rejected(__err) };
+        let new_event = quote_spanned! {payload_ty.span()=>
+            #krate::NewEvent::new::<#payload_ty>(#key, #version, __payload)
+        };
+        quote! {
+            #name => {
+                let __args: #args_ty = __call.take_args()?;
+                match #call {
+                    ::core::result::Result::Ok(__payload) => {
+                        ::core::result::Result::Ok(::std::vec![#new_event?])
+                    }
+                    ::core::result::Result::Err(__err) => ::core::result::Result::Err(#reject),
+                }
+            }
+        }
+    });
+
+    let folds = model.applies.iter().map(|ap| {
+        let key = &ap.key;
+        let method = &ap.method;
+        let ty = &ap.payload_ty;
+        quote! {
+            #key => {
+                let __payload = __event.decode::<#ty>()?;
+                Self::#method(self, __payload);
+                ::core::result::Result::Ok(())
+            }
+        }
+    });
+
+    let constructors = model.actions.iter().map(|a| {
+        let ctor = format_ident!("{}_command", a.method);
+        let name = &a.name;
+        let args_ty = args_ident(&a.method);
+        let params = a.args.iter().map(|arg| {
+            let (id, ty) = (&arg.ident, &arg.ty);
+            quote! { #id: #ty }
+        });
+        let idents: Vec<_> = a.args.iter().map(|arg| &arg.ident).collect();
+        let doc = format!(
+            "A typed `{name}` command for the `{}` aggregate `id` (its event: `{}`).",
+            model.resource,
+            a.evt_key.value()
+        );
+        quote! {
+            #[doc = #doc]
+            #[allow(clippy::too_many_arguments)]
+            pub fn #ctor(id: #krate::AggregateId, #(#params),*) -> #krate::Command {
+                #krate::Command::typed(
+                    <Self as #krate::Aggregate>::RESOURCE,
+                    ::core::option::Option::Some(id),
+                    #name,
+                    #args_ty { #(#idents),* },
+                )
+            }
+        }
+    });
+
+    let consts = model.actions.iter().map(|a| {
+        let action_const = Ident::new(&format!("ACTION_{}", screaming(&a.name)), a.name_span);
+        let event_const = Ident::new(
+            &format!("EVENT_{}", screaming(&a.evt_key.value())),
+            a.evt_key.span(),
+        );
+        let (name, key) = (&a.name, &a.evt_key);
+        let doc_a = format!("The action name `{name}`.");
+        let doc_e = format!("The event key `{}`.", key.value());
+        quote! {
+            #[doc = #doc_a]
+            pub const #action_const: &'static str = #name;
+            #[doc = #doc_e]
+            pub const #event_const: &'static str = #key;
+        }
+    });
+
+    quote! {
+        const _: () = {
+            #(#arg_structs)*
+
+            impl #krate::Aggregate for #self_ty {
+                const RESOURCE: &'static str = #resource;
+
+                fn actions() -> &'static [#krate::ActionSpec] {
+                    const ACTIONS: &[#krate::ActionSpec] = &[#(#specs),*];
+                    ACTIONS
+                }
+
+                #[allow(unused_mut, unreachable_code)]
+                async fn execute(
+                    &self,
+                    mut __call: #krate::ActionCall<'_>,
+                ) -> #krate::Result<::std::vec::Vec<#krate::NewEvent>> {
+                    match __call.action() {
+                        #(#arms)*
+                        _ => ::core::result::Result::Err(__call.unknown_action()),
+                    }
+                }
+
+                #[allow(unused_mut, unreachable_code)]
+                fn apply(&mut self, mut __event: #krate::FoldEvent<'_>) -> #krate::Result<()> {
+                    match __event.key() {
+                        #(#folds)*
+                        _ => ::core::result::Result::Err(__event.unknown()),
+                    }
+                }
+            }
+
+            impl #self_ty {
+                #(#consts)*
+                #(#constructors)*
+            }
+        };
+    }
+}
+
+fn args_ident(method: &Ident) -> Ident {
+    format_ident!("__FluviusArgs_{}", method)
+}
