@@ -76,6 +76,8 @@ impl Default for RetryPolicy {
     }
 }
 
+type GlobalFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send>;
+
 /// Builder for [`Domain`]; start with [`Domain::builder`].
 pub struct DomainBuilder {
     namespace: String,
@@ -84,7 +86,7 @@ pub struct DomainBuilder {
     store: Option<Arc<dyn LogStore>>,
     handlers: Vec<Result<HandlerEntry>>,
     global_handlers: bool,
-    global_filter: Option<Box<dyn Fn(&HandlerRegistration) -> bool + Send>>,
+    global_filter: Option<GlobalFilter>,
     policy: Option<Policy>,
     retry: RetryPolicy,
     max_payload_bytes: usize,
