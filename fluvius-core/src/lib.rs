@@ -63,6 +63,7 @@ mod error;
 mod event;
 mod future;
 mod handler;
+pub mod harness;
 mod id;
 mod logstore;
 mod payload;
