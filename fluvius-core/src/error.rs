@@ -109,6 +109,20 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A stored event could not be lifted to the current schema version of its key.
+    #[error("cannot upcast event {event_id} `{key}` from version {from} to {to}: {message}")]
+    Upcast {
+        /// The event id.
+        event_id: Uuid,
+        /// The event key (after any rename).
+        key: String,
+        /// The stored schema version.
+        from: u32,
+        /// The current schema version.
+        to: u32,
+        /// What went wrong.
+        message: String,
+    },
     /// A value could not be serialized or deserialized.
     #[error("serialization failed ({context}): {source}")]
     Serialization {
@@ -158,6 +172,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::DuplicateCommand { .. } => "duplicate_command",
             Error::Apply { .. } => "apply_failed",
+            Error::Upcast { .. } => "upcast_failed",
             Error::Serialization { .. } => "serialization",
             Error::InvalidAppend(_) => "invalid_append",
             Error::Store { .. } => "store",

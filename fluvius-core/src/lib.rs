@@ -68,6 +68,7 @@ mod id;
 mod logstore;
 mod payload;
 mod response;
+mod upcast;
 
 pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
 pub use command::{Args, Command};
@@ -82,6 +83,7 @@ pub use id::AggregateId;
 pub use logstore::{AppendRequest, CommandRecord, LogStore, MemoryLogStore, StreamQuery};
 pub use payload::Payload;
 pub use response::Response;
+pub use upcast::{UpcastError, UpcastFn, UpcasterRegistration};
 
 #[cfg(feature = "macros")]
 pub use fluvius_macros::{action, aggregate, apply, event_handler};

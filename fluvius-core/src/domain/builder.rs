@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::{check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration};
 use crate::logstore::LogStore;
+use crate::upcast::{UpcastFn, UpcasterRegistration, Upcasters, UpcastingStore};
 
 use super::registry::{ErasedAggregate, Registered};
 use super::{Domain, Inner, Policy};
@@ -83,6 +84,8 @@ pub struct DomainBuilder {
     namespace: String,
     revision: u32,
     aggregates: Vec<(String, Arc<dyn ErasedAggregate>)>,
+    upcasters: Vec<(String, u32, UpcastFn, String)>,
+    renames: Vec<(String, String)>,
     store: Option<Arc<dyn LogStore>>,
     handlers: Vec<Result<HandlerEntry>>,
     global_handlers: bool,
@@ -101,6 +104,8 @@ impl DomainBuilder {
             namespace: "default".into(),
             revision: 1,
             aggregates: Vec::new(),
+            upcasters: Vec::new(),
+            renames: Vec::new(),
             store: None,
             handlers: Vec::new(),
             global_handlers: true,
@@ -134,6 +139,20 @@ impl DomainBuilder {
     pub fn aggregate_as<A: Aggregate>(mut self, resource: impl Into<String>) -> Self {
         self.aggregates
             .push((resource.into(), Arc::new(Registered::<A>::new())));
+        self
+    }
+
+    /// Register an upcaster for `key` from schema version `from` to `from + 1` (in addition to
+    /// those declared with `#[upcast]`).
+    pub fn upcaster(mut self, key: &str, from: u32, upcast: UpcastFn) -> Self {
+        self.upcasters
+            .push((key.to_owned(), from, upcast, "registered explicitly".into()));
+        self
+    }
+
+    /// Read events stored under the key `old` as `new` (before upcasting).
+    pub fn rename_event(mut self, old: &str, new: &str) -> Self {
+        self.renames.push((old.to_owned(), new.to_owned()));
         self
     }
 
@@ -218,6 +237,38 @@ impl DomainBuilder {
                 )));
             }
         }
+        let mut upcasters = Upcasters::default();
+        for (_, agg) in &aggregates {
+            for spec in agg.actions() {
+                upcasters.declare_current(spec.evt_key, spec.version);
+            }
+        }
+        for (key, from, f, origin) in self.upcasters {
+            upcasters.add(&key, from, f, origin)?;
+        }
+        for reg in inventory::iter::<UpcasterRegistration> {
+            upcasters.add(reg.key, reg.from, reg.upcast, reg.origin.to_owned())?;
+        }
+        for (old, new) in &self.renames {
+            upcasters.rename(old, new)?;
+        }
+        let gaps = upcasters.gaps();
+        if !gaps.is_empty() {
+            return Err(Error::Config(format!(
+                "incomplete upcaster chains: {}",
+                gaps.join("; ")
+            )));
+        }
+        let upcasters = Arc::new(upcasters);
+        let raw_store = store.clone();
+        let store: Arc<dyn LogStore> = if upcasters.is_empty() {
+            store
+        } else {
+            Arc::new(UpcastingStore {
+                inner: store,
+                upcasters: upcasters.clone(),
+            })
+        };
         let mut entries = self.handlers.into_iter().collect::<Result<Vec<_>>>()?;
         if self.global_handlers {
             for reg in global_handlers() {
@@ -245,6 +296,8 @@ impl DomainBuilder {
                 revision: self.revision,
                 aggregates,
                 store,
+                raw_store,
+                upcasters,
                 policy: self.policy,
                 retry: self.retry,
                 dispatcher,

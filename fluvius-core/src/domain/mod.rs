@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::id::AggregateId;
 use crate::logstore::{CommandRecord, LogStore, StreamQuery};
 use crate::response::Response;
+use crate::upcast::Upcasters;
 
 use registry::{fold, ErasedAggregate};
 
@@ -37,6 +38,9 @@ struct Inner {
     revision: u32,
     aggregates: HashMap<String, Arc<dyn ErasedAggregate>>,
     store: Arc<dyn LogStore>,
+    /// The store without the upcasting view, for schema checks.
+    raw_store: Arc<dyn LogStore>,
+    upcasters: Arc<Upcasters>,
     policy: Option<Policy>,
     retry: RetryPolicy,
     dispatcher: Dispatcher,
@@ -287,6 +291,39 @@ impl Domain {
     ) -> Result<A> {
         let events = self.inner.store.read_stream(resource, id, query).await?;
         fold(&events)
+    }
+
+    /// Check that every (key, schema version) in the log can be lifted to the current version
+    /// by the registered upcasters, so a missing upcaster is found at start-up rather than on
+    /// the first read of an old event. Scans the log once, in pages.
+    pub async fn check_schema_versions(&self) -> Result<()> {
+        const PAGE: usize = 1000;
+        let mut seen = std::collections::HashSet::new();
+        let mut problems = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.inner.raw_store.read_all(after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            for e in &page {
+                if seen.insert((e.key.clone(), e.schema_version)) {
+                    if let Err(problem) = self.inner.upcasters.check(&e.key, e.schema_version) {
+                        problems.push(problem);
+                    }
+                }
+            }
+            if page.len() < PAGE {
+                break;
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "stored events cannot be read: {}",
+                problems.join("; ")
+            )))
+        }
     }
 
     /// Wait until every event dispatched so far has been handled (or has failed).

@@ -16,6 +16,7 @@ use super::pipeline::{self, Attempt};
 pub(crate) trait ErasedAggregate: Send + Sync {
     fn type_resource(&self) -> &'static str;
     fn action(&self, name: &str) -> Option<&'static ActionSpec>;
+    fn actions(&self) -> &'static [ActionSpec];
     fn attempt<'a>(
         &'a self,
         ctx: &'a pipeline::AttemptContext<'a>,
@@ -41,6 +42,10 @@ impl<A: Aggregate> ErasedAggregate for Registered<A> {
 
     fn action(&self, name: &str) -> Option<&'static ActionSpec> {
         A::action(name)
+    }
+
+    fn actions(&self) -> &'static [ActionSpec] {
+        A::actions()
     }
 
     fn attempt<'a>(
