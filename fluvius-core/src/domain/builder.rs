@@ -238,7 +238,7 @@ impl DomainBuilder {
             }
         }
         let mut upcasters = Upcasters::default();
-        for (_, agg) in &aggregates {
+        for agg in aggregates.values() {
             for spec in agg.actions() {
                 upcasters.declare_current(spec.evt_key, spec.version);
             }
