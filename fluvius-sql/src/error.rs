@@ -1,0 +1,98 @@
+//! The one error type of `fluvius-sql`.
+
+use std::fmt::Write as _;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while opening a store or talking to its database.
+///
+/// Every variant names its `target`: the database, as `sqlite:<path>` or
+/// `postgres://user@host:port/database`, never with a password. Converts into
+/// [`fluvius_core::Error::Store`] (see the `From` impl), which is what the
+/// [`LogStore`](fluvius_core::LogStore) methods return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL or an option is invalid.
+    #[error("invalid configuration for {target}: {message}")]
+    Config {
+        /// The database.
+        target: String,
+        /// What is wrong.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<sqlx::Error>,
+    },
+    /// The database could not be opened or reached.
+    #[error("cannot connect to {target}")]
+    Connect {
+        /// The database.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The embedded migrations failed.
+    #[error("migrating {target} failed")]
+    Migrate {
+        /// The database.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A statement failed (connection lost, disk full, timeout, …).
+    #[error("{operation} on {target} failed")]
+    Query {
+        /// The database.
+        target: String,
+        /// What the store was doing, e.g. `"append"`.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored row or a value to store does not fit the schema (e.g. a version above
+    /// `i64::MAX`, or a row whose JSON does not parse).
+    #[error("invalid data in {target}: {message}")]
+    Data {
+        /// The database.
+        target: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The database the error is about (never with a password).
+    pub fn target(&self) -> &str {
+        match self {
+            Error::Config { target, .. }
+            | Error::Connect { target, .. }
+            | Error::Migrate { target, .. }
+            | Error::Query { target, .. }
+            | Error::Data { target, .. } => target,
+        }
+    }
+
+    /// The error and its causes, joined by `": "`.
+    pub fn full_message(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(err) = source {
+            let _ = write!(out, ": {err}");
+            source = err.source();
+        }
+        out
+    }
+}
+
+impl From<Error> for fluvius_core::Error {
+    /// An [`fluvius_core::Error::Store`] whose `backend` is the target, whose message carries
+    /// the whole cause chain, and whose source is the original error.
+    fn from(err: Error) -> Self {
+        fluvius_core::Error::store(err.target().to_owned(), err.full_message(), Some(Box::new(err)))
+    }
+}

@@ -1,0 +1,782 @@
+//! The PostgreSQL log store: many app instances on one database.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fluvius_sql::Error> {
+//! use fluvius_sql::PostgresLogStore;
+//! let store = PostgresLogStore::connect("postgres://app:secret@db.internal/app").await?;
+//! // or: tables in their own schema (created if missing), no migrations on connect
+//! let store = PostgresLogStore::builder("postgres://app:secret@db.internal/app")
+//!     .schema("fluvius")
+//!     .run_migrations(false)
+//!     .connect()
+//!     .await?;
+//! store.migrate().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Needs PostgreSQL 13 or later (`xid8`, `pg_current_xact_id`).
+//!
+//! # Global order without a table lock
+//! A sequence hands out positions, but sequence values are taken when a transaction *writes*,
+//! not when it commits: transaction A can take position 5, transaction B position 6, and B can
+//! commit first. A reader that then reads "everything after 4" sees 6, moves its checkpoint to
+//! 6, and never sees 5 when A commits. Locking the table on every append fixes this by
+//! serializing all writers; this store does not.
+//!
+//! Instead:
+//! 1. Each append reserves its block of positions with `fluvius_reserve_positions(n)` (a
+//!    function created by the migrations). Under a session advisory lock held for
+//!    microseconds — not until commit — it assigns the transaction its id and takes `n`
+//!    consecutive sequence values. So among writers, **position order is transaction-id
+//!    order**, and **the events of one append get consecutive positions**, even with
+//!    concurrent appends.
+//! 2. Each row stores its transaction id (`xact_id xid8 DEFAULT pg_current_xact_id()`).
+//! 3. [`read_all`](LogStore::read_all) returns only rows with
+//!    `xact_id < pg_snapshot_xmin(pg_current_snapshot())`: rows of transactions older than
+//!    every transaction still running. Any transaction that could still commit is at or above
+//!    that horizon, so — by 1 — it can only commit positions *above* every row returned. A
+//!    reader never skips a late commit.
+//!
+//! The trade-off: `read_all` lags behind commits by the longest transaction running **in the
+//! whole cluster** that holds a transaction id (any writer, not just Fluvius appends). Appends
+//! are short, so the lag is usually milliseconds; a session left "idle in transaction" after
+//! writing stalls `read_all` until it ends (look for it in `pg_stat_activity`). Per-aggregate
+//! reads ([`read_stream`](LogStore::read_stream) and friends) are not affected: they see every
+//! committed event at once.
+//!
+//! Positions are not dense across appends: an append that fails (conflict, duplicate
+//! command, lost connection) has already used its block, so the log may skip numbers. Readers
+//! must treat positions as ordered, not as counters; checkpoints (`read_all(after, …)`) work
+//! unchanged.
+//!
+//! # Durability
+//! An append returns after PostgreSQL reports the commit, so with the server's defaults
+//! (`synchronous_commit = on`, `fsync = on`) an appended event is on disk. If the connection is
+//! lost *during* the commit, the append fails with [`fluvius_core::Error::Store`] although it
+//! may have committed; retrying the same command id is then answered by the idempotency
+//! record instead of writing twice.
+//!
+//! # Layout
+//! Tables `fluvius_events` and `fluvius_commands`, the sequence `fluvius_events_position_seq`
+//! and the function `fluvius_reserve_positions` (see `migrations/postgres` in this crate), in
+//! the schema given with [`PostgresOptions::schema`] or else the first schema of the
+//! connection's `search_path`. Payloads, arguments, metadata and contexts are `json` rather
+//! than `jsonb`: validated, but stored as the exact text written, so key order and the digits
+//! of large numbers (beyond what a double holds) come back unchanged. One append is one
+//! transaction: one `INSERT … SELECT … FROM unnest(…)` for all its events (which also checks
+//! the expected version), then the command row.
+//!
+//! sqlx records applied migrations in `_sqlx_migrations` in the same schema. If your
+//! application runs its own sqlx migrations on the same schema, the two sets share that table;
+//! give the log store its own schema to keep them apart.
+//!
+//! # Connection loss
+//! The pool checks a connection before handing it out and reconnects as needed: when the
+//! database comes back, the store works again without being reopened. While it is away,
+//! operations fail with [`fluvius_core::Error::Store`] naming the database (never the
+//! password) once the acquire timeout has passed.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use fluvius_core::{AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, StreamQuery};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Executor, Postgres, Row};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+type CoreResult<T> = fluvius_core::Result<T>;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+const EVENTS_STREAM_KEY: &str = "fluvius_events_stream_version_key";
+const COMMANDS_KEY: &str = "fluvius_commands_pkey";
+
+const EVENT_COLUMNS: &str = "position, id, namespace, resource, aggregate_id, aggregate_version, key, \
+     schema_version, payload::text, args::text, metadata::text, command_id, command_name, recorded_at";
+
+/// Appends all events of one request in one statement. The version check is an uncorrelated
+/// subquery (a one-time filter): when the stream is not at `$3`, nothing is inserted and no
+/// positions are reserved.
+const INSERT_EVENTS: &str = "\
+WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($4) AS first)
+INSERT INTO fluvius_events (position, id, namespace, resource, aggregate_id, aggregate_version, key,
+    schema_version, payload, args, metadata, command_id, command_name, recorded_at)
+SELECT reserved.first + e.ord - 1, e.id, e.namespace, $1, $2, e.aggregate_version, e.key,
+    e.schema_version, e.payload::json, e.args::json, e.metadata::json, e.command_id, e.command_name,
+    e.recorded_at
+FROM reserved,
+    unnest($5::uuid[], $6::text[], $7::bigint[], $8::text[], $9::integer[], $10::text[], $11::text[],
+        $12::text[], $13::uuid[], $14::text[], $15::timestamptz[])
+    WITH ORDINALITY AS e(id, namespace, aggregate_version, key, schema_version, payload, args, metadata,
+        command_id, command_name, recorded_at, ord)
+WHERE (SELECT coalesce(max(v.aggregate_version), 0) FROM fluvius_events v
+       WHERE v.tenant = '' AND v.resource = $1 AND v.aggregate_id = $2) = $3
+RETURNING position, aggregate_version";
+
+const INSERT_COMMAND: &str = "\
+INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context, version_before,
+    version_after, recorded_at)
+VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10)";
+
+/// How to connect a [`PostgresLogStore`]; start with [`PostgresLogStore::builder`].
+#[derive(Clone)]
+pub struct PostgresOptions {
+    url: String,
+    schema: Option<String>,
+    run_migrations: bool,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    application_name: Option<String>,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("run_migrations", &self.run_migrations)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("application_name", &self.application_name)
+            .finish()
+    }
+}
+
+impl PostgresOptions {
+    /// Options for the database at `url` (`postgres://user:password@host:port/database`), with
+    /// the defaults: the connection's own `search_path`, migrations on, 10 connections, 10 s
+    /// acquire timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            run_migrations: true,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+            application_name: None,
+        }
+    }
+
+    /// Keep the tables in this schema: it is created if missing, and every connection of the
+    /// store's pool gets `SET search_path TO <schema>`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Whether to apply the embedded migrations on connect (default `true`).
+    pub fn run_migrations(mut self, run: bool) -> Self {
+        self.run_migrations = run;
+        self
+    }
+
+    /// Size of the connection pool (at least 1).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long connecting, or waiting for a pooled connection, may take before failing.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// The `application_name` the connections report (visible in `pg_stat_activity`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// Connect, create the schema if one was given, and run the migrations unless turned off.
+    pub async fn connect(self) -> Result<PostgresLogStore> {
+        PostgresLogStore::connect_with(self).await
+    }
+}
+
+/// A [`LogStore`] in a PostgreSQL database. Cheap to clone (the pool is shared).
+///
+/// See the [module docs](self) for how the global order is kept without a table lock.
+#[derive(Clone)]
+pub struct PostgresLogStore {
+    pool: PgPool,
+    target: Arc<str>,
+}
+
+impl std::fmt::Debug for PostgresLogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLogStore").field("target", &self.target).finish()
+    }
+}
+
+/// Quote an SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A URL with the password (and every query parameter) removed, for messages about a URL that
+/// does not parse.
+fn redact_url(url: &str) -> String {
+    let without_query = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = without_query.split_once("://") else {
+        return "<PostgreSQL URL>".to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    format!("{scheme}://{authority}/{path}")
+}
+
+/// `postgres://user@host:port/database`, plus the schema: never the password.
+fn describe(options: &PgConnectOptions, schema: Option<&str>) -> String {
+    let host = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let mut target = format!(
+        "postgres://{}@{}/{}",
+        options.get_username(),
+        host,
+        options.get_database().unwrap_or_default()
+    );
+    if let Some(schema) = schema {
+        target.push_str(&format!(" (schema {schema})"));
+    }
+    target
+}
+
+impl PostgresLogStore {
+    /// Connect to `url` with the default options (migrations run).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(PostgresOptions::new(url)).await
+    }
+
+    /// Options for connecting to `url`.
+    pub fn builder(url: impl Into<String>) -> PostgresOptions {
+        PostgresOptions::new(url)
+    }
+
+    /// Connect with explicit options.
+    ///
+    /// One connection is opened first, to report an unreachable database or a failed login at
+    /// once (rather than after the acquire timeout), to create the schema and to migrate.
+    #[tracing::instrument(name = "fluvius.postgres.connect", skip_all, fields(target = tracing::field::Empty), err)]
+    pub async fn connect_with(options: PostgresOptions) -> Result<Self> {
+        let mut connect = PgConnectOptions::from_str(&options.url).map_err(|e| Error::Config {
+            target: redact_url(&options.url),
+            message: "not a valid PostgreSQL URL".into(),
+            source: Some(e),
+        })?;
+        if let Some(name) = &options.application_name {
+            connect = connect.application_name(name);
+        }
+        let target = describe(&connect, options.schema.as_deref());
+        tracing::Span::current().record("target", target.as_str());
+        let set_search_path = options
+            .schema
+            .as_deref()
+            .map(|schema| Arc::<str>::from(format!("SET search_path TO {}", quote_ident(schema))));
+
+        let connect_error = |source| Error::Connect {
+            target: target.clone(),
+            source,
+        };
+        let mut conn = tokio::time::timeout(options.acquire_timeout, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|_| {
+                connect_error(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", options.acquire_timeout),
+                )))
+            })?
+            .map_err(connect_error)?;
+        if let (Some(schema), Some(set_search_path)) = (&options.schema, &set_search_path) {
+            let create = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
+            conn.execute(create.as_str()).await.map_err(|source| Error::Query {
+                target: target.clone(),
+                operation: "create schema",
+                source,
+            })?;
+            conn.execute(&**set_search_path).await.map_err(|source| Error::Query {
+                target: target.clone(),
+                operation: "set search_path",
+                source,
+            })?;
+        }
+        if options.run_migrations {
+            MIGRATOR.run(&mut conn).await.map_err(|source| Error::Migrate {
+                target: target.clone(),
+                source,
+            })?;
+        }
+        let _ = conn.close().await;
+
+        let mut pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        if let Some(statement) = set_search_path {
+            pool = pool.after_connect(move |conn, _meta| {
+                let statement = statement.clone();
+                Box::pin(async move { conn.execute(&*statement).await.map(drop) })
+            });
+        }
+        Ok(Self {
+            pool: pool.connect_lazy_with(connect),
+            target: target.into(),
+        })
+    }
+
+    /// Use an existing pool (its connections' `search_path` decides the schema) and run the
+    /// migrations.
+    pub async fn from_pool(pool: PgPool) -> Result<Self> {
+        let store = Self::from_pool_without_migrations(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Use an existing pool whose database is already migrated.
+    pub fn from_pool_without_migrations(pool: PgPool) -> Self {
+        let target = describe(&pool.connect_options(), None);
+        Self {
+            pool,
+            target: target.into(),
+        }
+    }
+
+    /// Apply the embedded migrations (done on connect unless turned off).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await.map_err(|source| Error::Migrate {
+            target: self.target.to_string(),
+            source,
+        })
+    }
+
+    /// The embedded migrations, for tools that manage the schema themselves.
+    pub fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The database, as `postgres://user@host:port/database`, without the password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Close every connection (waits for those in use).
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    fn query_error(&self, operation: &'static str) -> impl FnOnce(sqlx::Error) -> fluvius_core::Error + '_ {
+        move |source| {
+            Error::Query {
+                target: self.target.to_string(),
+                operation,
+                source,
+            }
+            .into()
+        }
+    }
+
+    fn data_error(&self, message: String) -> fluvius_core::Error {
+        Error::Data {
+            target: self.target.to_string(),
+            message,
+        }
+        .into()
+    }
+
+    async fn current_version(&self, resource: &str, aggregate_id: AggregateId) -> CoreResult<u64> {
+        let version: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(aggregate_version), 0) FROM fluvius_events \
+             WHERE tenant = '' AND resource = $1 AND aggregate_id = $2",
+        )
+        .bind(resource)
+        .bind(aggregate_id.as_uuid())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.query_error("read stream version"))?;
+        codec::to_u64(version, "aggregate version").map_err(|m| self.data_error(m))
+    }
+
+    /// After an append found the stream at another version: a known command id wins (the
+    /// caller answers it from the record), else it is a conflict.
+    async fn conflict_or_duplicate(&self, request: &AppendRequest) -> fluvius_core::Error {
+        if let Some(command) = &request.command {
+            match self.get_command_impl(command.id).await {
+                Ok(Some(_)) => return fluvius_core::Error::DuplicateCommand { command_id: command.id },
+                Ok(None) => {}
+                Err(e) => return e,
+            }
+        }
+        match self.current_version(&request.resource, request.aggregate_id).await {
+            Ok(actual) => fluvius_core::Error::Conflict {
+                resource: request.resource.clone(),
+                aggregate_id: request.aggregate_id,
+                expected: request.expected_version,
+                actual,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// An append with no events writes nothing, but still reports a known command id and a
+    /// wrong expected version, like every other append.
+    async fn check_empty_append(&self, request: &AppendRequest) -> CoreResult<()> {
+        if let Some(command) = &request.command {
+            if self.get_command_impl(command.id).await?.is_some() {
+                return Err(fluvius_core::Error::DuplicateCommand { command_id: command.id });
+            }
+        }
+        let actual = self.current_version(&request.resource, request.aggregate_id).await?;
+        if actual != request.expected_version {
+            return Err(fluvius_core::Error::Conflict {
+                resource: request.resource.clone(),
+                aggregate_id: request.aggregate_id,
+                expected: request.expected_version,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    async fn append_impl(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
+        request.validate()?;
+        if request.events.is_empty() {
+            self.check_empty_append(&request).await?;
+            return Ok(Vec::new());
+        }
+        let columns = Columns::new(&request.events).map_err(|m| self.data_error(m))?;
+        let expected = codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
+        let count = i32::try_from(request.events.len())
+            .map_err(|_| self.data_error(format!("{} events in one append is too many", request.events.len())))?;
+        let command = match &request.command {
+            Some(record) => Some((
+                record,
+                codec::encode_context(&record.context).map_err(|m| self.data_error(m))?,
+                codec::to_i64(record.version_before, "version").map_err(|m| self.data_error(m))?,
+                codec::to_i64(record.version_after, "version").map_err(|m| self.data_error(m))?,
+            )),
+            None => None,
+        };
+
+        let mut tx = self.pool.begin().await.map_err(self.query_error("begin append"))?;
+        let inserted = sqlx::query(INSERT_EVENTS)
+            .bind(request.resource.as_str())
+            .bind(request.aggregate_id.as_uuid())
+            .bind(expected)
+            .bind(count)
+            .bind(&columns.ids)
+            .bind(&columns.namespaces)
+            .bind(&columns.versions)
+            .bind(&columns.keys)
+            .bind(&columns.schema_versions)
+            .bind(&columns.payloads)
+            .bind(&columns.args)
+            .bind(&columns.metadata)
+            .bind(&columns.command_ids)
+            .bind(&columns.command_names)
+            .bind(&columns.recorded_at)
+            .fetch_all(&mut *tx)
+            .await;
+        let returned = match inserted {
+            Ok(rows) if rows.is_empty() => {
+                // The one-time version check failed: the stream is elsewhere.
+                let _ = tx.rollback().await;
+                return Err(self.conflict_or_duplicate(&request).await);
+            }
+            Ok(rows) => rows,
+            Err(err) => {
+                let _ = tx.rollback().await;
+                if codec::unique_violation(&err).is_some_and(|c| c.is_none_or(|c| c == EVENTS_STREAM_KEY)) {
+                    // A concurrent writer committed this version after our check.
+                    return Err(self.conflict_or_duplicate(&request).await);
+                }
+                return Err(self.query_error("append (insert events)")(err));
+            }
+        };
+
+        if let Some((record, context, before, after)) = &command {
+            let result = sqlx::query(INSERT_COMMAND)
+                .bind(record.id)
+                .bind(record.namespace.as_str())
+                .bind(record.resource.as_str())
+                .bind(record.aggregate_id.as_uuid())
+                .bind(record.action.as_str())
+                .bind(record.args.as_str())
+                .bind(context.as_str())
+                .bind(*before)
+                .bind(*after)
+                .bind(record.timestamp)
+                .execute(&mut *tx)
+                .await;
+            if let Err(err) = result {
+                let _ = tx.rollback().await;
+                if codec::unique_violation(&err).is_some_and(|c| c.is_none_or(|c| c == COMMANDS_KEY)) {
+                    return Err(fluvius_core::Error::DuplicateCommand { command_id: record.id });
+                }
+                return Err(self.query_error("append (record command)")(err));
+            }
+        }
+        tx.commit().await.map_err(self.query_error("commit append"))?;
+
+        let mut positions = Vec::with_capacity(returned.len());
+        for row in &returned {
+            let position: i64 = row.try_get(0).map_err(self.query_error("append (read positions)"))?;
+            let version: i64 = row.try_get(1).map_err(self.query_error("append (read positions)"))?;
+            positions.push((version, position));
+        }
+        positions.sort_unstable();
+        let mut stored = request.events;
+        if positions.len() != stored.len() {
+            return Err(self.data_error(format!(
+                "append wrote {} events but {} positions came back",
+                stored.len(),
+                positions.len()
+            )));
+        }
+        for (event, (_, position)) in stored.iter_mut().zip(positions) {
+            event.position = codec::to_u64(position, "position").map_err(|m| self.data_error(m))?;
+            event.timestamp = codec::micros(event.timestamp);
+        }
+        Ok(stored)
+    }
+
+    async fn read_stream_impl(
+        &self,
+        resource: &str,
+        aggregate_id: AggregateId,
+        query: StreamQuery,
+    ) -> CoreResult<Vec<Event>> {
+        let from = query.from_version.map_or(0, codec::clamp_i64);
+        let to = query.to_version.map_or(i64::MAX, codec::clamp_i64);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM fluvius_events \
+             WHERE tenant = '' AND resource = $1 AND aggregate_id = $2 \
+             AND aggregate_version BETWEEN $3 AND $4 AND ($5::timestamptz IS NULL OR recorded_at <= $5) \
+             ORDER BY aggregate_version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(resource)
+            .bind(aggregate_id.as_uuid())
+            .bind(from)
+            .bind(to)
+            .bind(query.until)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_error("read stream"))?;
+        rows.iter()
+            .map(decode_event)
+            .collect::<Result<_, _>>()
+            .map_err(|m| self.data_error(m))
+    }
+
+    async fn read_all_impl(&self, after: u64, limit: usize) -> CoreResult<Vec<Event>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM fluvius_events \
+             WHERE position > $1 AND xact_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY position LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(codec::clamp_i64(after))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_error("read all"))?;
+        rows.iter()
+            .map(decode_event)
+            .collect::<Result<_, _>>()
+            .map_err(|m| self.data_error(m))
+    }
+
+    async fn get_command_impl(&self, command_id: Uuid) -> CoreResult<Option<CommandRecord>> {
+        let row = sqlx::query(
+            "SELECT id, namespace, resource, aggregate_id, action, args::text, context::text, version_before, \
+             version_after, recorded_at FROM fluvius_commands WHERE id = $1",
+        )
+        .bind(command_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.query_error("get command"))?;
+        row.as_ref()
+            .map(decode_command)
+            .transpose()
+            .map_err(|m| self.data_error(m))
+    }
+}
+
+/// The events of one append, column by column, for `unnest`.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    namespaces: Vec<&'a str>,
+    versions: Vec<i64>,
+    keys: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    args: Vec<&'a str>,
+    metadata: Vec<String>,
+    command_ids: Vec<Uuid>,
+    command_names: Vec<&'a str>,
+    recorded_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(events: &'a [Event]) -> Result<Self, String> {
+        let n = events.len();
+        let mut c = Columns {
+            ids: Vec::with_capacity(n),
+            namespaces: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            args: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            command_ids: Vec::with_capacity(n),
+            command_names: Vec::with_capacity(n),
+            recorded_at: Vec::with_capacity(n),
+        };
+        for e in events {
+            c.ids.push(e.id);
+            c.namespaces.push(&e.namespace);
+            c.versions.push(codec::to_i64(e.aggregate_version, "aggregate version")?);
+            c.keys.push(&e.key);
+            c.schema_versions.push(
+                i32::try_from(e.schema_version)
+                    .map_err(|_| format!("schema version {} does not fit an integer column", e.schema_version))?,
+            );
+            c.payloads.push(e.payload.as_str());
+            c.args.push(e.args.as_str());
+            c.metadata.push(codec::encode_metadata(&e.metadata)?);
+            c.command_ids.push(e.command_id);
+            c.command_names.push(&e.command_name);
+            c.recorded_at.push(codec::micros(e.timestamp));
+        }
+        Ok(c)
+    }
+}
+
+fn column<'r, T>(row: &'r PgRow, index: usize) -> Result<T, String>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(index).map_err(|e| format!("column {index}: {e}"))
+}
+
+fn decode_event(row: &PgRow) -> Result<Event, String> {
+    let schema_version: i32 = column(row, 7)?;
+    Ok(Event {
+        position: codec::to_u64(column(row, 0)?, "position")?,
+        id: column(row, 1)?,
+        namespace: column(row, 2)?,
+        resource: column(row, 3)?,
+        aggregate_id: AggregateId::from_uuid(column(row, 4)?),
+        aggregate_version: codec::to_u64(column(row, 5)?, "aggregate version")?,
+        key: column(row, 6)?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| format!("stored schema version {schema_version} is negative"))?,
+        payload: Payload::from_json_unchecked(column::<String>(row, 8)?),
+        args: Payload::from_json_unchecked(column::<String>(row, 9)?),
+        metadata: codec::decode_metadata(column(row, 10)?)?,
+        command_id: column(row, 11)?,
+        command_name: column(row, 12)?,
+        timestamp: column(row, 13)?,
+    })
+}
+
+fn decode_command(row: &PgRow) -> Result<CommandRecord, String> {
+    Ok(CommandRecord {
+        id: column(row, 0)?,
+        namespace: column(row, 1)?,
+        resource: column(row, 2)?,
+        aggregate_id: AggregateId::from_uuid(column(row, 3)?),
+        action: column(row, 4)?,
+        args: Payload::from_json_unchecked(column::<String>(row, 5)?),
+        context: codec::decode_context(column(row, 6)?)?,
+        version_before: codec::to_u64(column(row, 7)?, "version")?,
+        version_after: codec::to_u64(column(row, 8)?, "version")?,
+        timestamp: column(row, 9)?,
+    })
+}
+
+impl LogStore for PostgresLogStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, CoreResult<Vec<Event>>> {
+        let span = tracing::debug_span!(
+            "fluvius.postgres.append",
+            resource = %request.resource,
+            aggregate_id = %request.aggregate_id,
+            expected_version = request.expected_version,
+            events = request.events.len(),
+        );
+        Box::pin(self.append_impl(request).instrument(span))
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: StreamQuery,
+    ) -> BoxFuture<'a, CoreResult<Vec<Event>>> {
+        let span = tracing::debug_span!("fluvius.postgres.read_stream", resource, aggregate_id = %aggregate_id);
+        Box::pin(self.read_stream_impl(resource, aggregate_id, query).instrument(span))
+    }
+
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<Event>>> {
+        let span = tracing::debug_span!("fluvius.postgres.read_all", after, limit);
+        Box::pin(self.read_all_impl(after, limit).instrument(span))
+    }
+
+    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
+        let span = tracing::debug_span!("fluvius.postgres.get_command", command_id = %command_id);
+        Box::pin(self.get_command_impl(command_id).instrument(span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_drops_password_and_query() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/app?sslmode=require&password=x"),
+            "postgres://app@db:5432/app"
+        );
+        assert_eq!(redact_url("postgres://db/app"), "postgres://db/app");
+        assert_eq!(redact_url("not a url with secret"), "<PostgreSQL URL>");
+    }
+
+    #[test]
+    fn describe_never_shows_the_password() {
+        let options = PgConnectOptions::from_str("postgres://app:s3cret@db:5433/app").unwrap();
+        assert_eq!(describe(&options, Some("t1")), "postgres://app@db:5433/app (schema t1)");
+    }
+
+    #[test]
+    fn quote_ident_doubles_quotes() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,623 @@
+//! The SQLite log store: embedded, one file, no server.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fluvius_sql::Error> {
+//! use fluvius_sql::{SqliteLogStore, Synchronous};
+//! // create the file if missing, WAL journal, synchronous = FULL, migrations applied
+//! let store = SqliteLogStore::open("sqlite://app.db").await?;
+//! // or choose the settings
+//! let store = SqliteLogStore::builder("sqlite://app.db")
+//!     .synchronous(Synchronous::Normal)
+//!     .busy_timeout(std::time::Duration::from_secs(10))
+//!     .open()
+//!     .await?;
+//! // an in-memory database, for tests
+//! let store = SqliteLogStore::open("sqlite::memory:").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Durability
+//! A file database runs in WAL mode with `foreign_keys = ON` and a busy timeout (5 s by
+//! default: a writer waits that long for the write lock before failing).
+//!
+//! - [`Synchronous::Full`] (the default): every commit syncs the write-ahead log to disk
+//!   before [`append`](LogStore::append) returns. An appended event survives a process crash
+//!   *and* a power loss or OS crash.
+//! - [`Synchronous::Normal`]: the WAL is synced only at checkpoints. Still atomic and never
+//!   corrupt, and a process crash loses nothing; but a power loss or OS crash may roll back the
+//!   last transactions that had already been reported as committed. Faster per commit.
+//!
+//! An in-memory database (`sqlite::memory:`) keeps nothing when the store is dropped. Its pool
+//! holds exactly one connection, kept open for the store's lifetime, so every operation sees
+//! the same database.
+//!
+//! # Ordering
+//! SQLite lets one write transaction run at a time (appends start with `BEGIN IMMEDIATE`), so
+//! positions are assigned in commit order: the log is dense (1, 2, 3, … with no gaps) and a
+//! reader of [`read_all`](LogStore::read_all) can never see position N+1 before N.
+//!
+//! # Layout
+//! Tables `fluvius_events` and `fluvius_commands` (see `migrations/sqlite` in this crate).
+//! Payloads, arguments, metadata and contexts are stored as the exact JSON text written;
+//! timestamps as microseconds since the Unix epoch. One append is one transaction: the command
+//! row, then one multi-row `INSERT` for its events (batches above
+//! [`MAX_ROWS_PER_INSERT`] events are split into several statements of the same transaction,
+//! to stay under SQLite's limit on bound parameters).
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use fluvius_core::{AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, StreamQuery};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::codec;
+use crate::error::{Error, Result};
+
+type CoreResult<T> = fluvius_core::Result<T>;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// At most this many events go into one `INSERT` statement (13 bound parameters each, below
+/// SQLite's default limit of 32 766). Larger appends use several statements, still in one
+/// transaction.
+pub const MAX_ROWS_PER_INSERT: usize = 2_000;
+
+const EVENT_COLUMNS: &str = "position, id, namespace, resource, aggregate_id, aggregate_version, key, \
+     schema_version, payload, args, metadata, command_id, command_name, recorded_at";
+
+/// How hard a commit works to reach the disk. See the [module docs](self#durability).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Sync the write-ahead log on every commit: committed means on disk.
+    #[default]
+    Full,
+    /// Sync only at checkpoints: a power loss may lose the latest commits.
+    Normal,
+}
+
+/// How to open a [`SqliteLogStore`]; start with [`SqliteLogStore::builder`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    url: String,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    max_connections: u32,
+    run_migrations: bool,
+    create_if_missing: bool,
+}
+
+impl SqliteOptions {
+    /// Options for the database at `url` (`sqlite://path`, `sqlite:path` or `sqlite::memory:`),
+    /// with the defaults: create if missing, `synchronous = FULL`, 5 s busy timeout, 8
+    /// connections, migrations on.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 8,
+            run_migrations: true,
+            create_if_missing: true,
+        }
+    }
+
+    /// Durability of commits (default [`Synchronous::Full`]).
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// How long a statement waits for a lock held by another connection or process.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Size of the connection pool (at least 1; an in-memory database always uses 1).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Whether to apply the embedded migrations on open (default `true`). Without them the
+    /// schema must already be in place (see [`SqliteLogStore::migrator`]).
+    pub fn run_migrations(mut self, run: bool) -> Self {
+        self.run_migrations = run;
+        self
+    }
+
+    /// Whether to create the database file if it does not exist (default `true`).
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// Open the store.
+    pub async fn open(self) -> Result<SqliteLogStore> {
+        SqliteLogStore::open_with(self).await
+    }
+}
+
+/// A [`LogStore`] in an SQLite database. Cheap to clone (the pool is shared).
+///
+/// See the [module docs](self) for durability and ordering.
+#[derive(Clone)]
+pub struct SqliteLogStore {
+    pool: SqlitePool,
+    target: Arc<str>,
+}
+
+impl std::fmt::Debug for SqliteLogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteLogStore").field("target", &self.target).finish()
+    }
+}
+
+fn is_memory_url(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+impl SqliteLogStore {
+    /// Open (creating if missing) the database at `url` with the default options.
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(SqliteOptions::new(url)).await
+    }
+
+    /// Options for opening the database at `url`.
+    pub fn builder(url: impl Into<String>) -> SqliteOptions {
+        SqliteOptions::new(url)
+    }
+
+    /// Open with explicit options.
+    #[tracing::instrument(name = "fluvius.sqlite.open", skip_all, fields(target = tracing::field::Empty), err)]
+    pub async fn open_with(options: SqliteOptions) -> Result<Self> {
+        let memory = is_memory_url(&options.url);
+        let connect = SqliteConnectOptions::from_str(&options.url).map_err(|e| Error::Config {
+            target: format!("sqlite database `{}`", options.url),
+            message: "not a valid SQLite URL".into(),
+            source: Some(e),
+        })?;
+        let target = if memory {
+            "sqlite::memory:".to_owned()
+        } else {
+            format!("sqlite:{}", connect.get_filename().display())
+        };
+        tracing::Span::current().record("target", target.as_str());
+        let mut connect = connect
+            .create_if_missing(options.create_if_missing)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let pool_options = if memory {
+            // One connection that lives as long as the pool: the database lives in it.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            connect = connect.journal_mode(SqliteJournalMode::Wal).synchronous(match options.synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            });
+            SqlitePoolOptions::new().max_connections(options.max_connections)
+        };
+        let pool = pool_options
+            .connect_with(connect)
+            .await
+            .map_err(|source| Error::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        let store = Self {
+            pool,
+            target: target.into(),
+        };
+        if options.run_migrations {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Apply the embedded migrations (done on open unless turned off).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await.map_err(|source| Error::Migrate {
+            target: self.target.to_string(),
+            source,
+        })
+    }
+
+    /// The embedded migrations, for tools that manage the schema themselves.
+    pub fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The database, as `sqlite:<path>` or `sqlite::memory:`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Close every connection (waits for those in use). An in-memory database is gone after.
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    fn query_error(&self, operation: &'static str) -> impl FnOnce(sqlx::Error) -> fluvius_core::Error + '_ {
+        move |source| {
+            Error::Query {
+                target: self.target.to_string(),
+                operation,
+                source,
+            }
+            .into()
+        }
+    }
+
+    fn data_error(&self, message: String) -> fluvius_core::Error {
+        Error::Data {
+            target: self.target.to_string(),
+            message,
+        }
+        .into()
+    }
+
+    async fn current_version<'e, E>(&self, executor: E, resource: &str, aggregate_id: AggregateId) -> CoreResult<u64>
+    where
+        E: sqlx::Executor<'e, Database = Sqlite>,
+    {
+        let version: i64 = sqlx::query_scalar(
+            "SELECT coalesce(max(aggregate_version), 0) FROM fluvius_events \
+             WHERE tenant = '' AND resource = ?1 AND aggregate_id = ?2",
+        )
+        .bind(resource)
+        .bind(aggregate_id.to_string())
+        .fetch_one(executor)
+        .await
+        .map_err(self.query_error("read stream version"))?;
+        codec::to_u64(version, "aggregate version").map_err(|m| self.data_error(m))
+    }
+
+    fn conflict(request: &AppendRequest, actual: u64) -> fluvius_core::Error {
+        fluvius_core::Error::Conflict {
+            resource: request.resource.clone(),
+            aggregate_id: request.aggregate_id,
+            expected: request.expected_version,
+            actual,
+        }
+    }
+
+    /// An append with no events writes nothing, but still reports a known command id and a
+    /// wrong expected version, like every other append.
+    async fn check_empty_append(&self, request: &AppendRequest) -> CoreResult<()> {
+        if let Some(command) = &request.command {
+            if self.get_command_impl(command.id).await?.is_some() {
+                return Err(fluvius_core::Error::DuplicateCommand { command_id: command.id });
+            }
+        }
+        let actual = self
+            .current_version(&self.pool, &request.resource, request.aggregate_id)
+            .await?;
+        if actual != request.expected_version {
+            return Err(Self::conflict(request, actual));
+        }
+        Ok(())
+    }
+
+    async fn append_impl(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
+        request.validate()?;
+        if request.events.is_empty() {
+            self.check_empty_append(&request).await?;
+            return Ok(Vec::new());
+        }
+        let rows = request
+            .events
+            .iter()
+            .map(EventRow::new)
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|m| self.data_error(m))?;
+        let command = request
+            .command
+            .as_ref()
+            .map(CommandRow::new)
+            .transpose()
+            .map_err(|m| self.data_error(m))?;
+        let aggregate_id = request.aggregate_id.to_string();
+
+        // Take the write lock up front: no read-then-upgrade failures, and the version check
+        // below cannot go stale before the insert.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(self.query_error("begin append"))?;
+
+        if let (Some(row), Some(record)) = (&command, &request.command) {
+            let inserted = sqlx::query(
+                "INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context, \
+                 version_before, version_after, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .bind(record.id.to_string())
+            .bind(&record.namespace)
+            .bind(&record.resource)
+            .bind(record.aggregate_id.to_string())
+            .bind(&record.action)
+            .bind(record.args.as_str())
+            .bind(&row.context)
+            .bind(row.version_before)
+            .bind(row.version_after)
+            .bind(row.recorded_at)
+            .execute(&mut *tx)
+            .await;
+            if let Err(err) = inserted {
+                if codec::unique_violation(&err).is_some() {
+                    return Err(fluvius_core::Error::DuplicateCommand { command_id: record.id });
+                }
+                return Err(self.query_error("append (record command)")(err));
+            }
+        }
+
+        let actual = self
+            .current_version(&mut *tx, &request.resource, request.aggregate_id)
+            .await?;
+        if actual != request.expected_version {
+            return Err(Self::conflict(&request, actual));
+        }
+
+        let mut positions: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO fluvius_events (id, namespace, resource, aggregate_id, aggregate_version, key, \
+                 schema_version, payload, args, metadata, command_id, command_name, recorded_at) ",
+            );
+            insert.push_values(chunk, |mut b, row| {
+                b.push_bind(row.event.id.to_string())
+                    .push_bind(row.event.namespace.as_str())
+                    .push_bind(request.resource.as_str())
+                    .push_bind(aggregate_id.as_str())
+                    .push_bind(row.version)
+                    .push_bind(row.event.key.as_str())
+                    .push_bind(i64::from(row.event.schema_version))
+                    .push_bind(row.event.payload.as_str())
+                    .push_bind(row.event.args.as_str())
+                    .push_bind(row.metadata.as_str())
+                    .push_bind(row.event.command_id.to_string())
+                    .push_bind(row.event.command_name.as_str())
+                    .push_bind(row.recorded_at);
+            });
+            insert.push(" RETURNING position, aggregate_version");
+            let returned = insert.build().fetch_all(&mut *tx).await.map_err(|err| {
+                if codec::unique_violation(&err).is_some() {
+                    // Cannot happen while we hold the write lock and checked the version, but
+                    // if it does, it is a conflict.
+                    Self::conflict(&request, actual)
+                } else {
+                    self.query_error("append (insert events)")(err)
+                }
+            })?;
+            for row in returned {
+                let position: i64 = row.try_get(0).map_err(self.query_error("append (read positions)"))?;
+                let version: i64 = row.try_get(1).map_err(self.query_error("append (read positions)"))?;
+                positions.push((version, position));
+            }
+        }
+        tx.commit().await.map_err(self.query_error("commit append"))?;
+
+        positions.sort_unstable();
+        let mut stored = request.events;
+        if positions.len() != stored.len() {
+            return Err(self.data_error(format!(
+                "append wrote {} events but {} positions came back",
+                stored.len(),
+                positions.len()
+            )));
+        }
+        for (event, (_, position)) in stored.iter_mut().zip(positions) {
+            event.position = codec::to_u64(position, "position").map_err(|m| self.data_error(m))?;
+            event.timestamp = codec::micros(event.timestamp);
+        }
+        Ok(stored)
+    }
+
+    async fn read_stream_impl(
+        &self,
+        resource: &str,
+        aggregate_id: AggregateId,
+        query: StreamQuery,
+    ) -> CoreResult<Vec<Event>> {
+        let from = query.from_version.map_or(0, codec::clamp_i64);
+        let to = query.to_version.map_or(i64::MAX, codec::clamp_i64);
+        let until = query.until.map_or(i64::MAX, |t| t.timestamp_micros());
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM fluvius_events \
+             WHERE tenant = '' AND resource = ?1 AND aggregate_id = ?2 \
+             AND aggregate_version >= ?3 AND aggregate_version <= ?4 AND recorded_at <= ?5 \
+             ORDER BY aggregate_version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(resource)
+            .bind(aggregate_id.to_string())
+            .bind(from)
+            .bind(to)
+            .bind(until)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_error("read stream"))?;
+        rows.iter()
+            .map(decode_event)
+            .collect::<Result<_, _>>()
+            .map_err(|m| self.data_error(m))
+    }
+
+    async fn read_all_impl(&self, after: u64, limit: usize) -> CoreResult<Vec<Event>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM fluvius_events WHERE position > ?1 ORDER BY position LIMIT ?2");
+        let rows = sqlx::query(&sql)
+            .bind(codec::clamp_i64(after))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_error("read all"))?;
+        rows.iter()
+            .map(decode_event)
+            .collect::<Result<_, _>>()
+            .map_err(|m| self.data_error(m))
+    }
+
+    async fn get_command_impl(&self, command_id: Uuid) -> CoreResult<Option<CommandRecord>> {
+        let row = sqlx::query(
+            "SELECT id, namespace, resource, aggregate_id, action, args, context, version_before, \
+             version_after, recorded_at FROM fluvius_commands WHERE id = ?1",
+        )
+        .bind(command_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.query_error("get command"))?;
+        row.as_ref()
+            .map(decode_command)
+            .transpose()
+            .map_err(|m| self.data_error(m))
+    }
+}
+
+/// One event, converted for binding.
+struct EventRow<'a> {
+    event: &'a Event,
+    version: i64,
+    metadata: String,
+    recorded_at: i64,
+}
+
+impl<'a> EventRow<'a> {
+    fn new(event: &'a Event) -> Result<Self, String> {
+        Ok(Self {
+            event,
+            version: codec::to_i64(event.aggregate_version, "aggregate version")?,
+            metadata: codec::encode_metadata(&event.metadata)?,
+            recorded_at: event.timestamp.timestamp_micros(),
+        })
+    }
+}
+
+/// The parts of a command record that need converting before binding.
+struct CommandRow {
+    context: String,
+    version_before: i64,
+    version_after: i64,
+    recorded_at: i64,
+}
+
+impl CommandRow {
+    fn new(record: &CommandRecord) -> Result<Self, String> {
+        Ok(Self {
+            context: codec::encode_context(&record.context)?,
+            version_before: codec::to_i64(record.version_before, "version")?,
+            version_after: codec::to_i64(record.version_after, "version")?,
+            recorded_at: record.timestamp.timestamp_micros(),
+        })
+    }
+}
+
+fn column<'r, T>(row: &'r SqliteRow, index: usize) -> Result<T, String>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(index).map_err(|e| format!("column {index}: {e}"))
+}
+
+fn uuid_column(row: &SqliteRow, index: usize) -> Result<Uuid, String> {
+    let text: &str = column(row, index)?;
+    Uuid::parse_str(text).map_err(|e| format!("column {index} is not a UUID: {e}"))
+}
+
+fn time_column(row: &SqliteRow, index: usize) -> Result<DateTime<Utc>, String> {
+    let micros: i64 = column(row, index)?;
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| format!("column {index}: timestamp {micros} out of range"))
+}
+
+fn decode_event(row: &SqliteRow) -> Result<Event, String> {
+    let schema_version: i64 = column(row, 7)?;
+    Ok(Event {
+        position: codec::to_u64(column(row, 0)?, "position")?,
+        id: uuid_column(row, 1)?,
+        namespace: column(row, 2)?,
+        resource: column(row, 3)?,
+        aggregate_id: AggregateId::from_uuid(uuid_column(row, 4)?),
+        aggregate_version: codec::to_u64(column(row, 5)?, "aggregate version")?,
+        key: column(row, 6)?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| format!("stored schema version {schema_version} is out of range"))?,
+        payload: Payload::from_json_unchecked(column::<String>(row, 8)?),
+        args: Payload::from_json_unchecked(column::<String>(row, 9)?),
+        metadata: codec::decode_metadata(column(row, 10)?)?,
+        command_id: uuid_column(row, 11)?,
+        command_name: column(row, 12)?,
+        timestamp: time_column(row, 13)?,
+    })
+}
+
+fn decode_command(row: &SqliteRow) -> Result<CommandRecord, String> {
+    Ok(CommandRecord {
+        id: uuid_column(row, 0)?,
+        namespace: column(row, 1)?,
+        resource: column(row, 2)?,
+        aggregate_id: AggregateId::from_uuid(uuid_column(row, 3)?),
+        action: column(row, 4)?,
+        args: Payload::from_json_unchecked(column::<String>(row, 5)?),
+        context: codec::decode_context(column(row, 6)?)?,
+        version_before: codec::to_u64(column(row, 7)?, "version")?,
+        version_after: codec::to_u64(column(row, 8)?, "version")?,
+        timestamp: time_column(row, 9)?,
+    })
+}
+
+impl LogStore for SqliteLogStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, CoreResult<Vec<Event>>> {
+        let span = tracing::debug_span!(
+            "fluvius.sqlite.append",
+            resource = %request.resource,
+            aggregate_id = %request.aggregate_id,
+            expected_version = request.expected_version,
+            events = request.events.len(),
+        );
+        Box::pin(self.append_impl(request).instrument(span))
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: StreamQuery,
+    ) -> BoxFuture<'a, CoreResult<Vec<Event>>> {
+        let span = tracing::debug_span!("fluvius.sqlite.read_stream", resource, aggregate_id = %aggregate_id);
+        Box::pin(self.read_stream_impl(resource, aggregate_id, query).instrument(span))
+    }
+
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<Event>>> {
+        let span = tracing::debug_span!("fluvius.sqlite.read_all", after, limit);
+        Box::pin(self.read_all_impl(after, limit).instrument(span))
+    }
+
+    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
+        let span = tracing::debug_span!("fluvius.sqlite.get_command", command_id = %command_id);
+        Box::pin(self.get_command_impl(command_id).instrument(span))
+    }
+}
