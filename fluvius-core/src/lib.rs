@@ -68,13 +68,15 @@ mod id;
 mod logstore;
 mod payload;
 mod response;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod upcast;
 
 pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
 pub use command::{Args, Command};
 pub use context::Context;
 pub use dispatch::HandlerStats;
-pub use domain::{Domain, DomainBuilder, RetryPolicy, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use domain::{Domain, DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use error::{DomainError, Error, Result};
 pub use event::{Event, Metadata};
 pub use future::BoxFuture;

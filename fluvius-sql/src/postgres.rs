@@ -81,7 +81,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fluvius_core::{AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, StreamQuery};
+use fluvius_core::{
+    AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, StreamQuery,
+};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Postgres, Row};
@@ -128,7 +130,7 @@ VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10)";
 /// How to connect a [`PostgresLogStore`]; start with [`PostgresLogStore::builder`].
 #[derive(Clone)]
 pub struct PostgresOptions {
-    url: String,
+    source: Source,
     schema: Option<String>,
     run_migrations: bool,
     max_connections: u32,
@@ -139,7 +141,7 @@ pub struct PostgresOptions {
 impl std::fmt::Debug for PostgresOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresOptions")
-            .field("url", &redact_url(&self.url))
+            .field("url", &self.source.redacted())
             .field("schema", &self.schema)
             .field("run_migrations", &self.run_migrations)
             .field("max_connections", &self.max_connections)
@@ -154,8 +156,18 @@ impl PostgresOptions {
     /// the defaults: the connection's own `search_path`, migrations on, 10 connections, 10 s
     /// acquire timeout.
     pub fn new(url: impl Into<String>) -> Self {
+        Self::with_source(Source::Url(url.into()))
+    }
+
+    /// Options for a database given as sqlx connect options (host, port, user, password, TLS,
+    /// …), with the same defaults as [`new`](Self::new).
+    pub fn from_connect_options(options: PgConnectOptions) -> Self {
+        Self::with_source(Source::Options(Box::new(options)))
+    }
+
+    fn with_source(source: Source) -> Self {
         Self {
-            url: url.into(),
+            source,
             schema: None,
             run_migrations: true,
             max_connections: 10,
@@ -201,6 +213,33 @@ impl PostgresOptions {
     }
 }
 
+/// Where to connect: a URL, or ready-made options.
+#[derive(Clone)]
+enum Source {
+    Url(String),
+    Options(Box<PgConnectOptions>),
+}
+
+impl Source {
+    fn redacted(&self) -> String {
+        match self {
+            Source::Url(url) => redact_url(url),
+            Source::Options(options) => describe(options, None),
+        }
+    }
+
+    fn connect_options(&self) -> Result<PgConnectOptions> {
+        match self {
+            Source::Url(url) => PgConnectOptions::from_str(url).map_err(|e| Error::Config {
+                target: redact_url(url),
+                message: "not a valid PostgreSQL URL".into(),
+                source: Some(e),
+            }),
+            Source::Options(options) => Ok((**options).clone()),
+        }
+    }
+}
+
 /// A [`LogStore`] in a PostgreSQL database. Cheap to clone (the pool is shared).
 ///
 /// See the [module docs](self) for how the global order is kept without a table lock.
@@ -212,7 +251,9 @@ pub struct PostgresLogStore {
 
 impl std::fmt::Debug for PostgresLogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresLogStore").field("target", &self.target).finish()
+        f.debug_struct("PostgresLogStore")
+            .field("target", &self.target)
+            .finish()
     }
 }
 
@@ -274,11 +315,7 @@ impl PostgresLogStore {
     /// once (rather than after the acquire timeout), to create the schema and to migrate.
     #[tracing::instrument(name = "fluvius.postgres.connect", skip_all, fields(target = tracing::field::Empty), err)]
     pub async fn connect_with(options: PostgresOptions) -> Result<Self> {
-        let mut connect = PgConnectOptions::from_str(&options.url).map_err(|e| Error::Config {
-            target: redact_url(&options.url),
-            message: "not a valid PostgreSQL URL".into(),
-            source: Some(e),
-        })?;
+        let mut connect = options.source.connect_options()?;
         if let Some(name) = &options.application_name {
             connect = connect.application_name(name);
         }
@@ -304,16 +341,20 @@ impl PostgresLogStore {
             .map_err(connect_error)?;
         if let (Some(schema), Some(set_search_path)) = (&options.schema, &set_search_path) {
             let create = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(schema));
-            conn.execute(create.as_str()).await.map_err(|source| Error::Query {
-                target: target.clone(),
-                operation: "create schema",
-                source,
-            })?;
-            conn.execute(&**set_search_path).await.map_err(|source| Error::Query {
-                target: target.clone(),
-                operation: "set search_path",
-                source,
-            })?;
+            conn.execute(create.as_str())
+                .await
+                .map_err(|source| Error::Query {
+                    target: target.clone(),
+                    operation: "create schema",
+                    source,
+                })?;
+            conn.execute(&**set_search_path)
+                .await
+                .map_err(|source| Error::Query {
+                    target: target.clone(),
+                    operation: "set search_path",
+                    source,
+                })?;
         }
         if options.run_migrations {
             MIGRATOR.run(&mut conn).await.map_err(|source| Error::Migrate {
@@ -420,12 +461,19 @@ impl PostgresLogStore {
     async fn conflict_or_duplicate(&self, request: &AppendRequest) -> fluvius_core::Error {
         if let Some(command) = &request.command {
             match self.get_command_impl(command.id).await {
-                Ok(Some(_)) => return fluvius_core::Error::DuplicateCommand { command_id: command.id },
+                Ok(Some(_)) => {
+                    return fluvius_core::Error::DuplicateCommand {
+                        command_id: command.id,
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => return e,
             }
         }
-        match self.current_version(&request.resource, request.aggregate_id).await {
+        match self
+            .current_version(&request.resource, request.aggregate_id)
+            .await
+        {
             Ok(actual) => fluvius_core::Error::Conflict {
                 resource: request.resource.clone(),
                 aggregate_id: request.aggregate_id,
@@ -441,10 +489,14 @@ impl PostgresLogStore {
     async fn check_empty_append(&self, request: &AppendRequest) -> CoreResult<()> {
         if let Some(command) = &request.command {
             if self.get_command_impl(command.id).await?.is_some() {
-                return Err(fluvius_core::Error::DuplicateCommand { command_id: command.id });
+                return Err(fluvius_core::Error::DuplicateCommand {
+                    command_id: command.id,
+                });
             }
         }
-        let actual = self.current_version(&request.resource, request.aggregate_id).await?;
+        let actual = self
+            .current_version(&request.resource, request.aggregate_id)
+            .await?;
         if actual != request.expected_version {
             return Err(fluvius_core::Error::Conflict {
                 resource: request.resource.clone(),
@@ -463,9 +515,14 @@ impl PostgresLogStore {
             return Ok(Vec::new());
         }
         let columns = Columns::new(&request.events).map_err(|m| self.data_error(m))?;
-        let expected = codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
-        let count = i32::try_from(request.events.len())
-            .map_err(|_| self.data_error(format!("{} events in one append is too many", request.events.len())))?;
+        let expected =
+            codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
+        let count = i32::try_from(request.events.len()).map_err(|_| {
+            self.data_error(format!(
+                "{} events in one append is too many",
+                request.events.len()
+            ))
+        })?;
         let command = match &request.command {
             Some(record) => Some((
                 record,
@@ -476,7 +533,11 @@ impl PostgresLogStore {
             None => None,
         };
 
-        let mut tx = self.pool.begin().await.map_err(self.query_error("begin append"))?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.query_error("begin append"))?;
         let inserted = sqlx::query(INSERT_EVENTS)
             .bind(request.resource.as_str())
             .bind(request.aggregate_id.as_uuid())
@@ -529,7 +590,9 @@ impl PostgresLogStore {
             if let Err(err) = result {
                 let _ = tx.rollback().await;
                 if codec::unique_violation(&err).is_some_and(|c| c.is_none_or(|c| c == COMMANDS_KEY)) {
-                    return Err(fluvius_core::Error::DuplicateCommand { command_id: record.id });
+                    return Err(fluvius_core::Error::DuplicateCommand {
+                        command_id: record.id,
+                    });
                 }
                 return Err(self.query_error("append (record command)")(err));
             }
@@ -538,8 +601,12 @@ impl PostgresLogStore {
 
         let mut positions = Vec::with_capacity(returned.len());
         for row in &returned {
-            let position: i64 = row.try_get(0).map_err(self.query_error("append (read positions)"))?;
-            let version: i64 = row.try_get(1).map_err(self.query_error("append (read positions)"))?;
+            let position: i64 = row
+                .try_get(0)
+                .map_err(self.query_error("append (read positions)"))?;
+            let version: i64 = row
+                .try_get(1)
+                .map_err(self.query_error("append (read positions)"))?;
             positions.push((version, position));
         }
         positions.sort_unstable();
@@ -577,7 +644,7 @@ impl PostgresLogStore {
             .bind(aggregate_id.as_uuid())
             .bind(from)
             .bind(to)
-            .bind(query.until)
+            .bind(query.until.map(codec::micros))
             .fetch_all(&self.pool)
             .await
             .map_err(self.query_error("read stream"))?;
@@ -658,12 +725,16 @@ impl<'a> Columns<'a> {
         for e in events {
             c.ids.push(e.id);
             c.namespaces.push(&e.namespace);
-            c.versions.push(codec::to_i64(e.aggregate_version, "aggregate version")?);
+            c.versions
+                .push(codec::to_i64(e.aggregate_version, "aggregate version")?);
             c.keys.push(&e.key);
-            c.schema_versions.push(
-                i32::try_from(e.schema_version)
-                    .map_err(|_| format!("schema version {} does not fit an integer column", e.schema_version))?,
-            );
+            c.schema_versions
+                .push(i32::try_from(e.schema_version).map_err(|_| {
+                    format!(
+                        "schema version {} does not fit an integer column",
+                        e.schema_version
+                    )
+                })?);
             c.payloads.push(e.payload.as_str());
             c.args.push(e.args.as_str());
             c.metadata.push(codec::encode_metadata(&e.metadata)?);
@@ -740,8 +811,12 @@ impl LogStore for PostgresLogStore {
         aggregate_id: AggregateId,
         query: StreamQuery,
     ) -> BoxFuture<'a, CoreResult<Vec<Event>>> {
-        let span = tracing::debug_span!("fluvius.postgres.read_stream", resource, aggregate_id = %aggregate_id);
-        Box::pin(self.read_stream_impl(resource, aggregate_id, query).instrument(span))
+        let span =
+            tracing::debug_span!("fluvius.postgres.read_stream", resource, aggregate_id = %aggregate_id);
+        Box::pin(
+            self.read_stream_impl(resource, aggregate_id, query)
+                .instrument(span),
+        )
     }
 
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<Event>>> {
@@ -772,7 +847,10 @@ mod tests {
     #[test]
     fn describe_never_shows_the_password() {
         let options = PgConnectOptions::from_str("postgres://app:s3cret@db:5433/app").unwrap();
-        assert_eq!(describe(&options, Some("t1")), "postgres://app@db:5433/app (schema t1)");
+        assert_eq!(
+            describe(&options, Some("t1")),
+            "postgres://app@db:5433/app (schema t1)"
+        );
     }
 
     #[test]

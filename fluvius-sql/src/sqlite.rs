@@ -49,7 +49,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use fluvius_core::{AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, StreamQuery};
+use fluvius_core::{
+    AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, StreamQuery,
+};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -158,7 +160,9 @@ pub struct SqliteLogStore {
 
 impl std::fmt::Debug for SqliteLogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteLogStore").field("target", &self.target).finish()
+        f.debug_struct("SqliteLogStore")
+            .field("target", &self.target)
+            .finish()
     }
 }
 
@@ -204,10 +208,12 @@ impl SqliteLogStore {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            connect = connect.journal_mode(SqliteJournalMode::Wal).synchronous(match options.synchronous {
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Normal => SqliteSynchronous::Normal,
-            });
+            connect = connect
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match options.synchronous {
+                    Synchronous::Full => SqliteSynchronous::Full,
+                    Synchronous::Normal => SqliteSynchronous::Normal,
+                });
             SqlitePoolOptions::new().max_connections(options.max_connections)
         };
         let pool = pool_options
@@ -274,7 +280,12 @@ impl SqliteLogStore {
         .into()
     }
 
-    async fn current_version<'e, E>(&self, executor: E, resource: &str, aggregate_id: AggregateId) -> CoreResult<u64>
+    async fn current_version<'e, E>(
+        &self,
+        executor: E,
+        resource: &str,
+        aggregate_id: AggregateId,
+    ) -> CoreResult<u64>
     where
         E: sqlx::Executor<'e, Database = Sqlite>,
     {
@@ -304,7 +315,9 @@ impl SqliteLogStore {
     async fn check_empty_append(&self, request: &AppendRequest) -> CoreResult<()> {
         if let Some(command) = &request.command {
             if self.get_command_impl(command.id).await?.is_some() {
-                return Err(fluvius_core::Error::DuplicateCommand { command_id: command.id });
+                return Err(fluvius_core::Error::DuplicateCommand {
+                    command_id: command.id,
+                });
             }
         }
         let actual = self
@@ -363,7 +376,9 @@ impl SqliteLogStore {
             .await;
             if let Err(err) = inserted {
                 if codec::unique_violation(&err).is_some() {
-                    return Err(fluvius_core::Error::DuplicateCommand { command_id: record.id });
+                    return Err(fluvius_core::Error::DuplicateCommand {
+                        command_id: record.id,
+                    });
                 }
                 return Err(self.query_error("append (record command)")(err));
             }
@@ -408,8 +423,12 @@ impl SqliteLogStore {
                 }
             })?;
             for row in returned {
-                let position: i64 = row.try_get(0).map_err(self.query_error("append (read positions)"))?;
-                let version: i64 = row.try_get(1).map_err(self.query_error("append (read positions)"))?;
+                let position: i64 = row
+                    .try_get(0)
+                    .map_err(self.query_error("append (read positions)"))?;
+                let version: i64 = row
+                    .try_get(1)
+                    .map_err(self.query_error("append (read positions)"))?;
                 positions.push((version, position));
             }
         }
@@ -465,7 +484,9 @@ impl SqliteLogStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM fluvius_events WHERE position > ?1 ORDER BY position LIMIT ?2");
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM fluvius_events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        );
         let rows = sqlx::query(&sql)
             .bind(codec::clamp_i64(after))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -546,7 +567,8 @@ fn uuid_column(row: &SqliteRow, index: usize) -> Result<Uuid, String> {
 
 fn time_column(row: &SqliteRow, index: usize) -> Result<DateTime<Utc>, String> {
     let micros: i64 = column(row, index)?;
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| format!("column {index}: timestamp {micros} out of range"))
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| format!("column {index}: timestamp {micros} out of range"))
 }
 
 fn decode_event(row: &SqliteRow) -> Result<Event, String> {
@@ -608,7 +630,10 @@ impl LogStore for SqliteLogStore {
         query: StreamQuery,
     ) -> BoxFuture<'a, CoreResult<Vec<Event>>> {
         let span = tracing::debug_span!("fluvius.sqlite.read_stream", resource, aggregate_id = %aggregate_id);
-        Box::pin(self.read_stream_impl(resource, aggregate_id, query).instrument(span))
+        Box::pin(
+            self.read_stream_impl(resource, aggregate_id, query)
+                .instrument(span),
+        )
     }
 
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<Event>>> {

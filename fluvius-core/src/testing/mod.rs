@@ -1,0 +1,160 @@
+//! Test support for log store backends (feature `testing`).
+//!
+//! - [`conformance`]: the one suite every [`LogStore`] implementation must pass, and the
+//!   [`conformance_tests!`](crate::conformance_tests) macro that runs each case as its own test.
+//! - [`WithCleanup`]: a store that runs a clean-up closure when dropped (delete a temporary
+//!   directory, drop a test schema), even when the test panics.
+//! - [`event`] and [`command_record`]: sample values to append.
+
+pub mod conformance;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use uuid::Uuid;
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::event::{Event, Metadata};
+use crate::future::BoxFuture;
+use crate::id::AggregateId;
+use crate::logstore::{AppendRequest, CommandRecord, LogStore, StreamQuery};
+use crate::payload::Payload;
+
+/// The current time at the precision stores keep (microseconds).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A sample event at `version` of a stream, with a small payload, metadata filled in and the
+/// current time (microseconds).
+///
+/// ```
+/// use fluvius_core::{testing, AggregateId};
+/// let e = testing::event("account", AggregateId::new(), 1);
+/// assert_eq!(e.aggregate_version, 1);
+/// assert_eq!(e.position, 0);
+/// ```
+pub fn event(resource: &str, aggregate_id: AggregateId, version: u64) -> Event {
+    let command_id = Uuid::now_v7();
+    Event {
+        id: Uuid::now_v7(),
+        position: 0,
+        namespace: "conformance".into(),
+        resource: resource.into(),
+        aggregate_id,
+        aggregate_version: version,
+        key: "thing-happened".into(),
+        schema_version: 1,
+        payload: Payload::from_value(&serde_json::json!({ "version": version, "note": "sample" }))
+            .expect("a JSON literal serializes"),
+        args: Payload::from_json_unchecked(r#"{"by":"conformance"}"#),
+        command_id,
+        command_name: "do-thing".into(),
+        timestamp: now(),
+        metadata: Metadata {
+            correlation_id: command_id,
+            causation_id: command_id,
+            user_id: Some("user-1".into()),
+            tenant_id: Some("tenant-1".into()),
+            extra: BTreeMap::from([("trace".to_owned(), serde_json::json!({ "span": 7 }))]),
+        },
+    }
+}
+
+/// `count` sample events continuing a stream that is at `expected_version`, as one request
+/// (without a command record).
+pub fn request(
+    resource: &str,
+    aggregate_id: AggregateId,
+    expected_version: u64,
+    count: u64,
+) -> AppendRequest {
+    AppendRequest {
+        resource: resource.into(),
+        aggregate_id,
+        expected_version,
+        events: (1..=count)
+            .map(|i| event(resource, aggregate_id, expected_version + i))
+            .collect(),
+        command: None,
+    }
+}
+
+/// A command record matching `request` (fresh id, full context), to attach to it.
+pub fn command_record(request: &AppendRequest) -> CommandRecord {
+    CommandRecord {
+        id: Uuid::now_v7(),
+        namespace: "conformance".into(),
+        resource: request.resource.clone(),
+        aggregate_id: request.aggregate_id,
+        action: "do-thing".into(),
+        args: Payload::from_json_unchecked(r#"{"by":"conformance","n":[1,2,3]}"#),
+        context: Context::new()
+            .with_user("user-1")
+            .with_tenant("tenant-1")
+            .with_realm("staff")
+            .with_header("x-request-id", "r-42")
+            .with_source("conformance-suite")
+            .with_transport("test")
+            .with_correlation_id(Uuid::now_v7()),
+        version_before: request.expected_version,
+        version_after: request.expected_version + request.events.len() as u64,
+        timestamp: now(),
+    }
+}
+
+/// A [`LogStore`] that runs a closure once when dropped: for test stores that own a temporary
+/// file or a database schema. Everything else is delegated to the wrapped store.
+pub struct WithCleanup<S> {
+    store: S,
+    cleanup: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl<S: LogStore> WithCleanup<S> {
+    /// Wrap `store`; `cleanup` runs when the wrapper is dropped (also while a test unwinds).
+    pub fn new(store: S, cleanup: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            store,
+            cleanup: Mutex::new(Some(Box::new(cleanup))),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.store
+    }
+}
+
+impl<S> Drop for WithCleanup<S> {
+    fn drop(&mut self) {
+        let cleanup = self.cleanup.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(cleanup) = cleanup {
+            cleanup();
+        }
+    }
+}
+
+impl<S: LogStore> LogStore for WithCleanup<S> {
+    fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Event>>> {
+        self.store.append(request)
+    }
+    fn read_stream<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: StreamQuery,
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
+        self.store.read_stream(resource, aggregate_id, query)
+    }
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
+        self.store.read_all(after, limit)
+    }
+    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
+        self.store.get_command(command_id)
+    }
+}

@@ -1,0 +1,22 @@
+//! Shared by the fluvius-sql integration tests. Each test binary uses a part of it.
+#![allow(dead_code)]
+
+pub mod child;
+pub mod counter;
+#[cfg(feature = "postgres")]
+pub mod pg;
+
+use std::io::Write;
+
+/// Write a line to the real stderr, past the test harness's output capture (which only
+/// intercepts `print!` / `eprint!`), so it shows even for a passing test.
+pub fn announce(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fluvius-sql-{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("cannot create a temp dir");
+    dir
+}

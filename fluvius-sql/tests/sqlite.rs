@@ -1,0 +1,286 @@
+//! SqliteLogStore: the conformance suite on a file and in memory, plus what only SQLite has
+//! (pragmas, durability across a process restart, opening errors).
+#![cfg(feature = "sqlite")]
+
+mod common;
+
+use std::path::Path;
+
+use fluvius_core::testing::{self, WithCleanup};
+use fluvius_core::{AggregateId, Command, LogStore};
+use fluvius_sql::{SqliteLogStore, Synchronous};
+use serde_json::json;
+use uuid::Uuid;
+
+use common::child::{child_arg, child_value, run_child};
+use common::counter::{self, Counter};
+
+fn url_for(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// A store on a file in a fresh temp directory, deleted with the store.
+async fn file_store() -> WithCleanup<SqliteLogStore> {
+    let dir = common::temp_dir("conformance");
+    let store = SqliteLogStore::open(&url_for(&dir.join("log.db")))
+        .await
+        .expect("open a file store");
+    WithCleanup::new(store, move || {
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+}
+
+mod file_db {
+    fluvius_core::conformance_tests!(super::file_store);
+}
+
+mod memory_db {
+    fluvius_core::conformance_tests!(|| async {
+        fluvius_sql::SqliteLogStore::open("sqlite::memory:")
+            .await
+            .expect("open an in-memory store")
+    });
+}
+
+async fn pragma(store: &SqliteLogStore, name: &str) -> String {
+    use sqlx::Row;
+    let row = sqlx::query(&format!("PRAGMA {name}"))
+        .fetch_one(store.pool())
+        .await
+        .expect("read a pragma");
+    row.try_get::<String, _>(0)
+        .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
+        .expect("a pragma value")
+}
+
+#[tokio::test]
+async fn file_database_settings_follow_the_options() {
+    let dir = common::temp_dir("pragmas");
+    let store = SqliteLogStore::open(&url_for(&dir.join("full.db")))
+        .await
+        .unwrap();
+    assert_eq!(pragma(&store, "journal_mode").await, "wal");
+    assert_eq!(pragma(&store, "synchronous").await, "2", "FULL by default");
+    assert_eq!(pragma(&store, "foreign_keys").await, "1");
+    assert_eq!(pragma(&store, "busy_timeout").await, "5000");
+    store.close().await;
+
+    let store = SqliteLogStore::builder(url_for(&dir.join("normal.db")))
+        .synchronous(Synchronous::Normal)
+        .busy_timeout(std::time::Duration::from_millis(1234))
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(pragma(&store, "synchronous").await, "1", "NORMAL on request");
+    assert_eq!(pragma(&store, "busy_timeout").await, "1234");
+    store.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn memory_databases_are_separate_and_shared_by_their_pool() {
+    let a = SqliteLogStore::open("sqlite::memory:").await.unwrap();
+    let b = SqliteLogStore::open("sqlite::memory:").await.unwrap();
+    let id = AggregateId::new();
+    a.append(testing::request("thing", id, 0, 2)).await.unwrap();
+    assert_eq!(a.get_events("thing", id).await.unwrap().len(), 2);
+    assert!(b.get_events("thing", id).await.unwrap().is_empty());
+    // A clone shares the pool, hence the database.
+    let a2 = a.clone();
+    assert_eq!(a2.read_all(0, 10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn open_failure_names_the_path() {
+    let dir = common::temp_dir("missing");
+    let path = dir.join("no-such-dir").join("log.db");
+    let err = SqliteLogStore::open(&url_for(&path)).await.unwrap_err();
+    assert!(matches!(err, fluvius_sql::Error::Connect { .. }), "{err:?}");
+    assert!(err.target().contains("no-such-dir"), "target: {}", err.target());
+    let core: fluvius_core::Error = err.into();
+    assert_eq!(core.code(), "store");
+    let text = core.to_string();
+    assert!(
+        text.contains("no-such-dir/log.db") && text.contains("unable to open"),
+        "{text}"
+    );
+
+    let err = SqliteLogStore::builder(url_for(&dir.join("absent.db")))
+        .create_if_missing(false)
+        .open()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, fluvius_sql::Error::Connect { .. }), "{err:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn without_migrations_the_schema_must_exist() {
+    let dir = common::temp_dir("nomigrate");
+    let store = SqliteLogStore::builder(url_for(&dir.join("log.db")))
+        .run_migrations(false)
+        .open()
+        .await
+        .unwrap();
+    let err = store.read_all(0, 10).await.unwrap_err();
+    assert_eq!(err.code(), "store");
+    assert!(err.to_string().contains("no such table"), "{err}");
+    store.migrate().await.unwrap();
+    let id = AggregateId::new();
+    store.append(testing::request("thing", id, 0, 1)).await.unwrap();
+    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 1);
+    // Migrating again is a no-op.
+    store.migrate().await.unwrap();
+    store.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_closed_store_fails_with_a_store_error() {
+    let store = SqliteLogStore::open("sqlite::memory:").await.unwrap();
+    store.close().await;
+    let err = store
+        .append(testing::request("thing", AggregateId::new(), 0, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "store");
+    assert!(err.to_string().contains("sqlite::memory:"), "{err}");
+}
+
+#[tokio::test]
+async fn very_large_batches_span_several_statements_in_one_transaction() {
+    let store = SqliteLogStore::open("sqlite::memory:").await.unwrap();
+    let id = AggregateId::new();
+    let count = fluvius_sql::sqlite::MAX_ROWS_PER_INSERT as u64 * 2 + 7;
+    let stored = store
+        .append(testing::request("thing", id, 0, count))
+        .await
+        .unwrap();
+    assert_eq!(stored.len() as u64, count);
+    assert!(stored.windows(2).all(|w| w[1].position == w[0].position + 1));
+    assert_eq!(store.get_events("thing", id).await.unwrap(), stored);
+
+    // A conflicting large batch leaves nothing behind.
+    let err = store
+        .append(testing::request("thing", id, 1, count))
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    assert_eq!(store.read_all(0, usize::MAX).await.unwrap().len() as u64, count);
+}
+
+// ----- across a process restart -----------------------------------------------------------
+
+/// Child half of `events_survive_a_process_restart`: append, print what was stored, and exit
+/// at once (no pool shutdown, no checkpoint).
+#[test]
+#[ignore = "child process of events_survive_a_process_restart; run that test instead"]
+fn child_appends_and_exits() {
+    let path = child_arg().expect("run by events_survive_a_process_restart, not directly");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteLogStore::open(&path).await.unwrap();
+        let id = AggregateId::new();
+        let mut req = testing::request("thing", id, 0, 3);
+        let record = testing::command_record(&req);
+        req.command = Some(record.clone());
+        let stored = store.append(req).await.unwrap();
+        println!();
+        println!("AGGREGATE={id}");
+        println!("COMMAND={}", record.id);
+        println!("EVENTS={}", serde_json::to_string(&stored).unwrap());
+    });
+    std::process::exit(0);
+}
+
+#[test]
+fn events_survive_a_process_restart() {
+    let dir = common::temp_dir("restart");
+    let url = url_for(&dir.join("log.db"));
+    let out = run_child("child_appends_and_exits", &url);
+    let id: AggregateId = child_value(&out, "AGGREGATE").parse().unwrap();
+    let command: Uuid = child_value(&out, "COMMAND").parse().unwrap();
+    let written: Vec<fluvius_core::Event> = serde_json::from_str(&child_value(&out, "EVENTS")).unwrap();
+    assert_eq!(written.len(), 3);
+
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteLogStore::open(&url).await.unwrap();
+        assert_eq!(store.get_events("thing", id).await.unwrap(), written);
+        assert_eq!(store.read_all(0, 10).await.unwrap(), written);
+        let record = store
+            .get_command(command)
+            .await
+            .unwrap()
+            .expect("the command record survived");
+        assert_eq!(record.version_after, 3);
+        // And the log goes on from there.
+        let more = store.append(testing::request("thing", id, 3, 1)).await.unwrap();
+        assert_eq!(more[0].position, written[2].position + 1);
+        store.close().await;
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Child half of `idempotent_replay_survives_a_restart`: process the command again in a new
+/// process and report the response.
+#[test]
+#[ignore = "child process of idempotent_replay_survives_a_restart; run that test instead"]
+fn child_replays_command() {
+    let arg = child_arg().expect("run by idempotent_replay_survives_a_restart, not directly");
+    let (url, rest) = arg.split_once('|').unwrap();
+    let (id, command_id) = rest.split_once('|').unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteLogStore::open(url).await.unwrap();
+        let domain = counter::domain(store).await;
+        let cmd = Command::new("counter", id.parse().unwrap(), "add", json!({ "by": 5 }))
+            .with_id(command_id.parse().unwrap());
+        let resp = domain.process_command(cmd).await.unwrap();
+        println!();
+        println!("REPLAYED={}", resp.replayed);
+        println!("VERSION={}", resp.version);
+        println!("EVENTS={}", resp.events.len());
+    });
+}
+
+#[test]
+fn idempotent_replay_survives_a_restart() {
+    let dir = common::temp_dir("replay");
+    let url = url_for(&dir.join("log.db"));
+    let id = AggregateId::new();
+    let command_id = Uuid::now_v7();
+    let first = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteLogStore::open(&url).await.unwrap();
+        let domain = counter::domain(store.clone()).await;
+        let cmd = Command::new("counter", id, "add", json!({ "by": 5 })).with_id(command_id);
+        let resp = domain.process_command(cmd).await.unwrap();
+        assert!(!resp.replayed);
+        assert_eq!(resp.version, 1);
+        drop(domain);
+        store.close().await;
+        resp
+    });
+
+    let out = run_child("child_replays_command", &format!("{url}|{id}|{command_id}"));
+    assert_eq!(
+        child_value(&out, "REPLAYED"),
+        "true",
+        "the second run answers from the record"
+    );
+    assert_eq!(child_value(&out, "VERSION"), "1");
+    assert_eq!(
+        child_value(&out, "EVENTS"),
+        "1",
+        "the first response's events, replayed"
+    );
+
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = SqliteLogStore::open(&url).await.unwrap();
+        let events = store.get_events("counter", id).await.unwrap();
+        assert_eq!(events, first.events, "no new events were written");
+        let domain = counter::domain(store.clone()).await;
+        let state: Counter = domain.load(id).await.unwrap();
+        assert_eq!(state.value, 5);
+        drop(domain);
+        store.close().await;
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
