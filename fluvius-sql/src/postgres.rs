@@ -357,10 +357,13 @@ impl PostgresLogStore {
                 })?;
         }
         if options.run_migrations {
-            MIGRATOR.run(&mut conn).await.map_err(|source| Error::Migrate {
-                target: target.clone(),
-                source,
-            })?;
+            MIGRATOR
+                .run_direct(&mut conn)
+                .await
+                .map_err(|source| Error::Migrate {
+                    target: target.clone(),
+                    source,
+                })?;
         }
         let _ = conn.close().await;
 
@@ -398,10 +401,18 @@ impl PostgresLogStore {
 
     /// Apply the embedded migrations (done on connect unless turned off).
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|source| Error::Migrate {
+        let mut conn = self.pool.acquire().await.map_err(|source| Error::Connect {
             target: self.target.to_string(),
             source,
-        })
+        })?;
+        // `run_direct` on a concrete connection keeps this future `Send` in generic contexts.
+        MIGRATOR
+            .run_direct(&mut *conn)
+            .await
+            .map_err(|source| Error::Migrate {
+                target: self.target.to_string(),
+                source,
+            })
     }
 
     /// The embedded migrations, for tools that manage the schema themselves.

@@ -235,10 +235,18 @@ impl SqliteLogStore {
 
     /// Apply the embedded migrations (done on open unless turned off).
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await.map_err(|source| Error::Migrate {
+        let mut conn = self.pool.acquire().await.map_err(|source| Error::Connect {
             target: self.target.to_string(),
             source,
-        })
+        })?;
+        // `run_direct` on a concrete connection keeps this future `Send` in generic contexts.
+        MIGRATOR
+            .run_direct(&mut *conn)
+            .await
+            .map_err(|source| Error::Migrate {
+                target: self.target.to_string(),
+                source,
+            })
     }
 
     /// The embedded migrations, for tools that manage the schema themselves.
