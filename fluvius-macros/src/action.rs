@@ -1,8 +1,8 @@
 //! `#[action(...)]`: the attribute model and the method model.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::quote;
-use syn::parse::{Parse, ParseStream};
+use syn::parse::ParseStream;
 use syn::punctuated::Punctuated;
 use syn::{FnArg, Ident, ImplItemFn, LitInt, LitStr, Pat, ReturnType, Token, Type};
 
@@ -23,56 +23,59 @@ pub(crate) struct ActionAttr {
     pub(crate) resources: Option<Vec<LitStr>>,
     pub(crate) version: Option<LitInt>,
     pub(crate) name: Option<LitStr>,
+    /// A key was rejected (repeated, empty, out of range): reported already, and the action
+    /// must not be generated.
+    pub(crate) rejected: bool,
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: T, key: &Ident) -> syn::Result<()> {
-    if slot.is_some() {
-        return Err(syn::Error::new_spanned(
-            key,
-            format!("`{key}` is specified more than once"),
-        ));
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-impl Parse for ActionAttr {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+impl ActionAttr {
+    /// Parse `key = value, …`. Syntax errors stop the parse; repeated or invalid values are
+    /// reported to `cx` and parsing goes on, so every such mistake is shown at once.
+    fn parse(cx: &mut Ctxt, input: ParseStream<'_>) -> syn::Result<Self> {
         let mut attr = ActionAttr::default();
         while !input.is_empty() {
             let lookahead = input.lookahead1();
             if lookahead.peek(kw::evt_key) {
-                let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
-                input.parse::<Token![=]>()?;
+                let key = key_eq(input)?;
                 let lit: LitStr = input.parse()?;
                 if lit.value().is_empty() {
-                    return Err(syn::Error::new_spanned(&lit, "`evt_key` must not be empty"));
+                    attr.reject(cx, &lit, "`evt_key` must not be empty");
+                } else {
+                    attr.set_once(cx, |a| &mut a.evt_key, lit, &key);
                 }
-                set_once(&mut attr.evt_key, lit, &key)?;
             } else if lookahead.peek(kw::resources) {
-                let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
-                input.parse::<Token![=]>()?;
+                let key = key_eq(input)?;
                 let content;
                 syn::bracketed!(content in input);
                 let list: Punctuated<LitStr, Token![,]> = Punctuated::parse_terminated(&content)?;
-                set_once(&mut attr.resources, list.into_iter().collect(), &key)?;
-            } else if lookahead.peek(kw::version) {
-                let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
-                input.parse::<Token![=]>()?;
-                let lit: LitInt = input.parse()?;
-                let v: u32 = lit.base10_parse()?;
-                if v == 0 {
-                    return Err(syn::Error::new_spanned(&lit, "`version` starts at 1"));
+                let mut resources = Vec::with_capacity(list.len());
+                for lit in list {
+                    if lit.value().is_empty() {
+                        attr.reject(cx, &lit, "a resource name must not be empty");
+                    } else {
+                        resources.push(lit);
+                    }
                 }
-                set_once(&mut attr.version, lit, &key)?;
+                attr.set_once(cx, |a| &mut a.resources, resources, &key);
+            } else if lookahead.peek(kw::version) {
+                let key = key_eq(input)?;
+                let lit: LitInt = input.parse()?;
+                match lit.base10_parse::<u32>() {
+                    Ok(0) => attr.reject(cx, &lit, "`version` starts at 1"),
+                    Ok(_) => attr.set_once(cx, |a| &mut a.version, lit, &key),
+                    Err(e) => {
+                        cx.push(e);
+                        attr.rejected = true;
+                    }
+                }
             } else if lookahead.peek(kw::name) {
-                let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
-                input.parse::<Token![=]>()?;
+                let key = key_eq(input)?;
                 let lit: LitStr = input.parse()?;
                 if lit.value().is_empty() {
-                    return Err(syn::Error::new_spanned(&lit, "`name` must not be empty"));
+                    attr.reject(cx, &lit, "`name` must not be empty");
+                } else {
+                    attr.set_once(cx, |a| &mut a.name, lit, &key);
                 }
-                set_once(&mut attr.name, lit, &key)?;
             } else {
                 return Err(lookahead.error());
             }
@@ -82,6 +85,26 @@ impl Parse for ActionAttr {
         }
         Ok(attr)
     }
+
+    fn reject<T: quote::ToTokens>(&mut self, cx: &mut Ctxt, tokens: T, message: &str) {
+        cx.error_spanned_by(tokens, message);
+        self.rejected = true;
+    }
+
+    fn set_once<T>(&mut self, cx: &mut Ctxt, slot: fn(&mut Self) -> &mut Option<T>, value: T, key: &Ident) {
+        if slot(self).is_some() {
+            self.reject(cx, key, &format!("`{key}` is specified more than once"));
+        } else {
+            *slot(self) = Some(value);
+        }
+    }
+}
+
+/// Parse `key =`, returning the key (keywords included, for spans).
+fn key_eq(input: ParseStream<'_>) -> syn::Result<Ident> {
+    let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
+    input.parse::<Token![=]>()?;
+    Ok(key)
 }
 
 /// One argument of an action: becomes a field of the command's typed payload.
@@ -91,49 +114,57 @@ pub(crate) struct ActionArg {
 }
 
 /// A method marked `#[action]`, checked.
+///
+/// A method with a mistake in its signature still yields a model as long as its attribute
+/// parsed, so the key constants, the command constructor and the cross-checks stay available
+/// and the one mistake does not cascade into errors at every use of the aggregate.
 pub(crate) struct ActionMethod {
     pub(crate) method: Ident,
     pub(crate) name: String,
-    pub(crate) name_span: proc_macro2::Span,
+    pub(crate) name_span: Span,
     pub(crate) evt_key: LitStr,
     pub(crate) resources: Vec<LitStr>,
     pub(crate) version: u32,
     pub(crate) is_async: bool,
+    /// The span of the parameter list `(…)`, for errors about the arguments as a whole.
+    pub(crate) params_span: Span,
     pub(crate) args: Vec<ActionArg>,
-    pub(crate) payload_ty: Type,
-    pub(crate) error_ty: Option<Type>,
+    /// Every argument was accepted: the command constructor can be generated.
+    pub(crate) args_complete: bool,
+    /// `(payload, error)` types when the method is fully valid: its `execute` arm can be
+    /// generated.
+    pub(crate) output: Option<(Type, Option<Type>)>,
 }
 
 impl ActionMethod {
-    /// Build the model from the method and its parsed attribute, reporting every problem.
+    /// Build the model from the method and its attribute, reporting every problem to `cx`.
+    /// `None` when the attribute itself is unusable (the error is reported).
     pub(crate) fn from_method(
         cx: &mut Ctxt,
         method: &ImplItemFn,
         attr_tokens: &syn::Attribute,
     ) -> Option<Self> {
         let attr = match &attr_tokens.meta {
-            syn::Meta::Path(_) => ActionAttr::default(),
-            _ => match attr_tokens.parse_args::<ActionAttr>() {
-                Ok(a) => a,
-                Err(e) => {
-                    cx.push(e);
-                    return None;
+            syn::Meta::Path(_) => Some(ActionAttr::default()),
+            syn::Meta::List(_) => {
+                match attr_tokens.parse_args_with(|input: ParseStream<'_>| ActionAttr::parse(cx, input)) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        cx.push(e);
+                        None
+                    }
                 }
-            },
-        };
-        let sig = &method.sig;
-        let mut ok = true;
-        let evt_key = match attr.evt_key {
-            Some(k) => Some(k),
-            None => {
+            }
+            syn::Meta::NameValue(nv) => {
                 cx.error_spanned_by(
-                    attr_tokens,
-                    "missing `evt_key`: write `#[action(evt_key = \"...\")]`",
+                    &nv.value,
+                    "expected `#[action(evt_key = \"...\")]`, with the keys in parentheses",
                 );
-                ok = false;
                 None
             }
         };
+        let sig = &method.sig;
+        let mut ok = attr.as_ref().is_some_and(|a| !a.rejected);
         if !sig.generics.params.is_empty() {
             cx.error_spanned_by(&sig.generics, "an #[action] cannot be generic");
             ok = false;
@@ -153,7 +184,8 @@ impl ActionMethod {
             }
         }
         let mut args = Vec::new();
-        for input in sig.inputs.iter().skip(1) {
+        let mut args_complete = true;
+        for input in sig.inputs.iter() {
             let FnArg::Typed(pt) = input else { continue };
             let ident = match &*pt.pat {
                 Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi.ident.clone(),
@@ -162,37 +194,43 @@ impl ActionMethod {
                         other,
                         "action arguments must be plain names (they become payload fields)",
                     );
-                    ok = false;
+                    args_complete = false;
                     continue;
                 }
             };
-            match &*pt.ty {
-                Type::Reference(_) | Type::ImplTrait(_) => {
-                    cx.error_spanned_by(
-                        &pt.ty,
-                        "action arguments must be owned, deserializable types (they are the command's payload)",
-                    );
-                    ok = false;
-                    continue;
-                }
-                _ => {}
+            if let Type::Reference(_) | Type::ImplTrait(_) = &*pt.ty {
+                cx.error_spanned_by(
+                    &pt.ty,
+                    "action arguments must be owned, deserializable types (they are the command's payload)",
+                );
+                args_complete = false;
+                continue;
             }
             args.push(ActionArg {
                 ident,
                 ty: (*pt.ty).clone(),
             });
         }
-        let (payload_ty, error_ty) = match result_types(&sig.output) {
-            Some(t) => t,
-            None => {
-                let msg =
-                    "an #[action] must return `Result<Payload, Error>`: the `Ok` value is the event payload";
-                match &sig.output {
-                    ReturnType::Default => cx.error_spanned_by(&sig.ident, msg),
-                    ReturnType::Type(_, ty) => cx.error_spanned_by(ty, msg),
-                }
-                return None;
+        ok &= args_complete;
+        let output = result_types(&sig.output);
+        if output.is_none() {
+            let msg =
+                "an #[action] must return `Result<Payload, Error>`: the `Ok` value is the event payload";
+            match &sig.output {
+                ReturnType::Default => cx.error_spanned_by(&sig.ident, msg),
+                ReturnType::Type(_, ty) => cx.error_spanned_by(ty, msg),
             }
+            ok = false;
+        }
+        let attr = attr?;
+        let Some(evt_key) = attr.evt_key else {
+            if !attr.rejected {
+                cx.error_spanned_by(
+                    &attr_tokens.meta,
+                    "missing `evt_key`: write `#[action(evt_key = \"...\")]`",
+                );
+            }
+            return None;
         };
         let version = match &attr.version {
             Some(lit) => lit.base10_parse().unwrap_or(1),
@@ -202,20 +240,18 @@ impl ActionMethod {
             Some(lit) => (lit.value(), lit.span()),
             None => (kebab(&sig.ident.to_string()), sig.ident.span()),
         };
-        if !ok {
-            return None;
-        }
         Some(ActionMethod {
             method: sig.ident.clone(),
             name,
             name_span,
-            evt_key: evt_key?,
+            evt_key,
             resources: attr.resources.unwrap_or_default(),
             version,
             is_async: sig.asyncness.is_some(),
+            params_span: sig.paren_token.span.join(),
             args,
-            payload_ty,
-            error_ty,
+            args_complete,
+            output: output.filter(|_| ok),
         })
     }
 }
@@ -241,12 +277,67 @@ fn result_types(output: &ReturnType) -> Option<(Type, Option<Type>)> {
     Some((payload, types.next()))
 }
 
-/// `#[action]` outside an `#[aggregate]` impl.
+/// `#[action]` outside an `#[aggregate]` impl: the error goes on the attribute (the call
+/// site), and the method is re-emitted untouched so nothing else fails.
 pub(crate) fn misplaced(_attr: TokenStream, item: TokenStream) -> TokenStream {
     let err = syn::Error::new(
-        proc_macro2::Span::call_site(),
+        Span::call_site(),
         "#[action] must be used on a method inside an `#[aggregate]` impl block",
     )
     .to_compile_error();
     quote! { #err #item }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn method(src: &str) -> (Ctxt, Option<ActionMethod>) {
+        let method: ImplItemFn = syn::parse_str(src).expect("method parses");
+        let mut cx = Ctxt::default();
+        let model = ActionMethod::from_method(&mut cx, &method, &method.attrs[0]);
+        (cx, model)
+    }
+
+    #[test]
+    fn valid_action_model() {
+        let (cx, m) = method(
+            r#"#[action(evt_key = "user-created", name = "create", version = 3, resources = ["user", "admin"])]
+               async fn create_user(&self, name: String, age: u8) -> Result<UserCreated, DomainError> { todo!() }"#,
+        );
+        assert!(cx.messages().is_empty());
+        let m = m.expect("model");
+        assert_eq!(m.name, "create");
+        assert_eq!(m.evt_key.value(), "user-created");
+        assert_eq!(m.version, 3);
+        assert_eq!(m.resources.len(), 2);
+        assert!(m.is_async && m.args_complete && m.output.is_some());
+        let args: Vec<_> = m.args.iter().map(|a| a.ident.to_string()).collect();
+        assert_eq!(args, ["name", "age"]);
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let (cx, m) = method(
+            r#"#[action(evt_key = "", version = 1, version = 0, name = "a", name = "b")]
+               fn create_user(&mut self, name: &str) -> UserCreated { todo!() }"#,
+        );
+        let msgs = cx.messages();
+        assert_eq!(msgs.len(), 6, "{msgs:?}");
+        // `evt_key` was given (if empty): no "missing `evt_key`" on top.
+        assert!(msgs.iter().all(|m| !m.contains("missing")), "{msgs:?}");
+        assert!(m.is_none());
+    }
+
+    #[test]
+    fn invalid_signature_keeps_the_model_for_constants() {
+        let (cx, m) = method(
+            r#"#[action(evt_key = "user-created")]
+               fn create_user(&mut self, name: String) -> Result<UserCreated, DomainError> { todo!() }"#,
+        );
+        assert_eq!(cx.messages().len(), 1);
+        let m = m.expect("model");
+        assert!(m.args_complete);
+        assert!(m.output.is_none(), "no execute arm for an invalid method");
+    }
 }

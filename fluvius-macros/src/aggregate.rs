@@ -1,9 +1,10 @@
 //! `#[aggregate]`: parse the impl block into a model, check it, then generate.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Attribute, Ident, ImplItem, ItemImpl, LitStr, Token};
@@ -12,6 +13,7 @@ use crate::action::ActionMethod;
 use crate::apply::ApplyMethod;
 use crate::case::{kebab, screaming};
 use crate::ctxt::Ctxt;
+use crate::item::keyword_span;
 
 mod kw {
     syn::custom_keyword!(resource);
@@ -27,8 +29,7 @@ impl Parse for AggregateAttr {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut attr = AggregateAttr::default();
         while !input.is_empty() {
-            let lookahead = input.lookahead1();
-            if lookahead.peek(kw::resource) {
+            if input.peek(kw::resource) {
                 let key: kw::resource = input.parse()?;
                 input.parse::<Token![=]>()?;
                 let lit: LitStr = input.parse()?;
@@ -42,8 +43,17 @@ impl Parse for AggregateAttr {
                     return Err(syn::Error::new_spanned(&lit, "`resource` must not be empty"));
                 }
                 attr.resource = Some(lit);
+            } else if input.peek(Ident::peek_any) {
+                let key: Ident = input.call(Ident::parse_any)?;
+                return Err(syn::Error::new_spanned(
+                    &key,
+                    format!(
+                        "unknown #[aggregate] argument `{key}`: expected `resource = \"...\"` \
+                         (`evt_key`, `resources`, `version` and `name` go on each #[action])"
+                    ),
+                ));
             } else {
-                return Err(lookahead.error());
+                return Err(input.error("expected `resource = \"...\"`"));
             }
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
@@ -54,11 +64,19 @@ impl Parse for AggregateAttr {
 }
 
 /// The checked model of one aggregate.
+///
+/// Methods with mistakes stay in the model as far as they could be understood (see
+/// [`ActionMethod`]), so that one mistake gives one message rather than a cascade of errors
+/// wherever the aggregate is used.
 struct Model {
     self_ty: syn::Type,
     resource: String,
     actions: Vec<ActionMethod>,
     applies: Vec<ApplyMethod>,
+    /// Some `#[action]` attribute could not be read: its event key is unknown.
+    lost_action_key: bool,
+    /// Some `#[apply]` attribute could not be read: its event key is unknown.
+    lost_apply_key: bool,
 }
 
 fn is_attr(attr: &Attribute, name: &str) -> bool {
@@ -66,14 +84,18 @@ fn is_attr(attr: &Attribute, name: &str) -> bool {
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let mut item: ItemImpl = match syn::parse2(item.clone()) {
-        Ok(i) => i,
-        Err(_) => {
+    let mut item: ItemImpl = match syn::parse2::<syn::Item>(item.clone()) {
+        Ok(syn::Item::Impl(i)) => i,
+        Ok(other) => {
             let err = syn::Error::new(
-                Span::call_site(),
+                keyword_span(&other),
                 "#[aggregate] must be placed on an `impl Type { ... }` block",
             )
             .to_compile_error();
+            return quote! { #err #item };
+        }
+        Err(e) => {
+            let err = e.to_compile_error();
             return quote! { #err #item };
         }
     };
@@ -85,20 +107,14 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             AggregateAttr::default()
         }
     };
+    // Strips our attributes from `item`, which is re-emitted whatever happens.
     let model = parse_model(&mut cx, &mut item, attr);
-    // `item` now has our attributes stripped: re-emit it whatever happens, so one mistake
-    // gives one message rather than a cascade.
-    if let Some(model) = &model {
-        check(&mut cx, model);
-    }
-    match (cx.check(), model) {
-        (Ok(()), Some(model)) => {
-            let generated = generate(&model);
-            quote! { #item #generated }
-        }
-        (Err(errors), _) => quote! { #item #errors },
-        (Ok(()), None) => quote! { #item },
-    }
+    let generated = model.map(|model| {
+        check(&mut cx, &model);
+        generate(&model)
+    });
+    let errors = cx.check().err();
+    quote! { #item #generated #errors }
 }
 
 fn parse_model(cx: &mut Ctxt, item: &mut ItemImpl, attr: AggregateAttr) -> Option<Model> {
@@ -126,6 +142,8 @@ fn parse_model(cx: &mut Ctxt, item: &mut ItemImpl, attr: AggregateAttr) -> Optio
     };
     let mut actions = Vec::new();
     let mut applies = Vec::new();
+    let mut lost_action_key = false;
+    let mut lost_apply_key = false;
     for impl_item in &mut item.items {
         let ImplItem::Fn(method) = impl_item else { continue };
         let mut action_attr = None;
@@ -135,11 +153,13 @@ fn parse_model(cx: &mut Ctxt, item: &mut ItemImpl, attr: AggregateAttr) -> Optio
             if is_attr(&a, "action") {
                 if action_attr.is_some() {
                     cx.error_spanned_by(&a, "#[action] is specified more than once on this method");
+                    continue;
                 }
                 action_attr = Some(a);
             } else if is_attr(&a, "apply") {
                 if apply_attr.is_some() {
                     cx.error_spanned_by(&a, "#[apply] is specified more than once on this method");
+                    continue;
                 }
                 apply_attr = Some(a);
             } else {
@@ -153,15 +173,16 @@ fn parse_model(cx: &mut Ctxt, item: &mut ItemImpl, attr: AggregateAttr) -> Optio
                     a,
                     "a method is either an #[action] (decide) or an #[apply] (evolve), not both",
                 );
-                ok = false;
+                lost_action_key = true;
+                lost_apply_key = true;
             }
             (Some(a), None) => match ActionMethod::from_method(cx, method, a) {
                 Some(m) => actions.push(m),
-                None => ok = false,
+                None => lost_action_key = true,
             },
             (None, Some(a)) => match ApplyMethod::from_method(cx, method, a) {
                 Some(m) => applies.push(m),
-                None => ok = false,
+                None => lost_apply_key = true,
             },
             (None, None) => {}
         }
@@ -178,28 +199,55 @@ fn parse_model(cx: &mut Ctxt, item: &mut ItemImpl, attr: AggregateAttr) -> Optio
         resource,
         actions,
         applies,
+        lost_action_key,
+        lost_apply_key,
     })
 }
 
-/// Cross-method checks: unique names and keys, every emitted key folded, every fold emitted.
+/// Cross-method checks: unique names, keys and constants; every emitted key folded, every
+/// fold emitted. A check that depends on a key some broken attribute hid is skipped, so it
+/// cannot report a follow-on error.
 fn check(cx: &mut Ctxt, model: &Model) {
     let mut names: HashMap<&str, &ActionMethod> = HashMap::new();
+    let mut name_consts: HashMap<String, &ActionMethod> = HashMap::new();
     let mut keys: HashMap<String, &ActionMethod> = HashMap::new();
+    let mut key_consts: HashMap<String, &ActionMethod> = HashMap::new();
     for a in &model.actions {
         if let Some(prev) = names.insert(&a.name, a) {
             cx.push(syn::Error::new(
                 a.name_span,
                 format!("action name `{}` is already used by `{}`", a.name, prev.method),
             ));
+        } else if let Some(prev) = name_consts.insert(screaming(&a.name), a) {
+            cx.push(syn::Error::new(
+                a.name_span,
+                format!(
+                    "action name `{}` and the name `{}` of `{}` both make the constant `ACTION_{}`",
+                    a.name,
+                    prev.name,
+                    prev.method,
+                    screaming(&a.name)
+                ),
+            ));
         }
-        if let Some(prev) = keys.insert(a.evt_key.value(), a) {
+        let key = a.evt_key.value();
+        if let Some(prev) = keys.insert(key.clone(), a) {
             cx.error_spanned_by(
                 &a.evt_key,
                 format!(
-                    "evt_key `{}` is already emitted by action `{}`; each event key has one action \
+                    "evt_key `{key}` is already emitted by action `{}`; each event key has one action \
                      (evolve old shapes with version = N and upcasters)",
-                    a.evt_key.value(),
                     prev.method
+                ),
+            );
+        } else if let Some(prev) = key_consts.insert(screaming(&key), a) {
+            cx.error_spanned_by(
+                &a.evt_key,
+                format!(
+                    "evt_key `{key}` and the key `{}` of `{}` both make the constant `EVENT_{}`",
+                    prev.evt_key.value(),
+                    prev.method,
+                    screaming(&key)
                 ),
             );
         }
@@ -217,26 +265,30 @@ fn check(cx: &mut Ctxt, model: &Model) {
             );
         }
     }
-    for a in &model.actions {
-        if !folds.contains_key(&a.evt_key.value()) {
-            cx.error_spanned_by(
-                &a.evt_key,
-                format!(
-                    "no #[apply(\"{}\")] method folds this event: add one so replays can rebuild the state",
-                    a.evt_key.value()
-                ),
-            );
+    if !model.lost_apply_key {
+        for a in &model.actions {
+            if !folds.contains_key(&a.evt_key.value()) {
+                cx.error_spanned_by(
+                    &a.evt_key,
+                    format!(
+                        "no #[apply(\"{}\")] method folds this event: add one so replays can rebuild the state",
+                        a.evt_key.value()
+                    ),
+                );
+            }
         }
     }
-    for ap in &model.applies {
-        if !keys.contains_key(&ap.key.value()) {
-            cx.error_spanned_by(
-                &ap.key,
-                format!(
-                    "no #[action] emits `{}`: fix the key or remove this method",
-                    ap.key.value()
-                ),
-            );
+    if !model.lost_action_key {
+        for ap in &model.applies {
+            if !keys.contains_key(&ap.key.value()) {
+                cx.error_spanned_by(
+                    &ap.key,
+                    format!(
+                        "no #[action] emits `{}`: fix the key or remove this method",
+                        ap.key.value()
+                    ),
+                );
+            }
         }
     }
 }
@@ -246,7 +298,23 @@ fn generate(model: &Model) -> TokenStream {
     let resource = &model.resource;
     let krate = quote!(::fluvius_core);
 
-    let specs = model.actions.iter().map(|a| {
+    // Duplicates are errors reported by `check`; generate the first of each only, so the
+    // error is not followed by "duplicate definition" ones.
+    let mut seen_names = HashSet::new();
+    let mut seen_keys = HashSet::new();
+    let actions: Vec<&ActionMethod> = model
+        .actions
+        .iter()
+        .filter(|a| seen_names.insert(screaming(&a.name)) & seen_keys.insert(screaming(&a.evt_key.value())))
+        .collect();
+    let mut seen_folds = HashSet::new();
+    let applies: Vec<&ApplyMethod> = model
+        .applies
+        .iter()
+        .filter(|ap| seen_folds.insert(ap.key.value()))
+        .collect();
+
+    let specs = actions.iter().map(|a| {
         let name = &a.name;
         let key = &a.evt_key;
         let resources = &a.resources;
@@ -256,41 +324,49 @@ fn generate(model: &Model) -> TokenStream {
         }
     });
 
-    let arg_structs = model.actions.iter().map(|a| {
+    // The typed payload of each command: a struct generic over its field types, so that a
+    // field type lacking `Serialize` / `Deserialize` is reported where the struct is used
+    // (spanned on the action's parameters), not inside serde's derive.
+    let with_args: Vec<&&ActionMethod> = actions.iter().filter(|a| a.args_complete).collect();
+    let arg_structs = with_args.iter().map(|a| {
         let ident = args_ident(&a.method);
-        let fields = a.args.iter().map(|arg| {
-            let (id, ty) = (&arg.ident, &arg.ty);
-            quote! { #id: #ty }
+        let params: Vec<Ident> = (0..a.args.len()).map(|i| format_ident!("__F{}", i)).collect();
+        let fields = a.args.iter().zip(&params).map(|(arg, param)| {
+            let id = &arg.ident;
+            quote! { #id: #param }
         });
-        quote! {
-            #[derive(#krate::__private::serde::Serialize, #krate::__private::serde::Deserialize)]
+        let generics = (!params.is_empty()).then(|| quote! { <#(#params),*> });
+        // The derived impls carry the span of the parameters too, for the notes of those errors.
+        quote_spanned! {a.params_span=>
+            #[derive(::fluvius_core::__private::serde::Serialize, ::fluvius_core::__private::serde::Deserialize)]
             #[serde(crate = "::fluvius_core::__private::serde", deny_unknown_fields)]
             #[allow(non_camel_case_types)]
-            struct #ident { #(#fields,)* }
+            struct #ident #generics { #(#fields,)* }
         }
     });
 
-    let arms = model.actions.iter().map(|a| {
+    let arms = actions.iter().filter(|a| a.args_complete).filter_map(|a| {
+        let (payload_ty, error_ty) = a.output.as_ref()?;
         let name = &a.name;
         let key = &a.evt_key;
         let version = a.version;
         let method = &a.method;
-        let args_ty = args_ident(method);
+        let args_ty = args_type(a);
+        let take_args = Ident::new("take_args", a.params_span);
         let idents: Vec<_> = a.args.iter().map(|arg| &arg.ident).collect();
         let call = if a.is_async {
             quote! { Self::#method(self, #(__args.#idents),*).await }
         } else {
             quote! { Self::#method(self, #(__args.#idents),*) }
         };
-        let payload_ty = &a.payload_ty;
-        let err_span = a.error_ty.as_ref().map_or(payload_ty.span(), |t| t.span());
+        let err_span = error_ty.as_ref().map_or(payload_ty.span(), |t| t.span());
         let reject = quote_spanned! {err_span=> #krate::Error::rejected(__err) };
         let new_event = quote_spanned! {payload_ty.span()=>
             #krate::NewEvent::new::<#payload_ty>(#key, #version, __payload)
         };
-        quote! {
+        Some(quote! {
             #name => {
-                let __args: #args_ty = __call.take_args()?;
+                let __args: #args_ty = __call.#take_args()?;
                 match #call {
                     ::core::result::Result::Ok(__payload) => {
                         ::core::result::Result::Ok(::std::vec![#new_event?])
@@ -298,31 +374,33 @@ fn generate(model: &Model) -> TokenStream {
                     ::core::result::Result::Err(__err) => ::core::result::Result::Err(#reject),
                 }
             }
-        }
+        })
     });
 
-    let folds = model.applies.iter().map(|ap| {
+    let folds = applies.iter().filter_map(|ap| {
         let key = &ap.key;
         let method = &ap.method;
-        let ty = &ap.payload_ty;
-        quote! {
+        let ty = ap.payload_ty.as_ref()?;
+        Some(quote! {
             #key => {
                 let __payload = __event.decode::<#ty>()?;
                 Self::#method(self, __payload);
                 ::core::result::Result::Ok(())
             }
-        }
+        })
     });
 
-    let constructors = model.actions.iter().map(|a| {
+    let constructors = with_args.iter().map(|a| {
         let ctor = format_ident!("{}_command", a.method);
         let name = &a.name;
-        let args_ty = args_ident(&a.method);
+        let args_ty = args_type(a);
         let params = a.args.iter().map(|arg| {
             let (id, ty) = (&arg.ident, &arg.ty);
             quote! { #id: #ty }
         });
         let idents: Vec<_> = a.args.iter().map(|arg| &arg.ident).collect();
+        let args_ident = args_ident(&a.method);
+        let args = Ident::new("__args", a.params_span);
         let doc = format!(
             "A typed `{name}` command for the `{}` aggregate `id` (its event: `{}`).",
             model.resource,
@@ -332,17 +410,18 @@ fn generate(model: &Model) -> TokenStream {
             #[doc = #doc]
             #[allow(clippy::too_many_arguments)]
             pub fn #ctor(id: #krate::AggregateId, #(#params),*) -> #krate::Command {
+                let __args: #args_ty = #args_ident { #(#idents),* };
                 #krate::Command::typed(
                     <Self as #krate::Aggregate>::RESOURCE,
                     ::core::option::Option::Some(id),
                     #name,
-                    #args_ty { #(#idents),* },
+                    #args,
                 )
             }
         }
     });
 
-    let consts = model.actions.iter().map(|a| {
+    let consts = actions.iter().map(|a| {
         let action_const = Ident::new(&format!("ACTION_{}", screaming(&a.name)), a.name_span);
         let event_const = Ident::new(
             &format!("EVENT_{}", screaming(&a.evt_key.value())),
@@ -401,4 +480,14 @@ fn generate(model: &Model) -> TokenStream {
 
 fn args_ident(method: &Ident) -> Ident {
     format_ident!("__FluviusArgs_{}", method)
+}
+
+/// `__FluviusArgs_<method><T0, T1, …>` with the action's argument types.
+fn args_type(a: &ActionMethod) -> TokenStream {
+    let ident = args_ident(&a.method);
+    if a.args.is_empty() {
+        return quote! { #ident };
+    }
+    let tys = a.args.iter().map(|arg| &arg.ty);
+    quote! { #ident<#(#tys),*> }
 }

@@ -4,9 +4,12 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 use std::fmt::Display;
 
+/// The error sink of one macro invocation. Like serde's `Ctxt`, it must be consumed with
+/// [`Ctxt::check`]: dropping it unchecked is a bug in the macro and panics.
 #[derive(Default)]
 pub(crate) struct Ctxt {
     errors: Option<syn::Error>,
+    checked: bool,
 }
 
 impl Ctxt {
@@ -22,10 +25,31 @@ impl Ctxt {
     }
 
     /// `Ok(())` if nothing was reported, else every error as one `compile_error!` stream.
-    pub(crate) fn check(self) -> Result<(), TokenStream> {
-        match self.errors {
+    pub(crate) fn check(mut self) -> Result<(), TokenStream> {
+        self.checked = true;
+        match self.errors.take() {
             None => Ok(()),
             Some(err) => Err(err.to_compile_error()),
+        }
+    }
+
+    /// The messages reported so far, in order (consumes the context like [`Ctxt::check`]).
+    #[cfg(test)]
+    pub(crate) fn messages(mut self) -> Vec<String> {
+        self.checked = true;
+        self.errors
+            .take()
+            .into_iter()
+            .flatten()
+            .map(|e| e.to_string())
+            .collect()
+    }
+}
+
+impl Drop for Ctxt {
+    fn drop(&mut self) {
+        if !self.checked && !std::thread::panicking() {
+            panic!("macro bug: Ctxt dropped without calling check()");
         }
     }
 }

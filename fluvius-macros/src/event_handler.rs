@@ -1,10 +1,13 @@
 //! `#[event_handler("pattern")]`: register an async fn with `inventory`.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, ItemFn, Lit, LitStr, ReturnType, Token, Type};
+use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Lit, LitStr, ReturnType, Token, Type};
+
+use crate::item::keyword_span;
 
 use crate::ctxt::Ctxt;
 
@@ -33,17 +36,27 @@ impl Parse for HandlerAttr {
             if input.is_empty() {
                 break;
             }
-            let lookahead = input.lookahead1();
-            if lookahead.peek(kw::name) {
+            if input.peek(kw::name) {
                 let key: kw::name = input.parse()?;
                 input.parse::<Token![=]>()?;
                 let lit: LitStr = input.parse()?;
                 if name.is_some() {
                     return Err(syn::Error::new_spanned(key, "`name` is specified more than once"));
                 }
+                if lit.value().is_empty() {
+                    return Err(syn::Error::new_spanned(&lit, "`name` must not be empty"));
+                }
                 name = Some(lit);
+            } else if input.peek(Ident::peek_any) {
+                let key: Ident = input.call(Ident::parse_any)?;
+                return Err(syn::Error::new_spanned(
+                    &key,
+                    format!(
+                        "unknown #[event_handler] argument `{key}`: expected `name = \"...\"` after the pattern"
+                    ),
+                ));
             } else {
-                return Err(lookahead.error());
+                return Err(input.error("expected `name = \"...\"` after the pattern"));
             }
         }
         Ok(HandlerAttr { pattern, name })
@@ -62,14 +75,18 @@ fn pattern_problem(p: &str) -> Option<&'static str> {
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let func: ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(_) => {
+    let func: ItemFn = match syn::parse2::<syn::Item>(item.clone()) {
+        Ok(syn::Item::Fn(f)) => f,
+        Ok(other) => {
             let err = syn::Error::new(
-                Span::call_site(),
+                keyword_span(&other),
                 "#[event_handler] must be placed on an `async fn`",
             )
             .to_compile_error();
+            return quote! { #err #item };
+        }
+        Err(e) => {
+            let err = e.to_compile_error();
             return quote! { #err #item };
         }
     };
@@ -100,19 +117,38 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     if sig.asyncness.is_none() {
         cx.error_spanned_by(sig.fn_token, "#[event_handler] requires an `async fn`");
     }
-    if !sig.generics.params.is_empty() {
+    if sig
+        .generics
+        .params
+        .iter()
+        .any(|p| !matches!(p, GenericParam::Lifetime(_)))
+    {
         cx.error_spanned_by(&sig.generics, "an event handler cannot be generic");
     }
+    let mut event_arg = None;
     match (sig.inputs.len(), sig.inputs.first()) {
-        (1, Some(FnArg::Typed(pt))) if matches!(&*pt.ty, Type::Reference(r) if r.mutability.is_none()) => {}
-        (1, Some(FnArg::Typed(pt))) => cx.error_spanned_by(
-            &pt.ty,
-            "an event handler takes the event by shared reference: `event: &Event`",
+        (_, Some(FnArg::Receiver(r))) => cx.error_spanned_by(
+            r,
+            "an event handler is a free `async fn(event: &Event)`, not a method",
         ),
-        _ => cx.error_spanned_by(
-            &sig.inputs,
+        (1, Some(FnArg::Typed(pt))) => match &*pt.ty {
+            Type::Reference(r) if r.mutability.is_none() => event_arg = Some(pt),
+            _ => cx.error_spanned_by(
+                &pt.ty,
+                "an event handler takes the event by shared reference: `event: &Event`",
+            ),
+        },
+        (0, _) => cx.push(syn::Error::new(
+            sig.paren_token.span.join(),
             "an event handler takes exactly one argument: `event: &Event`",
-        ),
+        )),
+        _ => {
+            let extra: TokenStream = sig.inputs.iter().skip(1).map(|a| a.to_token_stream()).collect();
+            cx.error_spanned_by(
+                extra,
+                "an event handler takes exactly one argument: `event: &Event`",
+            );
+        }
     }
     if let ReturnType::Default = sig.output {
         cx.error_spanned_by(
@@ -140,7 +176,21 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => ident.span(),
     };
-    let boxed = quote_spanned! {output_span=> ::std::boxed::Box::pin(#ident(__event)) };
+    // A wrong argument type is reported on it, a wrong output type on the output.
+    // `&*__event` spelled with the first and last token spans of the declared type, so that a
+    // mismatch underlines the whole type.
+    let event = match event_arg {
+        Some(pt) => {
+            let mut tokens = pt.ty.to_token_stream().into_iter();
+            let first = tokens.next().map_or_else(Span::call_site, |t| t.span());
+            let last = tokens.last().map_or(first, |t| t.span());
+            let amp = quote_spanned!(first=> &*);
+            let ident = Ident::new("__event", last);
+            quote! { #amp #ident }
+        }
+        None => quote! { __event },
+    };
+    let boxed = quote_spanned! {output_span=> ::std::boxed::Box::pin(#ident(#event)) };
     quote! {
         #func
 

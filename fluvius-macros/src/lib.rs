@@ -8,6 +8,7 @@ mod apply;
 mod case;
 mod ctxt;
 mod event_handler;
+mod item;
 
 use proc_macro::TokenStream;
 

@@ -1,0 +1,28 @@
+//! Where to point when an attribute sits on the wrong kind of item.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::Item;
+
+/// The keyword that says what `item` is (`struct`, `fn`, `impl`, …), the token to blame when an
+/// attribute does not belong on that kind of item, like serde's error on `union`.
+pub(crate) fn keyword_span(item: &Item) -> Span {
+    match item {
+        Item::Const(i) => i.const_token.span,
+        Item::Enum(i) => i.enum_token.span,
+        Item::ExternCrate(i) => i.extern_token.span,
+        Item::Fn(i) => i.sig.fn_token.span,
+        Item::ForeignMod(i) => i.abi.extern_token.span,
+        Item::Impl(i) => i.impl_token.span,
+        Item::Macro(i) => i.mac.path.span(),
+        Item::Mod(i) => i.mod_token.span,
+        Item::Static(i) => i.static_token.span,
+        Item::Struct(i) => i.struct_token.span,
+        Item::Trait(i) => i.trait_token.span,
+        Item::TraitAlias(i) => i.trait_token.span,
+        Item::Type(i) => i.type_token.span,
+        Item::Union(i) => i.union_token.span,
+        Item::Use(i) => i.use_token.span,
+        _ => Span::call_site(),
+    }
+}

@@ -1,0 +1,21 @@
+use fluvius_core::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct User {
+    name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserCreated {
+    name: String,
+}
+
+impl User {
+    #[apply("user-created")]
+    fn created(&mut self, e: UserCreated) {
+        self.name = e.name;
+    }
+}
+
+fn main() {}
