@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use fluvius_core::prelude::*;
 use fluvius_core::{AppendRequest, BoxFuture, CommandRecord, DomainBuilder, StreamQuery};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Notify, Semaphore};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------
@@ -210,7 +210,10 @@ impl Account {
             return Err(DomainError::new("not_open", "account is not open"));
         }
         if amount <= 0 {
-            return Err(DomainError::new("invalid_amount", format!("amount {amount} must be positive")));
+            return Err(DomainError::new(
+                "invalid_amount",
+                format!("amount {amount} must be positive"),
+            ));
         }
         Ok(Deposited { amount })
     }
@@ -222,7 +225,10 @@ impl Account {
             return Err(DomainError::new("not_open", "account is not open"));
         }
         if amount <= 0 {
-            return Err(DomainError::new("invalid_amount", format!("amount {amount} must be positive")));
+            return Err(DomainError::new(
+                "invalid_amount",
+                format!("amount {amount} must be positive"),
+            ));
         }
         if amount > self.balance {
             return Err(DomainError::new(
@@ -312,18 +318,18 @@ pub async fn domain() -> Domain {
 
 /// The whole global log.
 pub async fn all_events(domain: &Domain) -> Vec<Event> {
-    domain
-        .logstore()
-        .read_all(0, usize::MAX)
-        .await
-        .expect("read_all")
+    domain.logstore().read_all(0, usize::MAX).await.expect("read_all")
 }
 
 /// Create a user and return its id.
 pub async fn create_user(domain: &Domain, name: &str) -> AggregateId {
     let id = AggregateId::new();
     domain
-        .process_command(User::create_user_command(id, name.into(), format!("{name}@example.org")))
+        .process_command(User::create_user_command(
+            id,
+            name.into(),
+            format!("{name}@example.org"),
+        ))
         .await
         .expect("create user");
     id
@@ -349,7 +355,11 @@ pub async fn open_account(domain: &Domain, balance: i64) -> AggregateId {
 /// positions; returns `n`.
 pub fn assert_dense(events: &[Event]) -> u64 {
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.aggregate_version, i as u64 + 1, "versions must be dense: {events:#?}");
+        assert_eq!(
+            e.aggregate_version,
+            i as u64 + 1,
+            "versions must be dense: {events:#?}"
+        );
     }
     let mut ids: Vec<_> = events.iter().map(|e| e.id).collect();
     ids.sort();
@@ -358,7 +368,10 @@ pub fn assert_dense(events: &[Event]) -> u64 {
     let mut positions: Vec<_> = events.iter().map(|e| e.position).collect();
     positions.dedup();
     assert_eq!(positions.len(), events.len(), "duplicate positions");
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions must increase");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions must increase"
+    );
     events.len() as u64
 }
 
@@ -423,11 +436,17 @@ pub fn ids(events: &[Event]) -> Vec<Uuid> {
 /// - `hide_commands(n)`: the next `n` command look-ups answer "not seen" (a look-up that ran
 ///   just before a concurrent writer recorded the command).
 ///
+/// - `hold_next_append()`: the next append commits, then does not return until the returned
+///   semaphore gets a permit (a commit whose acknowledgement is slow to reach its caller);
+///   `committed()` is notified once it has committed.
+///
 /// It also counts stream reads, appends and conflicts.
 #[derive(Default)]
 pub struct ProbeStore {
     inner: MemoryLogStore,
     gate: Mutex<Option<(Arc<Barrier>, usize)>>,
+    hold: Mutex<Option<Arc<Semaphore>>>,
+    committed: Arc<Notify>,
     rivals: AtomicUsize,
     hidden: AtomicUsize,
     reads: AtomicUsize,
@@ -444,6 +463,18 @@ impl ProbeStore {
     /// Gate the next `n` stream reads on one barrier.
     pub fn gate_loads(&self, n: usize) {
         *self.gate.lock().unwrap() = Some((Arc::new(Barrier::new(n)), n));
+    }
+
+    /// Hold the next append's result (after it committed) until the semaphore gets a permit.
+    pub fn hold_next_append(&self) -> Arc<Semaphore> {
+        let release = Arc::new(Semaphore::new(0));
+        *self.hold.lock().unwrap() = Some(release.clone());
+        release
+    }
+
+    /// Notified when a held append has committed.
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
     }
 
     /// Precede each of the next `n` appends with a rival append.
@@ -508,11 +539,16 @@ impl LogStore for ProbeStore {
             }
             rival
         });
+        let hold = self.hold.lock().unwrap().take();
         Box::pin(async move {
             if let Some(rival) = rival {
                 self.inner.append(rival).await.expect("the rival append succeeds");
             }
             let result = self.inner.append(request).await;
+            if let Some(release) = hold {
+                self.committed.notify_one();
+                release.acquire().await.expect("semaphore open").forget();
+            }
             if matches!(result, Err(Error::Conflict { .. })) {
                 self.conflicts.fetch_add(1, Ordering::SeqCst);
             }
@@ -550,6 +586,10 @@ impl LogStore for ProbeStore {
 }
 
 /// A domain (test aggregates, no handlers) over a probe store, with a retry policy.
+///
+/// Tests that line loads up with [`ProbeStore::gate_loads`] create their fixtures through a
+/// second domain over the same store (another app instance), so that the domain under test
+/// has nothing cached and really loads from the store.
 pub async fn probe_domain(store: &Arc<ProbeStore>, retry: fluvius_core::RetryPolicy) -> Domain {
     builder()
         .logstore_arc(store.clone())

@@ -187,6 +187,17 @@ impl Domain {
                         .replay(aggregate.as_ref(), record, command.return_state)
                         .await;
                 }
+                Err(e @ (Error::Rejected(_) | Error::Conflict { .. })) => {
+                    // The id was not recorded when we looked, but a concurrent run of the same
+                    // command may have been recorded since: then this run saw that run's state
+                    // (and was refused, or conflicted). Answer as the first run did.
+                    if let Ok(Some(record)) = inner.store.get_command(command.id).await {
+                        return self
+                            .replay(aggregate.as_ref(), record, command.return_state)
+                            .await;
+                    }
+                    return Err(e);
+                }
                 Err(e) => return Err(e),
             }
         };

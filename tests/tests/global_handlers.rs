@@ -1,0 +1,158 @@
+//! Handlers registered at link time with `#[event_handler]`, picked up by every domain built
+//! without `.without_global_handlers()`.
+
+use std::sync::Mutex;
+
+use fluvius_core::prelude::*;
+use fluvius_core::{global_handlers, RetryPolicy};
+use fluvius_tests::*;
+use uuid::Uuid;
+
+/// (handler, event id) for every invocation of the handlers below.
+static CALLS: Mutex<Vec<(&'static str, Uuid)>> = Mutex::new(Vec::new());
+
+fn record(handler: &'static str, event: &Event) {
+    CALLS.lock().unwrap().push((handler, event.id));
+}
+
+/// The events `handler` saw among `events`, in the order it saw them.
+fn seen_by(handler: &str, events: &[Event]) -> Vec<Uuid> {
+    let wanted = ids(events);
+    CALLS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(h, id)| *h == handler && wanted.contains(id))
+        .map(|(_, id)| *id)
+        .collect()
+}
+
+#[event_handler("*")]
+async fn on_everything(event: &Event) -> Result<(), HandlerError> {
+    record("everything", event);
+    Ok(())
+}
+
+#[event_handler("user-created")]
+async fn on_user_created(event: &Event) -> Result<(), HandlerError> {
+    record("user-created", event);
+    Ok(())
+}
+
+#[event_handler("user-*", name = "user-prefix")]
+async fn on_user_events(event: &Event) -> Result<(), HandlerError> {
+    record("user-prefix", event);
+    Ok(())
+}
+
+#[event_handler("money-withdrawn", name = "flaky-withdrawals")]
+async fn on_withdrawal(event: &Event) -> Result<(), HandlerError> {
+    record("flaky-withdrawals", event);
+    let amount: i64 = event.payload_as::<Withdrawn>()?.amount;
+    if amount % 2 == 1 {
+        return Err(HandlerError::msg("odd amounts are not supported downstream"));
+    }
+    Ok(())
+}
+
+fn global_builder() -> fluvius_core::DomainBuilder {
+    Domain::builder()
+        .namespace("test")
+        .aggregate::<User>()
+        .aggregate::<Account>()
+        .retry(RetryPolicy::default())
+        .logstore(MemoryLogStore::new())
+}
+
+#[test]
+fn the_handlers_are_registered() {
+    let mut regs: Vec<_> = global_handlers().map(|r| (r.name, r.pattern, r.module)).collect();
+    regs.sort();
+    assert_eq!(
+        regs,
+        [
+            ("flaky-withdrawals", "money-withdrawn", "global_handlers"),
+            ("global_handlers::on_everything", "*", "global_handlers"),
+            (
+                "global_handlers::on_user_created",
+                "user-created",
+                "global_handlers"
+            ),
+            ("user-prefix", "user-*", "global_handlers"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn global_handlers_run_for_the_events_they_select() {
+    let domain = global_builder().build().await.unwrap();
+    let user = create_user(&domain, "Ann").await;
+    domain
+        .process_command(User::rename_command(user, "Anna".into()))
+        .await
+        .unwrap();
+    let account = open_account(&domain, 10).await;
+    domain
+        .process_command(Account::withdraw_command(account, 3))
+        .await
+        .unwrap();
+    domain
+        .process_command(Account::withdraw_command(account, 4))
+        .await
+        .unwrap();
+    domain.wait_idle().await;
+
+    let log = all_events(&domain).await;
+    assert_eq!(log.len(), 6);
+    let of = |pred: &dyn Fn(&str) -> bool| {
+        log.iter()
+            .filter(|e| pred(&e.key))
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seen_by("everything", &log), ids(&log));
+    assert_eq!(seen_by("user-created", &log), of(&|k| k == "user-created"));
+    assert_eq!(seen_by("user-prefix", &log), of(&|k| k.starts_with("user-")));
+    assert_eq!(seen_by("user-prefix", &log).len(), 2);
+    assert_eq!(
+        seen_by("flaky-withdrawals", &log),
+        of(&|k| k == "money-withdrawn")
+    );
+
+    let stats = domain.handler_stats();
+    let find = |name: &str| stats.iter().find(|s| s.name == name).unwrap().clone();
+    assert_eq!(find("global_handlers::on_everything").succeeded, 6);
+    assert_eq!(find("global_handlers::on_user_created").succeeded, 1);
+    assert_eq!(find("user-prefix").succeeded, 2);
+    let flaky = find("flaky-withdrawals");
+    assert_eq!((flaky.succeeded, flaky.failed, flaky.panicked), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn global_handlers_can_be_filtered_or_left_out() {
+    let domain = global_builder()
+        .global_handlers_filter(|reg| reg.pattern.starts_with("user"))
+        .build()
+        .await
+        .unwrap();
+    let names: Vec<_> = domain.handler_stats().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["global_handlers::on_user_created", "user-prefix"]);
+    create_user(&domain, "Bo").await;
+    domain.wait_idle().await;
+    let log = all_events(&domain).await;
+    assert_eq!(seen_by("user-created", &log), ids(&log));
+    assert!(seen_by("everything", &log).is_empty(), "filtered out");
+
+    let domain = global_builder().without_global_handlers().build().await.unwrap();
+    assert!(domain.handler_stats().is_empty());
+
+    // An explicit handler may not reuse a global handler's name.
+    let err = global_builder()
+        .handler("user-prefix", "*", Seen::new().handler())
+        .build()
+        .await
+        .err()
+        .expect("duplicate name");
+    assert_eq!(err.code(), "config");
+    assert!(err.to_string().contains("user-prefix"), "{err}");
+}

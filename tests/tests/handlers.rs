@@ -1,0 +1,380 @@
+//! Handler dispatch with explicitly registered handlers: patterns, several handlers per key,
+//! failure and panic isolation, `wait_idle`, configuration errors.
+
+use std::sync::Arc;
+
+use fluvius_core::prelude::*;
+use fluvius_core::HandlerStats;
+use fluvius_tests::*;
+use tokio::sync::Semaphore;
+
+fn stats(domain: &Domain, name: &str) -> HandlerStats {
+    domain
+        .handler_stats()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no handler `{name}`"))
+}
+
+/// Open an account, deposit three times, withdraw once, create a user: 6 events.
+async fn workload(domain: &Domain) {
+    let acc = open_account(domain, 0).await;
+    for amount in [1, 2, 3] {
+        domain
+            .process_command(Account::deposit_command(acc, amount))
+            .await
+            .unwrap();
+    }
+    domain
+        .process_command(Account::withdraw_command(acc, 4))
+        .await
+        .unwrap();
+    create_user(domain, "Ann").await;
+}
+
+#[tokio::test]
+async fn handlers_see_the_events_their_pattern_selects_in_commit_order() {
+    let (all, deposits_a, deposits_b, money, account, user_created) = (
+        Seen::new(),
+        Seen::new(),
+        Seen::new(),
+        Seen::new(),
+        Seen::new(),
+        Seen::new(),
+    );
+    let domain = builder()
+        .logstore(MemoryLogStore::new())
+        .handler("all", "*", all.handler())
+        .handler("deposits-a", "money-deposited", deposits_a.handler())
+        .handler("deposits-b", "money-deposited", deposits_b.handler())
+        .handler("money", "money-*", money.handler())
+        .handler("account", "account-*", account.handler())
+        .handler("user-created", "user-created", user_created.handler())
+        .build()
+        .await
+        .unwrap();
+    workload(&domain).await;
+    domain.wait_idle().await;
+
+    let log = all_events(&domain).await;
+    assert_eq!(log.len(), 6);
+    assert_eq!(all.ids(), ids(&log), "`*` sees every event, in commit order");
+    let of = |pred: &dyn Fn(&str) -> bool| {
+        log.iter()
+            .filter(|e| pred(&e.key))
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    let deposits = of(&|k| k == "money-deposited");
+    assert_eq!(deposits.len(), 3);
+    assert_eq!(
+        deposits_a.ids(),
+        deposits,
+        "several handlers per key: each sees all"
+    );
+    assert_eq!(deposits_b.ids(), deposits);
+    assert_eq!(
+        money.keys(),
+        [
+            "money-deposited",
+            "money-deposited",
+            "money-deposited",
+            "money-withdrawn"
+        ]
+    );
+    assert_eq!(money.ids(), of(&|k| k.starts_with("money-")));
+    assert_eq!(account.keys(), ["account-opened"]);
+    assert_eq!(user_created.keys(), ["user-created"]);
+
+    let names: Vec<_> = domain.handler_stats().into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "account",
+            "all",
+            "deposits-a",
+            "deposits-b",
+            "money",
+            "user-created"
+        ],
+        "sorted by name"
+    );
+    assert_eq!(
+        stats(&domain, "all"),
+        HandlerStats {
+            name: "all".into(),
+            succeeded: 6,
+            failed: 0,
+            panicked: 0
+        }
+    );
+    assert_eq!(stats(&domain, "money").succeeded, 4);
+}
+
+#[tokio::test]
+async fn a_failing_or_panicking_handler_never_fails_the_command_nor_its_neighbours() {
+    let (witness_a, witness_z) = (Seen::new(), Seen::new());
+    let attempted = Seen::new();
+    let attempted_panics = Seen::new();
+    let domain = builder()
+        .logstore(MemoryLogStore::new())
+        .handler("a-witness", "*", witness_a.handler())
+        .handler("failing", "*", {
+            let attempted = attempted.clone();
+            move |event: Arc<Event>| {
+                attempted.push(event.clone());
+                async move {
+                    // Fail on deposits only.
+                    if event.key == "money-deposited" {
+                        Err(HandlerError::msg("downstream unavailable"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        })
+        .handler("panicking", "money-*", {
+            let attempted = attempted_panics.clone();
+            move |event: Arc<Event>| {
+                attempted.push(event.clone());
+                async move {
+                    if event.key == "money-withdrawn" {
+                        return Ok(());
+                    }
+                    panic!("handler bug on {}", event.key)
+                }
+            }
+        })
+        .handler("z-witness", "*", witness_z.handler())
+        .build()
+        .await
+        .unwrap();
+
+    // Every command succeeds although handlers fail and panic on its events.
+    workload(&domain).await;
+    domain.wait_idle().await;
+
+    let log = all_events(&domain).await;
+    assert_eq!(log.len(), 6);
+    // The witnesses (sorted before and after the bad handlers) saw every event, in order.
+    assert_eq!(witness_a.ids(), ids(&log));
+    assert_eq!(witness_z.ids(), ids(&log));
+    assert_eq!(
+        attempted.ids(),
+        ids(&log),
+        "the failing handler still got every event"
+    );
+    assert_eq!(attempted_panics.len(), 4, "a panic does not stop the next event");
+
+    assert_eq!(
+        stats(&domain, "failing"),
+        HandlerStats {
+            name: "failing".into(),
+            succeeded: 3,
+            failed: 3,
+            panicked: 0
+        }
+    );
+    assert_eq!(
+        stats(&domain, "panicking"),
+        HandlerStats {
+            name: "panicking".into(),
+            succeeded: 1,
+            failed: 0,
+            panicked: 3
+        }
+    );
+    for name in ["a-witness", "z-witness"] {
+        let s = stats(&domain, name);
+        assert_eq!((s.succeeded, s.failed, s.panicked), (6, 0, 0), "{name}");
+    }
+
+    // The domain keeps working after handler panics.
+    create_user(&domain, "Bob").await;
+    domain.wait_idle().await;
+    assert_eq!(stats(&domain, "a-witness").succeeded, 7);
+}
+
+#[tokio::test]
+async fn wait_idle_waits_for_handlers_still_running() {
+    let gate = Arc::new(Semaphore::new(0));
+    let done = Seen::new();
+    let domain = builder()
+        .logstore(MemoryLogStore::new())
+        .handler("gated", "*", {
+            let (gate, done) = (gate.clone(), done.clone());
+            move |event: Arc<Event>| {
+                let (gate, done) = (gate.clone(), done.clone());
+                async move {
+                    gate.acquire().await.unwrap().forget();
+                    done.push(event);
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let id = open_account(&domain, 5).await; // 2 events
+    assert!(done.is_empty(), "the handler cannot have run: it is gated");
+
+    let idle = domain.wait_idle();
+    tokio::pin!(idle);
+    tokio::select! {
+        biased;
+        _ = &mut idle => panic!("wait_idle returned while two invocations were pending"),
+        _ = std::future::ready(()) => {}
+    }
+    gate.add_permits(1);
+    // Still one invocation pending.
+    tokio::select! {
+        biased;
+        _ = &mut idle => panic!("wait_idle returned while an invocation was pending"),
+        _ = tokio::task::yield_now() => {}
+    }
+    gate.add_permits(1);
+    idle.await;
+    assert_eq!(done.len(), 2);
+    assert_eq!(stats(&domain, "gated").succeeded, 2);
+
+    // Idle with nothing pending returns at once; dispatch resumes afterwards.
+    domain.wait_idle().await;
+    gate.add_permits(1);
+    domain
+        .process_command(Account::deposit_command(id, 1))
+        .await
+        .unwrap();
+    domain.wait_idle().await;
+    assert_eq!(done.len(), 3);
+}
+
+#[tokio::test]
+async fn wait_idle_covers_slow_asynchronous_handlers() {
+    let seen = Seen::new();
+    let domain = builder()
+        .logstore(MemoryLogStore::new())
+        .handler("slow", "*", {
+            let seen = seen.clone();
+            move |event: Arc<Event>| {
+                let seen = seen.clone();
+                async move {
+                    for _ in 0..20 {
+                        tokio::task::yield_now().await;
+                    }
+                    seen.push(event);
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    workload(&domain).await;
+    domain.wait_idle().await;
+    assert_eq!(seen.ids(), ids(&all_events(&domain).await));
+}
+
+#[tokio::test]
+async fn replays_and_failed_commands_dispatch_nothing() {
+    let seen = Seen::new();
+    let domain = builder()
+        .logstore(MemoryLogStore::new())
+        .handler("all", "*", seen.handler())
+        .build()
+        .await
+        .unwrap();
+    let id = open_account(&domain, 0).await;
+    let cmd = Account::deposit_command(id, 3);
+    domain.process_command(cmd.clone()).await.unwrap();
+    assert!(domain.process_command(cmd).await.unwrap().replayed);
+    assert!(domain
+        .process_command(Account::withdraw_command(id, 100))
+        .await
+        .is_err());
+    domain.wait_idle().await;
+    assert_eq!(seen.ids(), ids(&all_events(&domain).await));
+    assert_eq!(seen.len(), 2);
+}
+
+#[tokio::test]
+async fn duplicate_handler_names_are_a_config_error() {
+    let seen = Seen::new();
+    let err = builder()
+        .logstore(MemoryLogStore::new())
+        .handler("audit", "*", seen.handler())
+        .handler("audit", "user-created", seen.handler())
+        .build()
+        .await
+        .err()
+        .expect("duplicate names are refused");
+    assert_eq!(err.code(), "config");
+    assert!(matches!(&err, Error::Config(m) if m.contains("audit")), "{err}");
+}
+
+#[tokio::test]
+async fn bad_patterns_and_missing_store_are_config_errors() {
+    let seen = Seen::new();
+    for pattern in ["", "user-*-x", "*user"] {
+        let err = builder()
+            .logstore(MemoryLogStore::new())
+            .handler("h", pattern, seen.handler())
+            .build()
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("pattern {pattern:?} is refused"));
+        assert_eq!(err.code(), "config", "{pattern:?}");
+    }
+    let err = builder().build().await.err().expect("a store is required");
+    assert_eq!(err.code(), "config");
+    let err = builder()
+        .aggregate::<User>()
+        .logstore(MemoryLogStore::new())
+        .build()
+        .await
+        .err()
+        .expect("a resource registered twice is refused");
+    assert_eq!(err.code(), "config");
+}
+
+/// Two commands on one aggregate: the first commits version 2 but its caller hears back only
+/// after the second has committed version 3 and returned. A handler must still see version 2
+/// before version 3 ("in order per aggregate", DESIGN.md).
+///
+/// The in-process dispatcher is fed each command's events when that command returns, so it
+/// hands version 3 over first. Feeding handlers from the log (`read_all` and a checkpoint per
+/// handler) fixes this; until then the test documents the gap.
+#[tokio::test]
+#[ignore = "known gap: dispatch follows response order, not log order (needs log-fed dispatch)"]
+async fn handlers_see_one_aggregate_s_events_in_version_order_even_when_commits_return_late() {
+    let store = ProbeStore::new();
+    let seen = Seen::new();
+    let domain = builder()
+        .logstore_arc(store.clone())
+        .handler("all", "*", seen.handler())
+        .build()
+        .await
+        .unwrap();
+    let id = open_account(&domain, 0).await;
+    let release = store.hold_next_append();
+    let committed = store.committed();
+    let slow = tokio::spawn({
+        let domain = domain.clone();
+        async move { domain.process_command(Account::deposit_command(id, 1)).await }
+    });
+    committed.notified().await;
+    let fast = domain
+        .process_command(Account::deposit_command(id, 2))
+        .await
+        .unwrap();
+    assert_eq!(fast.version, 3);
+    release.add_permits(1);
+    assert_eq!(slow.await.unwrap().unwrap().version, 2);
+    domain.wait_idle().await;
+    let log = all_events(&domain).await;
+    let versions: Vec<u64> = seen
+        .ids()
+        .iter()
+        .map(|id| log.iter().find(|e| e.id == *id).unwrap().aggregate_version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+}
