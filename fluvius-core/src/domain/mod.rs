@@ -1,6 +1,7 @@
 //! The domain: routes commands to aggregates and runs the command pipeline.
 
 mod builder;
+mod cache;
 mod pipeline;
 mod registry;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
-pub use builder::{DomainBuilder, RetryPolicy, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use builder::{DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 
 use crate::aggregate::Aggregate;
 use crate::command::Command;
@@ -22,6 +23,12 @@ use crate::response::Response;
 use crate::upcast::Upcasters;
 
 use registry::{fold, ErasedAggregate};
+
+/// One registered resource: its aggregate type and that resource's cache.
+struct Route {
+    aggregate: Arc<dyn ErasedAggregate>,
+    cache: cache::AggregateCache,
+}
 
 pub(crate) type Policy = Arc<dyn Fn(&Command) -> std::result::Result<(), String> + Send + Sync>;
 
@@ -36,7 +43,7 @@ pub struct Domain {
 struct Inner {
     namespace: String,
     revision: u32,
-    aggregates: HashMap<String, Arc<dyn ErasedAggregate>>,
+    aggregates: HashMap<String, Route>,
     store: Arc<dyn LogStore>,
     /// The store without the upcasting view, for schema checks.
     raw_store: Arc<dyn LogStore>,
@@ -105,12 +112,13 @@ impl Domain {
                 });
             }
         }
-        let aggregate = inner
+        let route = inner
             .aggregates
             .get(&command.resource)
             .ok_or_else(|| Error::UnknownResource {
                 resource: command.resource.clone(),
             })?;
+        let aggregate = &route.aggregate;
         let spec = aggregate
             .action(&command.action)
             .ok_or_else(|| Error::UnknownAction {
@@ -159,11 +167,18 @@ impl Domain {
             resource: &resource,
             args,
             max_payload_bytes: inner.max_payload_bytes,
+            cache: &route.cache,
         };
         let mut attempts = 1;
         let outcome = loop {
             match aggregate
-                .attempt(&ctx, inner.store.as_ref(), &mut command, aggregate_id)
+                .attempt(
+                    &ctx,
+                    inner.store.as_ref(),
+                    &mut command,
+                    aggregate_id,
+                    attempts == 1,
+                )
                 .await
             {
                 Ok(outcome) => break outcome,

@@ -11,6 +11,7 @@ use crate::id::AggregateId;
 use crate::logstore::{AppendRequest, CommandRecord, LogStore};
 use crate::payload::Payload;
 
+use super::cache::AggregateCache;
 use super::registry::{decide, fold};
 
 /// Everything an attempt needs that does not change between retries.
@@ -19,6 +20,7 @@ pub(crate) struct AttemptContext<'a> {
     pub(crate) resource: &'a str,
     pub(crate) args: Payload,
     pub(crate) max_payload_bytes: usize,
+    pub(crate) cache: &'a AggregateCache,
 }
 
 /// The result of a successful attempt.
@@ -33,31 +35,56 @@ pub(crate) async fn attempt<A: Aggregate>(
     store: &dyn LogStore,
     command: &mut Command,
     aggregate_id: AggregateId,
+    use_cache: bool,
 ) -> Result<Attempt> {
-    // Load: fold every stored event.
-    let history = store.get_events(ctx.resource, aggregate_id).await?;
-    let mut state: A = fold(&history)?;
-    let version = history.last().map_or(0, |e| e.aggregate_version);
-    drop(history);
-
-    if let Some(expected) = command.expected_version {
-        if expected != version {
-            return Err(Error::Conflict {
-                resource: ctx.resource.to_owned(),
-                aggregate_id,
-                expected,
-                actual: version,
-            });
+    // Load: the cached state if there is one, else fold every stored event. Decisions made
+    // on cached state are only trusted when they lead to an append (checked by the expected
+    // version); a refusal or a version mismatch on cached state is decided again on fresh state.
+    let mut cached = if use_cache {
+        ctx.cache.take::<A>(aggregate_id)
+    } else {
+        None
+    };
+    let (mut state, version, mut decided) = loop {
+        let from_cache = cached.is_some();
+        let (state, version) = match cached.take() {
+            Some(entry) => entry,
+            None => {
+                let history = store.get_events(ctx.resource, aggregate_id).await?;
+                let state: A = fold(&history)?;
+                (state, history.last().map_or(0, |e| e.aggregate_version))
+            }
+        };
+        if let Some(expected) = command.expected_version {
+            if expected != version {
+                if from_cache {
+                    continue;
+                }
+                return Err(Error::Conflict {
+                    resource: ctx.resource.to_owned(),
+                    aggregate_id,
+                    expected,
+                    actual: version,
+                });
+            }
         }
-    }
-
-    // Decide.
-    let mut decided = decide(&state, ctx.resource, command).await?;
+        // Decide.
+        match decide(&state, ctx.resource, command).await {
+            Ok(decided) => break (state, version, decided),
+            Err(_) if from_cache => continue,
+            Err(e) => {
+                ctx.cache.put(aggregate_id, state, version);
+                return Err(e);
+            }
+        }
+    };
     if decided.is_empty() {
+        let state_json = command.return_state.then(|| state_value(&state)).transpose()?;
+        ctx.cache.put(aggregate_id, state, version);
         return Ok(Attempt {
             events: Vec::new(),
             version,
-            state: command.return_state.then(|| state_value(&state)).transpose()?,
+            state: state_json,
         });
     }
 
@@ -124,10 +151,12 @@ pub(crate) async fn attempt<A: Aggregate>(
         })
         .await?;
 
+    let state_json = command.return_state.then(|| state_value(&state)).transpose()?;
+    ctx.cache.put(aggregate_id, state, version_after);
     Ok(Attempt {
         events: stored,
         version: version_after,
-        state: command.return_state.then(|| state_value(&state)).transpose()?,
+        state: state_json,
     })
 }
 

@@ -23,6 +23,7 @@ pub(crate) trait ErasedAggregate: Send + Sync {
         store: &'a dyn LogStore,
         command: &'a mut Command,
         aggregate_id: AggregateId,
+        use_cache: bool,
     ) -> BoxFuture<'a, Result<Attempt>>;
     fn state_json(&self, events: &[Event]) -> Result<serde_json::Value>;
 }
@@ -54,8 +55,15 @@ impl<A: Aggregate> ErasedAggregate for Registered<A> {
         store: &'a dyn LogStore,
         command: &'a mut Command,
         aggregate_id: AggregateId,
+        use_cache: bool,
     ) -> BoxFuture<'a, Result<Attempt>> {
-        Box::pin(pipeline::attempt::<A>(ctx, store, command, aggregate_id))
+        Box::pin(pipeline::attempt::<A>(
+            ctx,
+            store,
+            command,
+            aggregate_id,
+            use_cache,
+        ))
     }
 
     fn state_json(&self, events: &[Event]) -> Result<serde_json::Value> {
