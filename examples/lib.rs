@@ -14,11 +14,24 @@ pub async fn store_from_args(name: &str) -> Result<Arc<dyn LogStore>, fluvius_co
         println!("store: memory");
         return Ok(Arc::new(MemoryLogStore::new()));
     }
-    let _ = name;
-    Ok(Arc::new(MemoryLogStore::new()))
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        if url.starts_with("postgres") {
+            println!("store: PostgreSQL");
+            let store = fluvius_sql::PostgresLogStore::connect(&url).await?;
+            return Ok(Arc::new(store));
+        }
+    }
+    let dir = data_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| fluvius_core::Error::store("sqlite", e.to_string(), None))?;
+    let path = dir.join(format!("{name}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    println!("store: SQLite {}", path.display());
+    let store = fluvius_sql::SqliteLogStore::open(&format!("sqlite://{}", path.display())).await?;
+    Ok(Arc::new(store))
 }
 
-#[allow(dead_code)]
 fn data_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
