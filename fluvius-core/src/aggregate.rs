@@ -122,6 +122,12 @@ impl<'a> ActionCall<'a> {
         self.args.take(self.action)
     }
 
+    /// Take the arguments as `T`, requiring JSON arguments to be an object (see
+    /// [`Args::take_object`]). Generated actions use this.
+    pub fn take_object_args<T: DeserializeOwned + 'static>(&mut self) -> Result<T> {
+        self.args.take_object(self.action)
+    }
+
     /// The error for an action name the aggregate does not know.
     pub fn unknown_action(&self) -> Error {
         Error::UnknownAction {

@@ -216,6 +216,28 @@ impl Args {
         }
     }
 
+    /// Like [`take`](Self::take), but JSON arguments must be an object (`{"name": …}`): serde
+    /// would otherwise also accept an array of the fields in order. The generated actions use
+    /// this.
+    pub fn take_object<T: DeserializeOwned + 'static>(&mut self, action: &str) -> Result<T> {
+        let kind = match &self.json {
+            _ if self.typed.is_some() => None,
+            ArgsJson::Value(serde_json::Value::Object(_)) => None,
+            ArgsJson::Value(other) => Some(json_kind(other)),
+            ArgsJson::Text(p) if p.as_str().trim_start().starts_with('{') => None,
+            ArgsJson::Text(p) => Some(p.to_value().map_or("invalid JSON", |v| json_kind(&v))),
+            ArgsJson::Unserializable(_) => None,
+        };
+        if let Some(kind) = kind {
+            return Err(Error::InvalidPayload {
+                action: action.to_owned(),
+                path: ".".into(),
+                message: format!("expected a JSON object of the action's arguments, got {kind}"),
+            });
+        }
+        self.take(action)
+    }
+
     /// Take the arguments as `T`: the typed value if it is one, otherwise deserialized from
     /// JSON. A payload that does not fit gives [`Error::InvalidPayload`] naming the field.
     pub fn take<T: DeserializeOwned + 'static>(&mut self, action: &str) -> Result<T> {
@@ -245,6 +267,17 @@ impl Args {
                 message: format!("arguments cannot be serialized: {msg}"),
             }),
         }
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 

@@ -50,6 +50,7 @@
 //! | feature  | default | what it enables |
 //! |----------|---------|-----------------|
 //! | `macros` | yes     | re-exports `#[aggregate]`, `#[action]`, `#[apply]`, `#[event_handler]` from `fluvius-macros` |
+//! | `testing`| no      | the log store conformance suite (`fluvius_core::testing`), for backend authors |
 //!
 //! Durable stores (SQLite, PostgreSQL) live in the `fluvius-sql` crate.
 

@@ -352,7 +352,7 @@ fn generate(model: &Model) -> TokenStream {
         let version = a.version;
         let method = &a.method;
         let args_ty = args_type(a);
-        let take_args = Ident::new("take_args", a.params_span);
+        let take_args = Ident::new("take_object_args", a.params_span);
         let idents: Vec<_> = a.args.iter().map(|arg| &arg.ident).collect();
         let call = if a.is_async {
             quote! { Self::#method(self, #(__args.#idents),*).await }

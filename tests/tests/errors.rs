@@ -222,9 +222,11 @@ async fn invalid_payload_unknown_field() {
 #[tokio::test]
 async fn invalid_payload_not_an_object() {
     let (domain, user, _) = busy_domain().await;
-    for payload in [json!(null), json!("Bea"), json!(7), json!(true)] {
+    for payload in [json!(null), json!("Bea"), json!(7), json!(true), json!(["Bea"])] {
         let err = fails(&domain, Command::new("user", user, "rename", payload.clone())).await;
-        assert_eq!(invalid(&err).0, "rename", "{payload}");
+        let (action, path, message) = invalid(&err);
+        assert_eq!((action, path), ("rename", "."), "{payload}");
+        assert!(message.contains("expected a JSON object"), "{payload}: {message}");
     }
 }
 
