@@ -1,7 +1,7 @@
 //! The in-memory log store: for tests, examples and single-process tools.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use uuid::Uuid;
 
@@ -31,10 +31,10 @@ pub struct MemoryLogStore {
 #[derive(Default)]
 struct Inner {
     /// The global log; position `p` is at index `p - 1`.
-    log: Vec<Event>,
+    log: Vec<Arc<Event>>,
     /// Per stream, the indexes of its events in `log`, in version order.
     streams: HashMap<(String, AggregateId), Vec<usize>>,
-    commands: HashMap<Uuid, CommandRecord>,
+    commands: HashMap<Uuid, Box<CommandRecord>>,
 }
 
 impl MemoryLogStore {
@@ -81,11 +81,12 @@ impl MemoryLogStore {
             let index = inner.log.len();
             event.position = index as u64 + 1;
             stream.push(index);
-            stored.push(event.clone());
+            let event = Arc::new(event);
+            stored.push(Event::clone(&event));
             inner.log.push(event);
         }
         if let Some(cmd) = request.command {
-            inner.commands.insert(cmd.id, cmd);
+            inner.commands.insert(cmd.id, Box::new(cmd));
         }
         Ok(stored)
     }
@@ -115,7 +116,7 @@ impl LogStore for MemoryLogStore {
                 indexes
                     .iter()
                     .skip(start)
-                    .map(|&i| &inner.log[i])
+                    .map(|&i| &*inner.log[i])
                     .take_while(|e| query.to_version.is_none_or(|v| e.aggregate_version <= v))
                     .filter(|e| query.matches(e))
                     .cloned()
@@ -130,13 +131,17 @@ impl LogStore for MemoryLogStore {
         let inner = self.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(inner.log.len());
         let end = start.saturating_add(limit).min(inner.log.len());
-        let events = inner.log[start..end].to_vec();
+        let events = inner.log[start..end].iter().map(|e| Event::clone(e)).collect();
         drop(inner);
         Box::pin(async move { Ok(events) })
     }
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
-        let record = self.read().commands.get(&command_id).cloned();
+        let record = self
+            .read()
+            .commands
+            .get(&command_id)
+            .map(|r| CommandRecord::clone(r));
         Box::pin(async move { Ok(record) })
     }
 }
