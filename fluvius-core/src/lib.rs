@@ -82,7 +82,9 @@ pub use event::{Event, Metadata};
 pub use future::BoxFuture;
 pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration, Pattern};
 pub use id::AggregateId;
-pub use logstore::{AppendRequest, CommandRecord, LogStore, MemoryLogStore, StreamQuery};
+pub use logstore::{
+    AppendRequest, CommandRecord, LogStore, MemoryLogStore, Snapshot, SnapshotQuery, StreamQuery,
+};
 pub use payload::Payload;
 pub use response::Response;
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistration};

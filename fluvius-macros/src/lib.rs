@@ -15,7 +15,10 @@ use proc_macro::TokenStream;
 /// Turn an `impl` block into an event-sourced aggregate: implements `fluvius_core::Aggregate`,
 /// and generates typed command constructors (`<method>_command`) and key constants.
 ///
-/// `#[aggregate(resource = "user")]`; the resource defaults to the type name in kebab case.
+/// `#[aggregate(resource = "user", snapshot_every = 100, state_version = 2)]`: the resource
+/// defaults to the type name in kebab case; `snapshot_every` (a positive integer) sets
+/// `Aggregate::SNAPSHOT_EVERY` (default: no snapshots); `state_version` (1 or more) sets
+/// `Aggregate::STATE_VERSION` (default 1; bump it when the state's shape changes).
 #[proc_macro_attribute]
 pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
     aggregate::expand(attr.into(), item.into()).into()
