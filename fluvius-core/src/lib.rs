@@ -49,7 +49,7 @@
 //!
 //! | feature  | default | what it enables |
 //! |----------|---------|-----------------|
-//! | `macros` | yes     | re-exports `#[aggregate]`, `#[action]`, `#[apply]`, `#[event_handler]` from `fluvius-macros` |
+//! | `macros` | yes     | re-exports `#[aggregate]`, `#[action]`, `#[apply]`, `#[event_handler]`, `#[upcast]` from `fluvius-macros` |
 //!
 //! Durable stores (SQLite, PostgreSQL) live in the `fluvius-sql` crate.
 
@@ -90,7 +90,7 @@ pub use response::Response;
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistration};
 
 #[cfg(feature = "macros")]
-pub use fluvius_macros::{action, aggregate, apply, event_handler};
+pub use fluvius_macros::{action, aggregate, apply, event_handler, upcast};
 
 /// Everything a domain module usually needs, in one `use`.
 pub mod prelude {
@@ -100,7 +100,7 @@ pub mod prelude {
     };
 
     #[cfg(feature = "macros")]
-    pub use fluvius_macros::{action, aggregate, apply, event_handler};
+    pub use fluvius_macros::{action, aggregate, apply, event_handler, upcast};
 }
 
 /// Paths used by generated code. Not public API.

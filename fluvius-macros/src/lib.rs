@@ -9,6 +9,7 @@ mod case;
 mod ctxt;
 mod event_handler;
 mod item;
+mod upcast;
 
 use proc_macro::TokenStream;
 
@@ -42,4 +43,12 @@ pub fn apply(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     event_handler::expand(attr.into(), item.into()).into()
+}
+
+/// Register a `fn(serde_json::Value) -> Result<serde_json::Value, fluvius_core::UpcastError>`
+/// that lifts the payload of an event key from schema version `from` to `from + 1`, applied on
+/// every read of older events: `#[upcast("user-created", from = 1)]`.
+#[proc_macro_attribute]
+pub fn upcast(attr: TokenStream, item: TokenStream) -> TokenStream {
+    upcast::expand(attr.into(), item.into()).into()
 }
