@@ -87,8 +87,14 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// [`DomainBuilder::snapshot_every`](crate::DomainBuilder::snapshot_every) overrides it.
     ///
     /// Snapshots are off by default because most aggregates have short histories, where a
-    /// snapshot costs a write and saves little; a few hundred events is a good point to turn
-    /// them on (e.g. `100`).
+    /// snapshot costs a write (and a load one more query) and saves little; a few hundred events
+    /// is a good point to turn them on (e.g. `100`).
+    ///
+    /// A snapshot holds folded state, so upcasters never apply to it: adding an upcaster that
+    /// only reshapes old payloads into what the fold already expects changes nothing. An
+    /// upcaster that changes what old events *mean* to the fold would leave older snapshots
+    /// disagreeing with a replay: bump [`STATE_VERSION`](Self::STATE_VERSION) with it, so those
+    /// snapshots are ignored and rebuilt.
     const SNAPSHOT_EVERY: Option<u64> = None;
 
     /// The actions this aggregate offers.

@@ -136,9 +136,9 @@ impl AppendRequest {
 /// The folded state of one aggregate at one version, stored so a load need not replay the
 /// whole stream: load = latest snapshot + the events after it.
 ///
-/// `state_version` is the version of the state type's shape ([`Aggregate::STATE_VERSION`](
-/// crate::Aggregate::STATE_VERSION)) when the snapshot was taken: a snapshot of another shape is
-/// never decoded, the state is rebuilt from events instead.
+/// `state_version` is the version of the state type's shape
+/// ([`Aggregate::STATE_VERSION`](crate::Aggregate::STATE_VERSION)) when the snapshot was taken:
+/// a snapshot of another shape is never decoded, the state is rebuilt from events instead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The resource of the stream.
