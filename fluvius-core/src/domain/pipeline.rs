@@ -41,9 +41,9 @@ pub(crate) async fn attempt<A: Aggregate>(
     use_cache: bool,
 ) -> Result<Attempt> {
     // Load: the cached state if there is one, else the latest snapshot (when the aggregate
-    // takes them) plus the events after it. Decisions made
-    // on cached state are only trusted when they lead to an append (checked by the expected
-    // version); a refusal or a version mismatch on cached state is decided again on fresh state.
+    // takes them) plus the events after it. Decisions made on cached state are only trusted
+    // when they lead to an append (checked by the expected version); a refusal or a version
+    // mismatch on cached state is decided again on fresh state.
     let mut cached = if use_cache {
         ctx.cache.take::<A>(aggregate_id)
     } else {
