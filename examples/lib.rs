@@ -1,10 +1,17 @@
-//! Shared set-up for the runnable examples (see the `[[example]]` targets): choosing a store
-//! from the command line.
+//! Shared parts of the runnable examples (see the `[[example]]` targets): their aggregates (in
+//! [`domain`], so the tests in `examples/tests` can check them with the given/when/then harness)
+//! and choosing a store from the command line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use fluvius_core::{LogStore, MemoryLogStore};
+
+/// The aggregates of the examples.
+pub mod domain {
+    pub mod bank_account;
+    pub mod light_switch;
+}
 
 /// Pick the log store for an example:
 /// `--memory` → [`MemoryLogStore`]; `DATABASE_URL=postgres://…` → PostgreSQL;

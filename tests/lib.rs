@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fluvius_core::prelude::*;
-use fluvius_core::{AppendRequest, BoxFuture, CommandRecord, DomainBuilder, StreamQuery};
+use fluvius_core::{
+    AppendRequest, BoxFuture, CommandRecord, DomainBuilder, Snapshot, SnapshotQuery, StreamQuery,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Barrier, Notify, Semaphore};
 use uuid::Uuid;
@@ -582,6 +584,15 @@ impl LogStore for ProbeStore {
             return Box::pin(async { Ok(None) });
         }
         self.inner.get_command(command_id)
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> BoxFuture<'a, fluvius_core::Result<Option<Snapshot>>> {
+        self.inner.load_snapshot(resource, aggregate_id, query)
     }
 }
 

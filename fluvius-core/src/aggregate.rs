@@ -73,6 +73,30 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// The resource name the aggregate is registered under by default, e.g. `"user"`.
     const RESOURCE: &'static str;
 
+    /// The version of the state type's serialized shape (default 1), stored with every
+    /// snapshot. Bump it when a change to the state type would make old snapshots decode
+    /// wrongly (or not at all): snapshots of another version are then ignored and the state is
+    /// rebuilt from the events (and re-snapshotted as the aggregate moves on).
+    /// `#[aggregate(state_version = 2)]` sets it.
+    const STATE_VERSION: u32 = 1;
+
+    /// Take a snapshot every this many events (default `None`: no snapshots). With `Some(n)`,
+    /// an append that brings the aggregate to or past a multiple of `n` stores a snapshot of
+    /// the new state in the same transaction, and loads read the latest snapshot plus the events
+    /// after it. `#[aggregate(snapshot_every = 100)]` sets it;
+    /// [`DomainBuilder::snapshot_every`](crate::DomainBuilder::snapshot_every) overrides it.
+    ///
+    /// Snapshots are off by default because most aggregates have short histories, where a
+    /// snapshot costs a write (and a load one more query) and saves little; a few hundred events
+    /// is a good point to turn them on (e.g. `100`).
+    ///
+    /// A snapshot holds folded state, so upcasters never apply to it: adding an upcaster that
+    /// only reshapes old payloads into what the fold already expects changes nothing. An
+    /// upcaster that changes what old events *mean* to the fold would leave older snapshots
+    /// disagreeing with a replay: bump [`STATE_VERSION`](Self::STATE_VERSION) with it, so those
+    /// snapshots are ignored and rebuilt.
+    const SNAPSHOT_EVERY: Option<u64> = None;
+
     /// The actions this aggregate offers.
     fn actions() -> &'static [ActionSpec];
 

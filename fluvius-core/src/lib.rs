@@ -49,7 +49,7 @@
 //!
 //! | feature  | default | what it enables |
 //! |----------|---------|-----------------|
-//! | `macros` | yes     | re-exports `#[aggregate]`, `#[action]`, `#[apply]`, `#[event_handler]` from `fluvius-macros` |
+//! | `macros` | yes     | re-exports `#[aggregate]`, `#[action]`, `#[apply]`, `#[event_handler]`, `#[upcast]` from `fluvius-macros` |
 //! | `testing`| no      | the log store conformance suite (`fluvius_core::testing`), for backend authors |
 //!
 //! Durable stores (SQLite, PostgreSQL) live in the `fluvius-sql` crate.
@@ -83,13 +83,15 @@ pub use event::{Event, Metadata};
 pub use future::BoxFuture;
 pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration, Pattern};
 pub use id::AggregateId;
-pub use logstore::{AppendRequest, CommandRecord, LogStore, MemoryLogStore, StreamQuery};
+pub use logstore::{
+    AppendRequest, CommandRecord, LogStore, MemoryLogStore, Snapshot, SnapshotQuery, StreamQuery,
+};
 pub use payload::Payload;
 pub use response::Response;
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistration};
 
 #[cfg(feature = "macros")]
-pub use fluvius_macros::{action, aggregate, apply, event_handler};
+pub use fluvius_macros::{action, aggregate, apply, event_handler, upcast};
 
 /// Everything a domain module usually needs, in one `use`.
 pub mod prelude {
@@ -99,7 +101,7 @@ pub mod prelude {
     };
 
     #[cfg(feature = "macros")]
-    pub use fluvius_macros::{action, aggregate, apply, event_handler};
+    pub use fluvius_macros::{action, aggregate, apply, event_handler, upcast};
 }
 
 /// Paths used by generated code. Not public API.

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
-use crate::logstore::{AppendRequest, CommandRecord, LogStore, StreamQuery};
+use crate::logstore::{AppendRequest, CommandRecord, LogStore, Snapshot, SnapshotQuery, StreamQuery};
 use crate::payload::Payload;
 
 /// Why an upcaster could not lift a payload.
@@ -249,5 +249,16 @@ impl LogStore for UpcastingStore {
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
         self.inner.get_command(command_id)
+    }
+
+    /// Snapshots hold folded state, not events: nothing to upcast (a state of another shape
+    /// is recognised by its `state_version`).
+    fn load_snapshot<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        self.inner.load_snapshot(resource, aggregate_id, query)
     }
 }

@@ -17,12 +17,39 @@ use crate::item::keyword_span;
 
 mod kw {
     syn::custom_keyword!(resource);
+    syn::custom_keyword!(snapshot_every);
+    syn::custom_keyword!(state_version);
 }
 
-/// `#[aggregate(resource = "user")]`.
+/// `#[aggregate(resource = "user", snapshot_every = 100, state_version = 2)]`.
 #[derive(Default)]
 struct AggregateAttr {
     resource: Option<LitStr>,
+    /// A positive integer.
+    snapshot_every: Option<u64>,
+    /// An integer from 1 to `u32::MAX`.
+    state_version: Option<u32>,
+}
+
+const EXPECTED_KEYS: &str = "expected `resource = \"...\"`, `snapshot_every = N` or `state_version = N`";
+
+/// A positive integer literal for `key`; `what` says which values are allowed.
+fn positive_int<N>(input: ParseStream<'_>, key: &str, what: &str) -> syn::Result<N>
+where
+    N: std::str::FromStr + PartialOrd + From<u8>,
+    N::Err: std::fmt::Display,
+{
+    let lit: syn::Lit = input.parse()?;
+    let syn::Lit::Int(int) = &lit else {
+        return Err(syn::Error::new_spanned(
+            &lit,
+            format!("`{key}` must be an integer literal, e.g. `{key} = 100`"),
+        ));
+    };
+    match int.base10_parse::<N>() {
+        Ok(n) if n >= N::from(1) => Ok(n),
+        _ => Err(syn::Error::new_spanned(int, format!("`{key}` must be {what}"))),
+    }
 }
 
 impl Parse for AggregateAttr {
@@ -43,17 +70,42 @@ impl Parse for AggregateAttr {
                     return Err(syn::Error::new_spanned(&lit, "`resource` must not be empty"));
                 }
                 attr.resource = Some(lit);
+            } else if input.peek(kw::snapshot_every) {
+                let key: kw::snapshot_every = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let n = positive_int::<u64>(
+                    input,
+                    "snapshot_every",
+                    "a positive number of events (leave it out for no snapshots)",
+                )?;
+                if attr.snapshot_every.replace(n).is_some() {
+                    return Err(syn::Error::new_spanned(
+                        key,
+                        "`snapshot_every` is specified more than once",
+                    ));
+                }
+            } else if input.peek(kw::state_version) {
+                let key: kw::state_version = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let n =
+                    positive_int::<u32>(input, "state_version", "a version from 1 to 4294967295 (a u32)")?;
+                if attr.state_version.replace(n).is_some() {
+                    return Err(syn::Error::new_spanned(
+                        key,
+                        "`state_version` is specified more than once",
+                    ));
+                }
             } else if input.peek(Ident::peek_any) {
                 let key: Ident = input.call(Ident::parse_any)?;
                 return Err(syn::Error::new_spanned(
                     &key,
                     format!(
-                        "unknown #[aggregate] argument `{key}`: expected `resource = \"...\"` \
+                        "unknown #[aggregate] argument `{key}`: {EXPECTED_KEYS} \
                          (`evt_key`, `resources`, `version` and `name` go on each #[action])"
                     ),
                 ));
             } else {
-                return Err(input.error("expected `resource = \"...\"`"));
+                return Err(input.error(EXPECTED_KEYS));
             }
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
@@ -71,6 +123,8 @@ impl Parse for AggregateAttr {
 struct Model {
     self_ty: syn::Type,
     resource: String,
+    snapshot_every: Option<u64>,
+    state_version: Option<u32>,
     actions: Vec<ActionMethod>,
     applies: Vec<ApplyMethod>,
     /// Some `#[action]` attribute could not be read: its event key is unknown.
@@ -197,6 +251,8 @@ fn parse_model(cx: &mut Ctxt, item: &mut ItemImpl, attr: AggregateAttr) -> Optio
     ok.then(|| Model {
         self_ty: (*item.self_ty).clone(),
         resource,
+        snapshot_every: attr.snapshot_every,
+        state_version: attr.state_version,
         actions,
         applies,
         lost_action_key,
@@ -297,6 +353,12 @@ fn generate(model: &Model) -> TokenStream {
     let self_ty = &model.self_ty;
     let resource = &model.resource;
     let krate = quote!(::fluvius_core);
+    let snapshot_every = model.snapshot_every.map(|n| {
+        quote! { const SNAPSHOT_EVERY: ::core::option::Option<u64> = ::core::option::Option::Some(#n); }
+    });
+    let state_version = model
+        .state_version
+        .map(|n| quote! { const STATE_VERSION: u32 = #n; });
 
     // Duplicates are errors reported by `check`; generate the first of each only, so the
     // error is not followed by "duplicate definition" ones.
@@ -444,6 +506,8 @@ fn generate(model: &Model) -> TokenStream {
 
             impl #krate::Aggregate for #self_ty {
                 const RESOURCE: &'static str = #resource;
+                #snapshot_every
+                #state_version
 
                 fn actions() -> &'static [#krate::ActionSpec] {
                     const ACTIONS: &[#krate::ActionSpec] = &[#(#specs),*];

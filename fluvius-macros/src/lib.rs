@@ -9,13 +9,17 @@ mod case;
 mod ctxt;
 mod event_handler;
 mod item;
+mod upcast;
 
 use proc_macro::TokenStream;
 
 /// Turn an `impl` block into an event-sourced aggregate: implements `fluvius_core::Aggregate`,
 /// and generates typed command constructors (`<method>_command`) and key constants.
 ///
-/// `#[aggregate(resource = "user")]`; the resource defaults to the type name in kebab case.
+/// `#[aggregate(resource = "user", snapshot_every = 100, state_version = 2)]`: the resource
+/// defaults to the type name in kebab case; `snapshot_every` (a positive integer) sets
+/// `Aggregate::SNAPSHOT_EVERY` (default: no snapshots); `state_version` (1 or more) sets
+/// `Aggregate::STATE_VERSION` (default 1; bump it when the state's shape changes).
 #[proc_macro_attribute]
 pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
     aggregate::expand(attr.into(), item.into()).into()
@@ -39,4 +43,12 @@ pub fn apply(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     event_handler::expand(attr.into(), item.into()).into()
+}
+
+/// Register a `fn(serde_json::Value) -> Result<serde_json::Value, fluvius_core::UpcastError>`
+/// that lifts the payload of an event key from schema version `from` to `from + 1`, applied on
+/// every read of older events: `#[upcast("user-created", from = 1)]`.
+#[proc_macro_attribute]
+pub fn upcast(attr: TokenStream, item: TokenStream) -> TokenStream {
+    upcast::expand(attr.into(), item.into()).into()
 }

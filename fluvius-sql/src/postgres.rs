@@ -57,14 +57,15 @@
 //! record instead of writing twice.
 //!
 //! # Layout
-//! Tables `fluvius_events` and `fluvius_commands`, the sequence `fluvius_events_position_seq`
+//! Tables `fluvius_events`, `fluvius_commands` and `fluvius_snapshots`, the sequence `fluvius_events_position_seq`
 //! and the function `fluvius_reserve_positions` (see `migrations/postgres` in this crate), in
 //! the schema given with [`PostgresOptions::schema`] or else the first schema of the
 //! connection's `search_path`. Payloads, arguments, metadata and contexts are `json` rather
 //! than `jsonb`: validated, but stored as the exact text written, so key order and the digits
 //! of large numbers (beyond what a double holds) come back unchanged. One append is one
 //! transaction: one `INSERT … SELECT … FROM unnest(…)` for all its events (which also checks
-//! the expected version), then the command row.
+//! the expected version), then the command row, then the snapshot row if the request carries
+//! one.
 //!
 //! sqlx records applied migrations in `_sqlx_migrations` in the same schema. If your
 //! application runs its own sqlx migrations on the same schema, the two sets share that table;
@@ -82,7 +83,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fluvius_core::{
-    AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, StreamQuery,
+    AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, Snapshot, SnapshotQuery,
+    StreamQuery,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -121,6 +123,11 @@ FROM reserved,
 WHERE (SELECT coalesce(max(v.aggregate_version), 0) FROM fluvius_events v
        WHERE v.tenant = '' AND v.resource = $1 AND v.aggregate_id = $2) = $3
 RETURNING position, aggregate_version";
+
+const INSERT_SNAPSHOT: &str = "\
+INSERT INTO fluvius_snapshots (tenant, resource, aggregate_id, aggregate_version, state_version, state,
+    recorded_at)
+VALUES ('', $1, $2, $3, $4, $5::json, $6)";
 
 const INSERT_COMMAND: &str = "\
 INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context, version_before,
@@ -608,6 +615,12 @@ impl PostgresLogStore {
                 return Err(self.query_error("append (record command)")(err));
             }
         }
+        if let Some(snapshot) = &request.snapshot {
+            if let Err(e) = self.insert_snapshot(&mut tx, snapshot).await {
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        }
         tx.commit().await.map_err(self.query_error("commit append"))?;
 
         let mut positions = Vec::with_capacity(returned.len());
@@ -634,6 +647,63 @@ impl PostgresLogStore {
             event.timestamp = codec::micros(event.timestamp);
         }
         Ok(stored)
+    }
+
+    /// Write one snapshot row (inside the append's transaction).
+    async fn insert_snapshot(&self, conn: &mut PgConnection, snapshot: &Snapshot) -> CoreResult<()> {
+        let version = codec::to_i64(snapshot.version, "snapshot version").map_err(|m| self.data_error(m))?;
+        let state_version = i32::try_from(snapshot.state_version).map_err(|_| {
+            self.data_error(format!(
+                "state version {} does not fit an integer column",
+                snapshot.state_version
+            ))
+        })?;
+        sqlx::query(INSERT_SNAPSHOT)
+            .bind(snapshot.resource.as_str())
+            .bind(snapshot.aggregate_id.as_uuid())
+            .bind(version)
+            .bind(state_version)
+            .bind(snapshot.state.as_str())
+            .bind(codec::micros(snapshot.timestamp))
+            .execute(conn)
+            .await
+            .map_err(self.query_error("append (write snapshot)"))?;
+        Ok(())
+    }
+
+    async fn load_snapshot_impl(
+        &self,
+        resource: &str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> CoreResult<Option<Snapshot>> {
+        let row = sqlx::query(
+            "SELECT aggregate_version, state_version, state::text, recorded_at FROM fluvius_snapshots \
+             WHERE tenant = '' AND resource = $1 AND aggregate_id = $2 AND aggregate_version <= $3 \
+             AND ($4::timestamptz IS NULL OR recorded_at <= $4) \
+             ORDER BY aggregate_version DESC LIMIT 1",
+        )
+        .bind(resource)
+        .bind(aggregate_id.as_uuid())
+        .bind(query.max_version.map_or(i64::MAX, codec::clamp_i64))
+        .bind(query.until.map(codec::micros))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.query_error("load snapshot"))?;
+        row.map(|row| -> Result<Snapshot, String> {
+            let state_version: i32 = column(&row, 1)?;
+            Ok(Snapshot {
+                resource: resource.to_owned(),
+                aggregate_id,
+                version: codec::to_u64(column(&row, 0)?, "snapshot version")?,
+                state_version: u32::try_from(state_version)
+                    .map_err(|_| format!("stored state version {state_version} is negative"))?,
+                state: Payload::from_json_unchecked(column::<String>(&row, 2)?),
+                timestamp: column(&row, 3)?,
+            })
+        })
+        .transpose()
+        .map_err(|m| self.data_error(m))
     }
 
     async fn read_stream_impl(
@@ -838,6 +908,20 @@ impl LogStore for PostgresLogStore {
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
         let span = tracing::debug_span!("fluvius.postgres.get_command", command_id = %command_id);
         Box::pin(self.get_command_impl(command_id).instrument(span))
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> BoxFuture<'a, CoreResult<Option<Snapshot>>> {
+        let span =
+            tracing::debug_span!("fluvius.postgres.load_snapshot", resource, aggregate_id = %aggregate_id);
+        Box::pin(
+            self.load_snapshot_impl(resource, aggregate_id, query)
+                .instrument(span),
+        )
     }
 }
 

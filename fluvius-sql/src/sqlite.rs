@@ -37,12 +37,14 @@
 //! reader of [`read_all`](LogStore::read_all) can never see position N+1 before N.
 //!
 //! # Layout
-//! Tables `fluvius_events` and `fluvius_commands` (see `migrations/sqlite` in this crate).
+//! Tables `fluvius_events`, `fluvius_commands` and `fluvius_snapshots` (see
+//! `migrations/sqlite` in this crate).
 //! Payloads, arguments, metadata and contexts are stored as the exact JSON text written;
 //! timestamps as microseconds since the Unix epoch. One append is one transaction: the command
 //! row, then one multi-row `INSERT` for its events (batches above
 //! [`MAX_ROWS_PER_INSERT`] events are split into several statements of the same transaction,
-//! to stay under SQLite's limit on bound parameters).
+//! to stay under SQLite's limit on bound parameters), then the snapshot row if the request
+//! carries one.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -50,13 +52,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fluvius_core::{
-    AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, StreamQuery,
+    AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, Snapshot, SnapshotQuery,
+    StreamQuery,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -440,6 +443,9 @@ impl SqliteLogStore {
                 positions.push((version, position));
             }
         }
+        if let Some(snapshot) = &request.snapshot {
+            self.insert_snapshot(&mut tx, snapshot).await?;
+        }
         tx.commit().await.map_err(self.query_error("commit append"))?;
 
         positions.sort_unstable();
@@ -456,6 +462,60 @@ impl SqliteLogStore {
             event.timestamp = codec::micros(event.timestamp);
         }
         Ok(stored)
+    }
+
+    /// Write one snapshot row (inside the append's transaction).
+    async fn insert_snapshot(&self, conn: &mut SqliteConnection, snapshot: &Snapshot) -> CoreResult<()> {
+        let version = codec::to_i64(snapshot.version, "snapshot version").map_err(|m| self.data_error(m))?;
+        sqlx::query(
+            "INSERT INTO fluvius_snapshots (tenant, resource, aggregate_id, aggregate_version, state_version, \
+             state, recorded_at) VALUES ('', ?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(snapshot.resource.as_str())
+        .bind(snapshot.aggregate_id.to_string())
+        .bind(version)
+        .bind(i64::from(snapshot.state_version))
+        .bind(snapshot.state.as_str())
+        .bind(snapshot.timestamp.timestamp_micros())
+        .execute(conn)
+        .await
+        .map_err(self.query_error("append (write snapshot)"))?;
+        Ok(())
+    }
+
+    async fn load_snapshot_impl(
+        &self,
+        resource: &str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> CoreResult<Option<Snapshot>> {
+        let row = sqlx::query(
+            "SELECT aggregate_version, state_version, state, recorded_at FROM fluvius_snapshots \
+             WHERE tenant = '' AND resource = ?1 AND aggregate_id = ?2 \
+             AND aggregate_version <= ?3 AND recorded_at <= ?4 \
+             ORDER BY aggregate_version DESC LIMIT 1",
+        )
+        .bind(resource)
+        .bind(aggregate_id.to_string())
+        .bind(query.max_version.map_or(i64::MAX, codec::clamp_i64))
+        .bind(query.until.map_or(i64::MAX, |t| t.timestamp_micros()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.query_error("load snapshot"))?;
+        row.map(|row| -> Result<Snapshot, String> {
+            let state_version: i64 = column(&row, 1)?;
+            Ok(Snapshot {
+                resource: resource.to_owned(),
+                aggregate_id,
+                version: codec::to_u64(column(&row, 0)?, "snapshot version")?,
+                state_version: u32::try_from(state_version)
+                    .map_err(|_| format!("stored state version {state_version} is out of range"))?,
+                state: Payload::from_json_unchecked(column::<String>(&row, 2)?),
+                timestamp: time_column(&row, 3)?,
+            })
+        })
+        .transpose()
+        .map_err(|m| self.data_error(m))
     }
 
     async fn read_stream_impl(
@@ -652,5 +712,19 @@ impl LogStore for SqliteLogStore {
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
         let span = tracing::debug_span!("fluvius.sqlite.get_command", command_id = %command_id);
         Box::pin(self.get_command_impl(command_id).instrument(span))
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> BoxFuture<'a, CoreResult<Option<Snapshot>>> {
+        let span =
+            tracing::debug_span!("fluvius.sqlite.load_snapshot", resource, aggregate_id = %aggregate_id);
+        Box::pin(
+            self.load_snapshot_impl(resource, aggregate_id, query)
+                .instrument(span),
+        )
     }
 }

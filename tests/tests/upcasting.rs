@@ -63,13 +63,7 @@ async fn insert_old(store: &MemoryLogStore, key: &str, id: AggregateId, payload:
         metadata: Metadata::default(),
     };
     let stored = store
-        .append(AppendRequest {
-            resource: "person".into(),
-            aggregate_id: id,
-            expected_version: 0,
-            events: vec![event],
-            command: None,
-        })
+        .append(AppendRequest::new("person", id, 0, vec![event]))
         .await
         .unwrap();
     stored.into_iter().next().unwrap()

@@ -95,6 +95,7 @@ pub struct DomainBuilder {
     retry: RetryPolicy,
     max_payload_bytes: usize,
     cache_capacity: usize,
+    snapshot_every: HashMap<std::any::TypeId, u64>,
 }
 
 /// The default number of aggregates whose state each resource keeps cached.
@@ -119,6 +120,7 @@ impl DomainBuilder {
             retry: RetryPolicy::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            snapshot_every: HashMap::new(),
         }
     }
 
@@ -233,6 +235,14 @@ impl DomainBuilder {
         self
     }
 
+    /// Take a snapshot of aggregate `A` every `n` events, whatever
+    /// [`Aggregate::SNAPSHOT_EVERY`] says (0 turns its snapshots off). Applies to every resource
+    /// `A` is registered under.
+    pub fn snapshot_every<A: Aggregate>(mut self, n: u64) -> Self {
+        self.snapshot_every.insert(std::any::TypeId::of::<A>(), n);
+        self
+    }
+
     /// Check the configuration and start the dispatcher. Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Domain> {
         let store = self
@@ -245,9 +255,14 @@ impl DomainBuilder {
                     "an aggregate was registered with an empty resource name".into(),
                 ));
             }
+            let snapshot_every = match self.snapshot_every.get(&agg.type_id()) {
+                Some(&n) => Some(n).filter(|&n| n > 0),
+                None => agg.snapshot_every(),
+            };
             let route = Route {
                 aggregate: agg,
                 cache: AggregateCache::new(self.cache_capacity),
+                snapshot_every,
             };
             if let Some(prev) = aggregates.insert(resource.clone(), route) {
                 return Err(Error::Config(format!(

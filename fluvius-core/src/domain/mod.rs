@@ -4,6 +4,7 @@ mod builder;
 mod cache;
 mod pipeline;
 mod registry;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,12 +23,13 @@ use crate::logstore::{CommandRecord, LogStore, StreamQuery};
 use crate::response::Response;
 use crate::upcast::Upcasters;
 
-use registry::{fold, ErasedAggregate};
+use registry::ErasedAggregate;
 
-/// One registered resource: its aggregate type and that resource's cache.
+/// One registered resource: its aggregate type, that resource's cache and snapshot interval.
 struct Route {
     aggregate: Arc<dyn ErasedAggregate>,
     cache: cache::AggregateCache,
+    snapshot_every: Option<u64>,
 }
 
 pub(crate) type Policy = Arc<dyn Fn(&Command) -> std::result::Result<(), String> + Send + Sync>;
@@ -168,6 +170,7 @@ impl Domain {
             args,
             max_payload_bytes: inner.max_payload_bytes,
             cache: &route.cache,
+            snapshot_every: route.snapshot_every,
         };
         let mut attempts = 1;
         let outcome = loop {
@@ -275,13 +278,16 @@ impl Domain {
         })
     }
 
-    /// The current state of an aggregate (registered under `A::RESOURCE`), folded from all of
-    /// its events. An aggregate with no events is `A::default()`.
+    /// The current state of an aggregate (registered under `A::RESOURCE`): its latest snapshot
+    /// (when the aggregate takes them) plus the events after it. An aggregate with no events is
+    /// `A::default()`.
     pub async fn load<A: Aggregate>(&self, id: AggregateId) -> Result<A> {
         self.load_query(A::RESOURCE, id, StreamQuery::default()).await
     }
 
-    /// Time travel: the state as it was at `at` (events with `timestamp <= at`).
+    /// Time travel: the state as it was at `at` (events with `timestamp <= at`), from the latest
+    /// snapshot at or before `at` plus the events after it up to `at`. (This assumes event
+    /// timestamps do not go backwards within one aggregate, which holds for a single clock.)
     pub async fn load_at<A: Aggregate>(&self, id: AggregateId, at: DateTime<Utc>) -> Result<A> {
         self.load_query(
             A::RESOURCE,
@@ -294,7 +300,8 @@ impl Domain {
         .await
     }
 
-    /// The state as it was at `version` (events 1..=version).
+    /// The state as it was at `version` (events 1..=version), from the latest snapshot at or
+    /// before `version` plus the events after it.
     pub async fn load_at_version<A: Aggregate>(&self, id: AggregateId, version: u64) -> Result<A> {
         self.load_query(
             A::RESOURCE,
@@ -309,14 +316,21 @@ impl Domain {
 
     /// Load from a stream named by resource, with any [`StreamQuery`] (for aggregates
     /// registered under a second resource name with [`DomainBuilder::aggregate_as`]).
+    ///
+    /// Snapshots are used when `A` is the aggregate registered under `resource` and takes
+    /// them, and the query has no `from_version` (which asks for a fold from that version on).
     pub async fn load_query<A: Aggregate>(
         &self,
         resource: &str,
         id: AggregateId,
         query: StreamQuery,
     ) -> Result<A> {
-        let events = self.inner.store.read_stream(resource, id, query).await?;
-        fold(&events)
+        let use_snapshots = self.inner.aggregates.get(resource).is_some_and(|route| {
+            route.snapshot_every.is_some() && route.aggregate.type_id() == std::any::TypeId::of::<A>()
+        });
+        let (state, _) =
+            snapshot::load::<A>(self.inner.store.as_ref(), resource, id, query, use_snapshots).await?;
+        Ok(state)
     }
 
     /// Check that every (key, schema version) in the log can be lifted to the current version

@@ -8,11 +8,12 @@ use crate::command::Command;
 use crate::error::{Error, Result};
 use crate::event::{Event, Metadata};
 use crate::id::AggregateId;
-use crate::logstore::{AppendRequest, CommandRecord, LogStore};
+use crate::logstore::{AppendRequest, CommandRecord, LogStore, StreamQuery};
 use crate::payload::Payload;
 
 use super::cache::AggregateCache;
-use super::registry::{decide, fold};
+use super::registry::decide;
+use super::snapshot;
 
 /// Everything an attempt needs that does not change between retries.
 pub(crate) struct AttemptContext<'a> {
@@ -21,6 +22,8 @@ pub(crate) struct AttemptContext<'a> {
     pub(crate) args: Payload,
     pub(crate) max_payload_bytes: usize,
     pub(crate) cache: &'a AggregateCache,
+    /// Take a snapshot every this many events (`None`: never).
+    pub(crate) snapshot_every: Option<u64>,
 }
 
 /// The result of a successful attempt.
@@ -37,9 +40,10 @@ pub(crate) async fn attempt<A: Aggregate>(
     aggregate_id: AggregateId,
     use_cache: bool,
 ) -> Result<Attempt> {
-    // Load: the cached state if there is one, else fold every stored event. Decisions made
-    // on cached state are only trusted when they lead to an append (checked by the expected
-    // version); a refusal or a version mismatch on cached state is decided again on fresh state.
+    // Load: the cached state if there is one, else the latest snapshot (when the aggregate
+    // takes them) plus the events after it. Decisions made on cached state are only trusted
+    // when they lead to an append (checked by the expected version); a refusal or a version
+    // mismatch on cached state is decided again on fresh state.
     let mut cached = if use_cache {
         ctx.cache.take::<A>(aggregate_id)
     } else {
@@ -50,9 +54,14 @@ pub(crate) async fn attempt<A: Aggregate>(
         let (state, version) = match cached.take() {
             Some(entry) => entry,
             None => {
-                let history = store.get_events(ctx.resource, aggregate_id).await?;
-                let state: A = fold(&history)?;
-                (state, history.last().map_or(0, |e| e.aggregate_version))
+                snapshot::load::<A>(
+                    store,
+                    ctx.resource,
+                    aggregate_id,
+                    StreamQuery::default(),
+                    ctx.snapshot_every.is_some(),
+                )
+                .await?
             }
         };
         if let Some(expected) = command.expected_version {
@@ -140,16 +149,16 @@ pub(crate) async fn attempt<A: Aggregate>(
         timestamp,
     };
 
-    // Append with the expected version.
-    let stored = store
-        .append(AppendRequest {
-            resource: ctx.resource.to_owned(),
-            aggregate_id,
-            expected_version: version,
-            events,
-            command: Some(record),
-        })
-        .await?;
+    // A snapshot of the new state, when this append reaches a multiple of the interval.
+    let snapshot = match ctx.snapshot_every {
+        Some(every) if snapshot::crosses(every, version, version_after) => snapshot::take(&state, &events),
+        _ => None,
+    };
+
+    // Append with the expected version (the snapshot in the same transaction).
+    let mut request = AppendRequest::new(ctx.resource, aggregate_id, version, events).with_command(record);
+    request.snapshot = snapshot;
+    let stored = store.append(request).await?;
 
     let state_json = command.return_state.then(|| state_value(&state)).transpose()?;
     ctx.cache.put(aggregate_id, state, version_after);

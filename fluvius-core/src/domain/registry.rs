@@ -15,6 +15,8 @@ use super::pipeline::{self, Attempt};
 /// What the domain needs from an aggregate type, without knowing the type.
 pub(crate) trait ErasedAggregate: Send + Sync {
     fn type_resource(&self) -> &'static str;
+    fn type_id(&self) -> std::any::TypeId;
+    fn snapshot_every(&self) -> Option<u64>;
     fn action(&self, name: &str) -> Option<&'static ActionSpec>;
     fn actions(&self) -> &'static [ActionSpec];
     fn attempt<'a>(
@@ -39,6 +41,14 @@ impl<A> Registered<A> {
 impl<A: Aggregate> ErasedAggregate for Registered<A> {
     fn type_resource(&self) -> &'static str {
         A::RESOURCE
+    }
+
+    fn type_id(&self) -> std::any::TypeId {
+        std::any::TypeId::of::<A>()
+    }
+
+    fn snapshot_every(&self) -> Option<u64> {
+        A::SNAPSHOT_EVERY.filter(|&n| n > 0)
     }
 
     fn action(&self, name: &str) -> Option<&'static ActionSpec> {

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use uuid::Uuid;
 
-use super::{AppendRequest, CommandRecord, LogStore, StreamQuery};
+use super::{AppendRequest, CommandRecord, LogStore, Snapshot, SnapshotQuery, StreamQuery};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
@@ -35,6 +35,8 @@ struct Inner {
     /// Per stream, the indexes of its events in `log`, in version order.
     streams: HashMap<(String, AggregateId), Vec<usize>>,
     commands: HashMap<Uuid, Box<CommandRecord>>,
+    /// Per stream, its snapshots in version order.
+    snapshots: HashMap<(String, AggregateId), Vec<Snapshot>>,
 }
 
 impl MemoryLogStore {
@@ -62,12 +64,12 @@ impl MemoryLogStore {
                 return Err(Error::DuplicateCommand { command_id: cmd.id });
             }
         }
-        let key = (request.resource, request.aggregate_id);
+        let key = (request.resource.clone(), request.aggregate_id);
         let actual = inner.streams.get(&key).map_or(0, |v| v.len() as u64);
         if actual != request.expected_version {
             return Err(Error::Conflict {
-                resource: key.0,
-                aggregate_id: key.1,
+                resource: request.resource,
+                aggregate_id: request.aggregate_id,
                 expected: request.expected_version,
                 actual,
             });
@@ -87,6 +89,11 @@ impl MemoryLogStore {
         }
         if let Some(cmd) = request.command {
             inner.commands.insert(cmd.id, Box::new(cmd));
+        }
+        if let Some(snapshot) = request.snapshot {
+            let key = (snapshot.resource.clone(), snapshot.aggregate_id);
+            // Versions only grow, so pushing keeps the list in version order.
+            inner.snapshots.entry(key).or_default().push(snapshot);
         }
         Ok(stored)
     }
@@ -143,5 +150,19 @@ impl LogStore for MemoryLogStore {
             .get(&command_id)
             .map(|r| CommandRecord::clone(r));
         Box::pin(async move { Ok(record) })
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        let snapshot = self
+            .read()
+            .snapshots
+            .get(&(resource.to_owned(), aggregate_id))
+            .and_then(|list| list.iter().rev().find(|s| query.matches(s)).cloned());
+        Box::pin(async move { Ok(snapshot) })
     }
 }

@@ -11,6 +11,10 @@
 //! - [`read_all(after, limit)`](LogStore::read_all) returns events with `position > after`
 //!   (the start is *exclusive*, so a checkpoint is simply the last position processed), in
 //!   position order, at most `limit` of them; a reader never sees position N+1 before N.
+//! - A [`Snapshot`] attached to an append ([`AppendRequest::snapshot`]) is written in the same
+//!   transaction as the events: a refused append stores neither.
+//!   [`load_snapshot`](LogStore::load_snapshot) returns the latest snapshot at or before a
+//!   version and/or a time ([`SnapshotQuery`]).
 
 mod memory;
 
@@ -43,9 +47,43 @@ pub struct AppendRequest {
     /// The command that produced them, recorded in the same transaction (idempotency and the
     /// command log).
     pub command: Option<CommandRecord>,
+    /// A snapshot of the aggregate's state at the version of one of `events`, stored in the same
+    /// transaction.
+    pub snapshot: Option<Snapshot>,
 }
 
 impl AppendRequest {
+    /// A request to append `events` to the stream (`resource`, `aggregate_id`) that is at
+    /// `expected_version`, without a command record or a snapshot (set those fields, or use
+    /// [`with_command`](Self::with_command) and [`with_snapshot`](Self::with_snapshot)).
+    pub fn new(
+        resource: impl Into<String>,
+        aggregate_id: AggregateId,
+        expected_version: u64,
+        events: Vec<Event>,
+    ) -> Self {
+        Self {
+            resource: resource.into(),
+            aggregate_id,
+            expected_version,
+            events,
+            command: None,
+            snapshot: None,
+        }
+    }
+
+    /// Record `command` with the events.
+    pub fn with_command(mut self, command: CommandRecord) -> Self {
+        self.command = Some(command);
+        self
+    }
+
+    /// Store `snapshot` with the events.
+    pub fn with_snapshot(mut self, snapshot: Snapshot) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
     /// Check the request's shape: every event belongs to the stream and versions are dense
     /// from `expected_version + 1`. Backends call this before writing.
     pub fn validate(&self) -> Result<()> {
@@ -64,7 +102,73 @@ impl AppendRequest {
                 )));
             }
         }
+        if let Some(snapshot) = &self.snapshot {
+            if snapshot.resource != self.resource || snapshot.aggregate_id != self.aggregate_id {
+                return Err(crate::Error::InvalidAppend(format!(
+                    "snapshot belongs to {}/{}, not {}/{}",
+                    snapshot.resource, snapshot.aggregate_id, self.resource, self.aggregate_id
+                )));
+            }
+            let at = snapshot
+                .version
+                .checked_sub(self.expected_version + 1)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| self.events.get(i));
+            let Some(event) = at else {
+                return Err(crate::Error::InvalidAppend(format!(
+                    "snapshot at version {} is not at the version of an appended event ({}..={})",
+                    snapshot.version,
+                    self.expected_version + 1,
+                    self.expected_version + self.events.len() as u64
+                )));
+            };
+            if snapshot.timestamp != event.timestamp {
+                return Err(crate::Error::InvalidAppend(format!(
+                    "snapshot at version {} has timestamp {}, but its event has {}",
+                    snapshot.version, snapshot.timestamp, event.timestamp
+                )));
+            }
+        }
         Ok(())
+    }
+}
+
+/// The folded state of one aggregate at one version, stored so a load need not replay the
+/// whole stream: load = latest snapshot + the events after it.
+///
+/// `state_version` is the version of the state type's shape
+/// ([`Aggregate::STATE_VERSION`](crate::Aggregate::STATE_VERSION)) when the snapshot was taken:
+/// a snapshot of another shape is never decoded, the state is rebuilt from events instead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The resource of the stream.
+    pub resource: String,
+    /// The aggregate of the stream.
+    pub aggregate_id: AggregateId,
+    /// The aggregate version the state is at (the state after folding events `1..=version`).
+    pub version: u64,
+    /// The version of the state type's shape.
+    pub state_version: u32,
+    /// The serialized state.
+    pub state: Payload,
+    /// The timestamp of the event at `version`.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Which snapshot of one stream to load: the latest (highest version) one that passes every
+/// bound given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotQuery {
+    /// Only snapshots with `version <= max_version`.
+    pub max_version: Option<u64>,
+    /// Only snapshots with `timestamp <= until` (inclusive).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl SnapshotQuery {
+    /// Whether a snapshot passes the filter.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.max_version.is_none_or(|v| s.version <= v) && self.until.is_none_or(|t| s.timestamp <= t)
     }
 }
 
@@ -138,6 +242,21 @@ pub trait LogStore: Send + Sync + 'static {
     /// The record of a processed command, if this id was processed.
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>>;
 
+    /// The latest snapshot of one stream that passes `query` (see [`SnapshotQuery`]), if any.
+    ///
+    /// The default keeps no snapshots: it returns `None` (and such a store ignores
+    /// [`AppendRequest::snapshot`]). Every backend of this workspace stores them; wrappers must
+    /// forward this method.
+    fn load_snapshot<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        let _ = (resource, aggregate_id, query);
+        Box::pin(async { Ok(None) })
+    }
+
     /// All events of one aggregate, in version order (empty for an unknown aggregate).
     fn get_events<'a>(
         &'a self,
@@ -203,5 +322,13 @@ impl<T: LogStore + ?Sized> LogStore for Arc<T> {
     }
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
         (**self).get_command(command_id)
+    }
+    fn load_snapshot<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        (**self).load_snapshot(resource, aggregate_id, query)
     }
 }

@@ -23,7 +23,8 @@
 //! concurrency (one winner among racing writers, readers that see every event exactly once and
 //! in order while writers run, concurrent batches not interleaved), command idempotency
 //! records, and exact round trips of payloads (unicode, `u64::MAX`, `i64::MIN`, nesting, key
-//! order, 1 MiB) and timestamps (microseconds).
+//! order, 1 MiB) and timestamps (microseconds), and snapshots (exact round trip, written in the
+//! same transaction as their events, the latest at or before a version and a time).
 //!
 //! `read_all` may lag behind commits on some backends (PostgreSQL hides transactions newer
 //! than the oldest one still running, so a reader never skips a late commit). The cases that
@@ -38,12 +39,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use super::{command_record, now, request};
+use super::{command_record, now, request, snapshot_of};
 use crate::error::Error;
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
-use crate::logstore::{AppendRequest, LogStore, StreamQuery};
+use crate::logstore::{AppendRequest, LogStore, Snapshot, SnapshotQuery, StreamQuery};
 use crate::payload::Payload;
 
 /// How long a case waits for appended events to become visible to `read_all`.
@@ -118,6 +119,9 @@ macro_rules! conformance_tests {
             payload_fidelity
             large_payload_round_trip
             timestamps_round_trip
+            snapshot_round_trip
+            snapshot_is_written_with_its_events_or_not_at_all
+            latest_snapshot_at_or_before_version_and_time
         );
     };
 }
@@ -889,4 +893,240 @@ pub async fn timestamps_round_trip<F: StoreFactory>(factory: &F) {
     let micros: DateTime<Utc> = "2024-01-01T00:00:00.123456Z".parse().unwrap();
     let nanos: DateTime<Utc> = "2024-01-01T00:00:00.123456789Z".parse().unwrap();
     assert!(back[0].timestamp == micros || back[0].timestamp == nanos);
+}
+
+// ----- snapshots ----------------------------------------------------------------------------
+
+async fn latest<S: LogStore + ?Sized>(
+    store: &S,
+    resource: &str,
+    id: AggregateId,
+    max_version: Option<u64>,
+    until: Option<DateTime<Utc>>,
+) -> Option<Snapshot> {
+    store
+        .load_snapshot(resource, id, SnapshotQuery { max_version, until })
+        .await
+        .expect("load_snapshot failed")
+}
+
+/// A snapshot comes back exactly as written (state text, state version, timestamp), only for
+/// its own stream; a snapshot that does not sit on one of the append's events is refused with
+/// the whole append.
+pub async fn snapshot_round_trip<F: StoreFactory>(factory: &F) {
+    let store = factory.create().await;
+    let id = AggregateId::new();
+    assert_eq!(
+        latest(&store, "thing", id, None, None).await,
+        None,
+        "no snapshot yet"
+    );
+
+    let mut req = request("thing", id, 0, 3);
+    let mut snapshot = snapshot_of(&req, 7);
+    snapshot.state =
+        Payload::from_json_unchecked(r#"{"z":1,"big":18446744073709551615,"name":"Ánh 🌊","a":[null]}"#);
+    req.snapshot = Some(snapshot.clone());
+    append_ok(&store, req).await;
+    let back = latest(&store, "thing", id, None, None)
+        .await
+        .expect("the snapshot was stored");
+    assert_eq!(back, snapshot);
+    assert_eq!(
+        back.state.as_str(),
+        snapshot.state.as_str(),
+        "state text is kept as written"
+    );
+    assert_eq!(
+        latest(&store, "other", id, None, None).await,
+        None,
+        "keyed by resource"
+    );
+    assert_eq!(
+        latest(&store, "thing", AggregateId::new(), None, None).await,
+        None,
+        "keyed by aggregate"
+    );
+
+    // A snapshot in the middle of a batch.
+    let mut req = request("thing", id, 3, 3);
+    let mut middle = snapshot_of(&req, 7);
+    middle.version = 5;
+    middle.timestamp = req.events[1].timestamp;
+    req.snapshot = Some(middle.clone());
+    append_ok(&store, req).await;
+    assert_eq!(
+        latest(&store, "thing", id, None, None).await,
+        Some(middle.clone())
+    );
+
+    // Snapshots that do not sit on an appended event: refused, nothing written.
+    let bad: [fn(&mut Snapshot); 5] = [
+        |s| s.version = 6,
+        |s| s.version = 9,
+        |s| s.aggregate_id = AggregateId::new(),
+        |s| s.resource = "other".into(),
+        |s| s.timestamp += TimeDelta::seconds(1),
+    ];
+    for (i, spoil) in bad.iter().enumerate() {
+        let mut req = request("thing", id, 6, 2);
+        let mut snapshot = snapshot_of(&req, 1);
+        spoil(&mut snapshot);
+        req.snapshot = Some(snapshot);
+        assert_invalid(store.append(req).await);
+        assert_eq!(
+            versions(&store.get_events("thing", id).await.unwrap()),
+            [1, 2, 3, 4, 5, 6],
+            "bad snapshot {i}: no event written"
+        );
+        assert_eq!(
+            latest(&store, "thing", id, None, None).await,
+            Some(middle.clone()),
+            "bad snapshot {i}: not stored"
+        );
+    }
+
+    // Appends without a snapshot leave the latest one as it was.
+    append_ok(&store, request("thing", id, 6, 2)).await;
+    assert_eq!(latest(&store, "thing", id, None, None).await, Some(middle));
+}
+
+/// A snapshot is part of its append: an append refused for a version conflict or a duplicate
+/// command stores neither its events nor its snapshot.
+pub async fn snapshot_is_written_with_its_events_or_not_at_all<F: StoreFactory>(factory: &F) {
+    let store = factory.create().await;
+    let id = AggregateId::new();
+    let mut first = request("thing", id, 0, 2);
+    let record = command_record(&first);
+    first.command = Some(record.clone());
+    let first_snapshot = snapshot_of(&first, 1);
+    first.snapshot = Some(first_snapshot.clone());
+    let stored = append_ok(&store, first).await;
+
+    // A stale writer (it read version 1) with a snapshot at version 2 and 3.
+    let mut stale = request("thing", id, 1, 2);
+    let mut at_two = snapshot_of(&stale, 2);
+    at_two.version = 2;
+    at_two.timestamp = stale.events[0].timestamp;
+    stale.snapshot = Some(at_two);
+    assert_conflict(store.append(stale).await, 1, 2);
+    let mut stale = request("thing", id, 1, 2);
+    stale.snapshot = Some(snapshot_of(&stale, 2));
+    assert_conflict(store.append(stale).await, 1, 2);
+
+    // A duplicate command at the right version, with a snapshot.
+    let mut duplicate = request("thing", id, 2, 1);
+    let mut dup_record = command_record(&duplicate);
+    dup_record.id = record.id;
+    duplicate.command = Some(dup_record);
+    duplicate.snapshot = Some(snapshot_of(&duplicate, 2));
+    match store.append(duplicate).await {
+        Err(Error::DuplicateCommand { command_id }) => assert_eq!(command_id, record.id),
+        Err(other) => panic!("expected DuplicateCommand, got {other} ({other:?})"),
+        Ok(events) => panic!(
+            "expected DuplicateCommand, but {} events were appended",
+            events.len()
+        ),
+    }
+
+    assert_eq!(store.get_events("thing", id).await.unwrap(), stored);
+    assert_eq!(
+        latest(&store, "thing", id, None, None).await,
+        Some(first_snapshot.clone()),
+        "only the accepted append's snapshot is stored"
+    );
+    assert_eq!(latest(&store, "thing", id, Some(1), None).await, None);
+
+    // Racing writers with snapshots: the winner's snapshot is the one stored.
+    const RACERS: usize = 6;
+    let store = Arc::new(store);
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let store = store.clone();
+            let barrier = barrier.clone();
+            let mut req = request("thing", id, 2, 1);
+            let mut snapshot = snapshot_of(&req, 1);
+            snapshot.state = Payload::from_value(&serde_json::json!({ "racer": i })).unwrap();
+            req.snapshot = Some(snapshot.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (snapshot, store.append(req).await)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (snapshot, result) = task.await.expect("racer panicked");
+        match result {
+            Ok(_) => winners.push(snapshot),
+            Err(Error::Conflict { .. }) => {}
+            Err(other) => panic!("a racer failed with {other} ({other:?}), not a conflict"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one racer wins");
+    assert_eq!(
+        latest(&*store, "thing", id, None, None).await.as_ref(),
+        Some(&winners[0]),
+        "the stored snapshot is the winner's"
+    );
+}
+
+/// `load_snapshot` returns the snapshot with the highest version among those with
+/// `version <= max_version` and `timestamp <= until` (both inclusive, alone or together).
+pub async fn latest_snapshot_at_or_before_version_and_time<F: StoreFactory>(factory: &F) {
+    let store = factory.create().await;
+    let id = AggregateId::new();
+    let t0: DateTime<Utc> = "2024-05-01T08:00:00.000001Z".parse().unwrap();
+    // Snapshots at versions 2, 5 and 8; event v has timestamp t0 + v seconds.
+    let mut taken = HashMap::new();
+    for (expected, count) in [(0, 2), (2, 3), (5, 3), (8, 2)] {
+        let mut req = request("thing", id, expected, count);
+        for e in &mut req.events {
+            e.timestamp = t0 + TimeDelta::seconds(e.aggregate_version as i64);
+        }
+        if expected < 8 {
+            let snapshot = snapshot_of(&req, 1);
+            taken.insert(snapshot.version, snapshot.clone());
+            req.snapshot = Some(snapshot);
+        }
+        append_ok(&store, req).await;
+    }
+    let at = |v: u64| t0 + TimeDelta::seconds(v as i64);
+    let version_of = |s: Option<Snapshot>| s.map(|s| s.version);
+    // (max_version, until, the version of the snapshot expected)
+    type Case = (Option<u64>, Option<DateTime<Utc>>, Option<u64>);
+    let cases: [Case; 14] = [
+        (None, None, Some(8)),
+        (Some(10), None, Some(8)),
+        (Some(8), None, Some(8)),
+        (Some(7), None, Some(5)),
+        (Some(5), None, Some(5)),
+        (Some(4), None, Some(2)),
+        (Some(1), None, None),
+        (Some(0), None, None),
+        (None, Some(at(8)), Some(8)),
+        (None, Some(at(8) - TimeDelta::microseconds(1)), Some(5)),
+        (None, Some(at(2)), Some(2)),
+        (None, Some(at(2) - TimeDelta::microseconds(1)), None),
+        (Some(7), Some(at(3)), Some(2)),
+        (Some(4), Some(at(9)), Some(2)),
+    ];
+    for (max_version, until, want) in cases {
+        let got = latest(&store, "thing", id, max_version, until).await;
+        assert_eq!(
+            version_of(got.clone()),
+            want,
+            "latest snapshot with version <= {max_version:?} and timestamp <= {until:?}"
+        );
+        if let (Some(got), Some(want)) = (got, want) {
+            assert_eq!(got, taken[&want], "the snapshot comes back whole");
+        }
+    }
+    assert_eq!(
+        latest(&store, "thing", id, Some(u64::MAX), None)
+            .await
+            .map(|s| s.version),
+        Some(8)
+    );
 }

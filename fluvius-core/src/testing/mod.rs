@@ -4,7 +4,7 @@
 //!   [`conformance_tests!`](crate::conformance_tests) macro that runs each case as its own test.
 //! - [`WithCleanup`]: a store that runs a clean-up closure when dropped (delete a temporary
 //!   directory, drop a test schema), even when the test panics.
-//! - [`event`] and [`command_record`]: sample values to append.
+//! - [`event`], [`request`], [`command_record`] and [`snapshot_of`]: sample values to append.
 
 pub mod conformance;
 
@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::event::{Event, Metadata};
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
-use crate::logstore::{AppendRequest, CommandRecord, LogStore, StreamQuery};
+use crate::logstore::{AppendRequest, CommandRecord, LogStore, Snapshot, SnapshotQuery, StreamQuery};
 use crate::payload::Payload;
 
 /// The current time at the precision stores keep (microseconds).
@@ -79,6 +79,7 @@ pub fn request(
             .map(|i| event(resource, aggregate_id, expected_version + i))
             .collect(),
         command: None,
+        snapshot: None,
     }
 }
 
@@ -156,5 +157,28 @@ impl<S: LogStore> LogStore for WithCleanup<S> {
     }
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
         self.store.get_command(command_id)
+    }
+    fn load_snapshot<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: SnapshotQuery,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        self.store.load_snapshot(resource, aggregate_id, query)
+    }
+}
+
+/// A snapshot of the stream of `request` at its last event (state `{"at": version}`), to
+/// attach to it.
+pub fn snapshot_of(request: &AppendRequest, state_version: u32) -> Snapshot {
+    let last = request.events.last().expect("a snapshot needs an appended event");
+    Snapshot {
+        resource: request.resource.clone(),
+        aggregate_id: request.aggregate_id,
+        version: last.aggregate_version,
+        state_version,
+        state: Payload::from_value(&serde_json::json!({ "at": last.aggregate_version, "ü": "✓" }))
+            .expect("a JSON literal serializes"),
+        timestamp: last.timestamp,
     }
 }

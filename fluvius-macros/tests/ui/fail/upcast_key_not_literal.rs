@@ -1,0 +1,12 @@
+use fluvius_core::prelude::*;
+use fluvius_core::UpcastError;
+use serde_json::Value;
+
+const KEY: &str = "user-created";
+
+#[upcast(KEY, from = 1)]
+fn split_name(v1: Value) -> Result<Value, UpcastError> {
+    Ok(v1)
+}
+
+fn main() {}
