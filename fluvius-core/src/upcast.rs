@@ -78,6 +78,8 @@ pub(crate) struct Upcasters {
     steps: HashMap<(String, u32), (UpcastFn, String)>,
     renames: HashMap<String, String>,
     current: HashMap<String, u32>,
+    /// The version each action writes, per key.
+    declared: HashMap<String, u32>,
 }
 
 impl Upcasters {
@@ -115,13 +117,26 @@ impl Upcasters {
 
     /// Declare the version an action writes for `key`.
     pub(crate) fn declare_current(&mut self, key: &str, version: u32) {
+        let declared = self.declared.entry(key.to_owned()).or_insert(version);
+        *declared = (*declared).max(version);
         let current = self.current.entry(key.to_owned()).or_insert(1);
         *current = (*current).max(version);
     }
 
-    /// Every key whose current version cannot be reached from every older version.
+    /// Every key whose current version cannot be reached from every older version, and every
+    /// upcaster that would lift events past the version their action writes (new events would
+    /// then be folded in one shape when fresh and in another when read back).
     pub(crate) fn gaps(&self) -> Vec<String> {
         let mut gaps = Vec::new();
+        for ((key, from), (_, origin)) in &self.steps {
+            if let Some(&declared) = self.declared.get(key) {
+                if *from >= declared {
+                    gaps.push(format!(
+                        "`{key}`: upcaster from version {from} ({origin}) but the action writes version {declared}"
+                    ));
+                }
+            }
+        }
         for (key, &current) in &self.current {
             let missing: Vec<u32> = (1..current)
                 .filter(|v| !self.steps.contains_key(&(key.clone(), *v)))

@@ -155,9 +155,7 @@ impl Domain {
 
         // Idempotency: a command id seen before gets its first response.
         if let Some(record) = inner.store.get_command(command.id).await? {
-            return self
-                .replay(aggregate.as_ref(), record, command.return_state)
-                .await;
+            return self.replay(record, command.return_state).await;
         }
 
         let aggregate_id = command.aggregate_id.unwrap_or_default();
@@ -201,18 +199,14 @@ impl Domain {
                             None,
                         )
                     })?;
-                    return self
-                        .replay(aggregate.as_ref(), record, command.return_state)
-                        .await;
+                    return self.replay(record, command.return_state).await;
                 }
                 Err(e @ (Error::Rejected(_) | Error::Conflict { .. })) => {
                     // The id was not recorded when we looked, but a concurrent run of the same
                     // command may have been recorded since: then this run saw that run's state
                     // (and was refused, or conflicted). Answer as the first run did.
                     if let Ok(Some(record)) = inner.store.get_command(command.id).await {
-                        return self
-                            .replay(aggregate.as_ref(), record, command.return_state)
-                            .await;
+                        return self.replay(record, command.return_state).await;
                     }
                     return Err(e);
                 }
@@ -234,12 +228,10 @@ impl Domain {
         })
     }
 
-    async fn replay(
-        &self,
-        aggregate: &dyn ErasedAggregate,
-        record: CommandRecord,
-        with_state: bool,
-    ) -> Result<Response> {
+    /// The first response to an already processed command, rebuilt from its record. The
+    /// state (if asked for) is folded by the aggregate of the record's own resource, which may
+    /// differ from the resource the repeated command names.
+    async fn replay(&self, record: CommandRecord, with_state: bool) -> Result<Response> {
         let store = &self.inner.store;
         let events = store
             .read_stream(
@@ -263,7 +255,14 @@ impl Domain {
                     },
                 )
                 .await?;
-            Some(aggregate.state_json(&history)?)
+            let route =
+                self.inner
+                    .aggregates
+                    .get(&record.resource)
+                    .ok_or_else(|| Error::UnknownResource {
+                        resource: record.resource.clone(),
+                    })?;
+            Some(route.aggregate.state_json(&history)?)
         } else {
             None
         };

@@ -33,6 +33,9 @@ pub(crate) struct Attempt {
     pub(crate) state: Option<Value>,
 }
 
+/// One attempt. A conflict on an attempt that started from the cache means the entry was
+/// stale (another process appended): that is not a race this command lost, so it gets one
+/// more try on fresh state that does not count against the retry policy.
 pub(crate) async fn attempt<A: Aggregate>(
     ctx: &AttemptContext<'_>,
     store: &dyn LogStore,
@@ -40,6 +43,27 @@ pub(crate) async fn attempt<A: Aggregate>(
     aggregate_id: AggregateId,
     use_cache: bool,
 ) -> Result<Attempt> {
+    if use_cache {
+        match attempt_once::<A>(ctx, store, command, aggregate_id, true).await {
+            Err((Error::Conflict { .. }, true)) => {
+                tracing::debug!("stale cache entry, reloading from the store");
+            }
+            other => return other.map_err(|(e, _)| e),
+        }
+    }
+    attempt_once::<A>(ctx, store, command, aggregate_id, false)
+        .await
+        .map_err(|(e, _)| e)
+}
+
+/// The attempt proper; on error also says whether it started from a cached state.
+async fn attempt_once<A: Aggregate>(
+    ctx: &AttemptContext<'_>,
+    store: &dyn LogStore,
+    command: &mut Command,
+    aggregate_id: AggregateId,
+    use_cache: bool,
+) -> std::result::Result<Attempt, (Error, bool)> {
     // Load: the cached state if there is one, else the latest snapshot (when the aggregate
     // takes them) plus the events after it. Decisions made on cached state are only trusted
     // when they lead to an append (checked by the expected version); a refusal or a version
@@ -49,46 +73,56 @@ pub(crate) async fn attempt<A: Aggregate>(
     } else {
         None
     };
-    let (mut state, version, mut decided) = loop {
+    let (mut state, version, mut decided, used_cache) = loop {
         let from_cache = cached.is_some();
         let (state, version) = match cached.take() {
             Some(entry) => entry,
-            None => {
-                snapshot::load::<A>(
-                    store,
-                    ctx.resource,
-                    aggregate_id,
-                    StreamQuery::default(),
-                    ctx.snapshot_every.is_some(),
-                )
-                .await?
-            }
+            None => snapshot::load::<A>(
+                store,
+                ctx.resource,
+                aggregate_id,
+                StreamQuery::default(),
+                ctx.snapshot_every.is_some(),
+            )
+            .await
+            .map_err(|e| (e, false))?,
         };
         if let Some(expected) = command.expected_version {
             if expected != version {
                 if from_cache {
                     continue;
                 }
-                return Err(Error::Conflict {
-                    resource: ctx.resource.to_owned(),
-                    aggregate_id,
-                    expected,
-                    actual: version,
-                });
+                return Err((
+                    Error::Conflict {
+                        resource: ctx.resource.to_owned(),
+                        aggregate_id,
+                        expected,
+                        actual: version,
+                    },
+                    false,
+                ));
             }
         }
         // Decide.
+        // Only an append checks a cached state against the store, so a decision on cached
+        // state that appends nothing (a refusal, or no events) is made again on fresh state.
         match decide(&state, ctx.resource, command).await {
-            Ok(decided) => break (state, version, decided),
+            Ok(decided) if decided.is_empty() && from_cache => continue,
+            Ok(decided) => break (state, version, decided, from_cache),
             Err(_) if from_cache => continue,
             Err(e) => {
                 ctx.cache.put(aggregate_id, state, version);
-                return Err(e);
+                return Err((e, false));
             }
         }
     };
+    let fail = |e: Error| (e, used_cache);
     if decided.is_empty() {
-        let state_json = command.return_state.then(|| state_value(&state)).transpose()?;
+        let state_json = command
+            .return_state
+            .then(|| state_value(&state))
+            .transpose()
+            .map_err(fail)?;
         ctx.cache.put(aggregate_id, state, version);
         return Ok(Attempt {
             events: Vec::new(),
@@ -104,14 +138,16 @@ pub(crate) async fn attempt<A: Aggregate>(
     let mut events = Vec::with_capacity(decided.len());
     for (i, new) in decided.iter_mut().enumerate() {
         if new.payload.len() > ctx.max_payload_bytes {
-            return Err(Error::PayloadTooLarge {
+            return Err(fail(Error::PayloadTooLarge {
                 what: "event payload",
                 size: new.payload.len(),
                 limit: ctx.max_payload_bytes,
-            });
+            }));
         }
         let event_version = version + 1 + i as u64;
-        state.apply(FoldEvent::fresh(ctx.resource, event_version, new))?;
+        state
+            .apply(FoldEvent::fresh(ctx.resource, event_version, new))
+            .map_err(fail)?;
         events.push(Event {
             id: uuid::Uuid::now_v7(),
             position: 0,
@@ -158,9 +194,13 @@ pub(crate) async fn attempt<A: Aggregate>(
     // Append with the expected version (the snapshot in the same transaction).
     let mut request = AppendRequest::new(ctx.resource, aggregate_id, version, events).with_command(record);
     request.snapshot = snapshot;
-    let stored = store.append(request).await?;
-
-    let state_json = command.return_state.then(|| state_value(&state)).transpose()?;
+    // Everything that can fail is done before the append: after it, the command has happened.
+    let state_json = command
+        .return_state
+        .then(|| state_value(&state))
+        .transpose()
+        .map_err(fail)?;
+    let stored = store.append(request).await.map_err(fail)?;
     ctx.cache.put(aggregate_id, state, version_after);
     Ok(Attempt {
         events: stored,

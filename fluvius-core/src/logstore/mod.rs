@@ -87,6 +87,18 @@ impl AppendRequest {
     /// Check the request's shape: every event belongs to the stream and versions are dense
     /// from `expected_version + 1`. Backends call this before writing.
     pub fn validate(&self) -> Result<()> {
+        // Versions are i64 in the SQL stores; refusing larger ones here also rules out overflow.
+        let last = self
+            .expected_version
+            .checked_add(self.events.len() as u64)
+            .filter(|v| *v <= i64::MAX as u64)
+            .ok_or_else(|| {
+                crate::Error::InvalidAppend(format!(
+                    "expected version {} is too large to append {} event(s)",
+                    self.expected_version,
+                    self.events.len()
+                ))
+            })?;
         for (i, e) in self.events.iter().enumerate() {
             let want = self.expected_version + 1 + i as u64;
             if e.resource != self.resource || e.aggregate_id != self.aggregate_id {
@@ -119,7 +131,7 @@ impl AppendRequest {
                     "snapshot at version {} is not at the version of an appended event ({}..={})",
                     snapshot.version,
                     self.expected_version + 1,
-                    self.expected_version + self.events.len() as u64
+                    last
                 )));
             };
             if snapshot.timestamp != event.timestamp {
