@@ -141,7 +141,13 @@ async fn migrations_can_be_run_later_and_twice() {
         .unwrap();
     let err = store.read_all(0, 10).await.unwrap_err();
     assert_eq!(err.code(), "store");
-    assert!(err.to_string().contains("fluvius_events"), "{err}");
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(chain.contains("fluvius_events"), "{chain}");
     store.migrate().await.unwrap();
     store.migrate().await.unwrap();
     store
