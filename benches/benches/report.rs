@@ -1,11 +1,14 @@
 //! The benchmark report: runs every workload once, in one process, and prints a table of
 //! figures and ratios (ours vs. a baseline or a peer measured in the same run).
 //!
-//! `cargo bench -p fluvius-benches --bench report` (add `-- --quick` for a smaller run).
+//! `cargo bench -p fluvius-benches --bench report` (add `-- --quick` for a smaller run,
+//! `-- --only sqlite` / `memory` / `postgres` for one section). The PostgreSQL section runs when
+//! `FLUVIUS_TEST_PG_URL` is set, and prints a note otherwise.
 
 #![allow(missing_docs)]
 
 mod peers;
+mod sql;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -169,18 +172,48 @@ fn print(rows: &[Row]) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    let sizes = sql::Sizes {
+        commands: if quick { 400 } else { 2_000 },
+        append_events: if quick { 2_000 } else { 10_000 },
+    };
+    let mut notes = Vec::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let mut rows = Vec::new();
     runtime.block_on(async {
-        in_memory(&mut rows, quick).await;
+        if run("memory") {
+            in_memory(&mut rows, quick).await;
+        }
+        if run("sqlite") {
+            let files = sql::SqliteFiles::new();
+            notes.push(format!("SQLite files in {}", files.dir().display()));
+            sql::measure(&mut rows, &files, sizes).await;
+        }
+        if run("postgres") {
+            match sql::PostgresSchemas::from_env() {
+                Some(pg) => {
+                    sql::measure(&mut rows, &pg, sizes).await;
+                    pg.cleanup().await;
+                }
+                None => notes.push("PostgreSQL NOT RUN: set FLUVIUS_TEST_PG_URL (e.g. postgres://postgres@127.0.0.1:5432/test)".into()),
+            }
+        }
     });
     println!(
         "# Fluvius benchmark report ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    for note in &notes {
+        println!("\n> {note}");
+    }
     print(&rows);
 }
