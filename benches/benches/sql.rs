@@ -173,10 +173,19 @@ pub struct Sizes {
     pub append_events: usize,
 }
 
+/// Commands/s on distinct aggregates at concurrency 1, 16 and 64.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Throughput {
+    pub conc1: f64,
+    pub conc16: f64,
+    pub conc64: f64,
+}
+
 /// Every SQL measurement for one store kind.
-pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) {
+pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> Throughput {
+    let mut throughput = Throughput::default();
     let label = opener.label();
-    let section: &'static str = Box::leak(format!("{label}").into_boxed_str());
+    let section: &'static str = Box::leak(label.into_boxed_str());
 
     // Commands on distinct aggregates.
     let mut conc1 = 0.0;
@@ -184,8 +193,13 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) {
         let domain = Arc::new(fluvius_benches::domain(opener.open().await).await);
         let (elapsed, latencies) = distinct(domain, concurrency, sizes.commands).await;
         let per_s = latencies.len() as f64 / elapsed.as_secs_f64();
-        if concurrency == 1 {
-            conc1 = per_s;
+        match concurrency {
+            1 => {
+                conc1 = per_s;
+                throughput.conc1 = per_s;
+            }
+            16 => throughput.conc16 = per_s,
+            _ => throughput.conc64 = per_s,
         }
         rows.push(Row {
             section,
@@ -269,22 +283,54 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) {
         value: format!("{:.0} events/s", read as f64 / elapsed.as_secs_f64()),
         ratio: String::new(),
     });
+    throughput
+}
+
+/// The key ratios of one store: group commit on vs. off, concurrency 64 vs. 1.
+pub fn summary(rows: &mut Vec<Row>, store: &str, off: Throughput, on: Throughput) {
+    let section = "summary: group commit (distinct aggregates, commands/s)";
+    rows.push(Row {
+        section,
+        name: format!("{store}: concurrency 64 vs 1, group commit on"),
+        value: format!("{:.0} vs {:.0} cmds/s", on.conc64, on.conc1),
+        ratio: format!("{:.2}x", on.conc64 / on.conc1),
+    });
+    rows.push(Row {
+        section,
+        name: format!("{store}: concurrency 64 vs 1, group commit off"),
+        value: format!("{:.0} vs {:.0} cmds/s", off.conc64, off.conc1),
+        ratio: format!("{:.2}x", off.conc64 / off.conc1),
+    });
+    for (conc, a, b) in [
+        (1, on.conc1, off.conc1),
+        (16, on.conc16, off.conc16),
+        (64, on.conc64, off.conc64),
+    ] {
+        rows.push(Row {
+            section,
+            name: format!("{store}: group commit on vs off, concurrency {conc}"),
+            value: format!("{a:.0} vs {b:.0} cmds/s"),
+            ratio: format!("{:.2}x", a / b),
+        });
+    }
 }
 
 /// Fresh SQLite files (WAL, `synchronous = FULL`) in one temp directory, removed on drop.
 pub struct SqliteFiles {
     dir: std::path::PathBuf,
     next: AtomicU64,
+    group_commit: bool,
 }
 
 impl SqliteFiles {
-    pub fn new() -> Self {
+    pub fn new(group_commit: bool) -> Self {
         let base = std::env::var_os("FLUVIUS_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
         let dir = base.join(format!("fluvius-bench-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create the benchmark directory");
         Self {
             dir,
             next: AtomicU64::new(0),
+            group_commit,
         }
     }
 
@@ -301,13 +347,19 @@ impl Drop for SqliteFiles {
 
 impl Opener for SqliteFiles {
     fn label(&self) -> String {
-        "SQLite file, WAL, synchronous=FULL".into()
+        format!(
+            "SQLite file, WAL, synchronous=FULL, group commit {}",
+            if self.group_commit { "on" } else { "off" }
+        )
     }
     fn open(&self) -> BoxFuture<'_, Arc<dyn LogStore>> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let url = format!("sqlite://{}", self.dir.join(format!("bench-{n}.db")).display());
+        let group_commit = group_commit(self.group_commit);
         Box::pin(async move {
-            let store = fluvius_sql::SqliteLogStore::open(&url)
+            let store = fluvius_sql::SqliteLogStore::builder(url)
+                .group_commit(group_commit)
+                .open()
                 .await
                 .expect("open SQLite");
             Arc::new(store) as Arc<dyn LogStore>
@@ -319,15 +371,25 @@ impl Opener for SqliteFiles {
 pub struct PostgresSchemas {
     url: String,
     schemas: std::sync::Mutex<Vec<String>>,
+    group_commit: bool,
+}
+
+fn group_commit(on: bool) -> fluvius_sql::GroupCommit {
+    if on {
+        fluvius_sql::GroupCommit::default()
+    } else {
+        fluvius_sql::GroupCommit::off()
+    }
 }
 
 impl PostgresSchemas {
     /// `None` (after printing why) when `FLUVIUS_TEST_PG_URL` is unset.
-    pub fn from_env() -> Option<Self> {
+    pub fn from_env(group_commit: bool) -> Option<Self> {
         match std::env::var("FLUVIUS_TEST_PG_URL") {
             Ok(url) if !url.trim().is_empty() => Some(Self {
                 url,
                 schemas: std::sync::Mutex::new(Vec::new()),
+                group_commit,
             }),
             _ => None,
         }
@@ -350,19 +412,134 @@ impl PostgresSchemas {
 
 impl Opener for PostgresSchemas {
     fn label(&self) -> String {
-        "PostgreSQL (FLUVIUS_TEST_PG_URL), server defaults".into()
+        format!(
+            "PostgreSQL (FLUVIUS_TEST_PG_URL, server defaults), group commit {}",
+            if self.group_commit { "on" } else { "off" }
+        )
     }
     fn open(&self) -> BoxFuture<'_, Arc<dyn LogStore>> {
         let schema = format!("fluvius_bench_{}", Uuid::new_v4().simple());
+        let group_commit = group_commit(self.group_commit);
         self.schemas.lock().expect("schemas").push(schema.clone());
         Box::pin(async move {
             let store = fluvius_sql::PostgresLogStore::builder(&self.url)
                 .schema(&schema)
                 .max_connections(16)
+                .group_commit(group_commit)
                 .connect()
                 .await
                 .expect("connect PostgreSQL");
             Arc::new(store) as Arc<dyn LogStore>
         })
     }
+}
+
+/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// In a child process (a fresh high-water mark): stream every event of the SQLite database
+/// at `url` through `read_all` in pages of 1 000, and print the peak RSS after opening, after
+/// a tenth of the events, and at the end.
+pub async fn rss_child(url: &str, total: usize) {
+    let store = fluvius_sql::SqliteLogStore::open(url).await.expect("open SQLite");
+    let opened = peak_rss_kib();
+    let mut tenth = 0;
+    let mut after = 0;
+    let mut read = 0;
+    let start = Instant::now();
+    loop {
+        let page = store.read_all(after, 1_000).await.expect("read_all");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        read += page.len();
+        if tenth == 0 && read >= total / 10 {
+            tenth = peak_rss_kib();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "RSS opened={opened} tenth={tenth} end={} events={read} secs={secs:.3}",
+        peak_rss_kib()
+    );
+}
+
+/// Fill an SQLite file with `total` events (batches of 1 000, `synchronous = NORMAL`: the fill
+/// is not measured), then stream them in a child process and report its peak RSS.
+pub async fn rss(rows: &mut Vec<Row>, files: &SqliteFiles, total: usize) {
+    let url = format!("sqlite://{}", files.dir().join("rss.db").display());
+    {
+        let store = fluvius_sql::SqliteLogStore::builder(&url)
+            .synchronous(fluvius_sql::Synchronous::Normal)
+            .open()
+            .await
+            .expect("open SQLite");
+        let mut written = 0;
+        while written < total {
+            let n = (total - written).min(1_000);
+            store
+                .append(fluvius_core::testing::request(
+                    "rss",
+                    AggregateId::new(),
+                    0,
+                    n as u64,
+                ))
+                .await
+                .expect("append");
+            written += n;
+        }
+        store.close().await;
+    }
+    let exe = std::env::current_exe().expect("the report's path");
+    let output = std::process::Command::new(exe)
+        .args(["--rss-child", &url, &total.to_string()])
+        .output()
+        .expect("run the RSS child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RSS ")) else {
+        rows.push(Row {
+            section: "memory: read_all streaming (SQLite, child process)",
+            name: "peak RSS".into(),
+            value: format!("child failed: {}", String::from_utf8_lossy(&output.stderr)),
+            ratio: String::new(),
+        });
+        return;
+    };
+    let field = |key: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (opened, tenth, end) = (field("opened"), field("tenth"), field("end"));
+    let section = "memory: read_all streaming (SQLite, child process, pages of 1 000)";
+    rows.push(Row {
+        section,
+        name: format!(
+            "peak RSS (VmHWM) after open / after {} events / after all {}",
+            total / 10,
+            total
+        ),
+        value: format!(
+            "{:.1} / {:.1} / {:.1} MiB ({:.0} events/s)",
+            opened / 1024.0,
+            tenth / 1024.0,
+            end / 1024.0,
+            field("events") / field("secs")
+        ),
+        ratio: format!(
+            "growth over the last 90%: {:.1} MiB ({:.2}x the peak at 10%)",
+            (end - tenth) / 1024.0,
+            end / tenth.max(1.0)
+        ),
+    });
 }
