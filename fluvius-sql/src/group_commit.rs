@@ -1,6 +1,7 @@
 //! Group commit: concurrent appends share one transaction and one sync to disk.
 //!
-//! Each store with group commit on owns one writer task. [`LogStore::append`] puts its request
+//! Each store with group commit on owns a writer task (PostgreSQL: a few, see
+//! [`GroupCommit::writers`]). [`LogStore::append`] puts its request
 //! on the writer's queue and waits for its own answer. The writer takes the first request
 //! waiting, drains whatever else is queued at that moment (up to
 //! [`GroupCommit::max_batch`] appends and [`GroupCommit::max_batch_events`] events), and
@@ -40,6 +41,7 @@ type CoreResult<T> = fluvius_core::Result<T>;
 pub struct GroupCommit {
     max_batch: usize,
     max_batch_events: usize,
+    writers: Option<usize>,
 }
 
 impl GroupCommit {
@@ -48,12 +50,15 @@ impl GroupCommit {
     /// The default bound on the events of one batch (a single larger append still goes
     /// through, alone).
     pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
+    /// Writers of a PostgreSQL store, unless set with [`writers`](Self::writers).
+    pub const DEFAULT_POSTGRES_WRITERS: usize = 4;
 
     /// No batching: every append is its own transaction, written by the calling task.
     pub const fn off() -> Self {
         Self {
             max_batch: 1,
             max_batch_events: Self::DEFAULT_MAX_BATCH_EVENTS,
+            writers: None,
         }
     }
 
@@ -68,6 +73,21 @@ impl GroupCommit {
     pub fn max_batch_events(mut self, max: usize) -> Self {
         self.max_batch_events = max.max(1);
         self
+    }
+
+    /// How many writers drain the queue, each writing its own batch in its own transaction
+    /// (at least 1). PostgreSQL runs several by default
+    /// ([`DEFAULT_POSTGRES_WRITERS`](Self::DEFAULT_POSTGRES_WRITERS)): the server commits
+    /// concurrent transactions in parallel and flushes their WAL together, so one writer
+    /// alone would serialize its round trips. SQLite always uses one (it has one write lock).
+    pub fn writers(mut self, writers: usize) -> Self {
+        self.writers = Some(writers.max(1));
+        self
+    }
+
+    /// The number of writers set with [`writers`](Self::writers), or `default`.
+    pub(crate) fn writers_or(&self, default: usize) -> usize {
+        self.writers.unwrap_or(default)
     }
 
     /// The bound on appends per transaction.
@@ -86,6 +106,7 @@ impl Default for GroupCommit {
         Self {
             max_batch: Self::DEFAULT_MAX_BATCH,
             max_batch_events: Self::DEFAULT_MAX_BATCH_EVENTS,
+            writers: None,
         }
     }
 }
@@ -126,6 +147,36 @@ struct Counters {
     largest_batch: AtomicU64,
 }
 
+/// The receiving end of the queue, shared by the writers.
+struct Intake {
+    receiver: mpsc::UnboundedReceiver<Pending>,
+    /// An append that would have crossed the event bound of the previous batch.
+    carried: Option<Pending>,
+}
+
+impl Intake {
+    /// The first append waiting (waiting for one if need be), plus whatever else is queued
+    /// right now, within the bounds. `None` when every store handle is gone.
+    async fn next_batch(&mut self, config: &GroupCommit) -> Option<Vec<Pending>> {
+        let first = match self.carried.take() {
+            Some(p) => p,
+            None => self.receiver.recv().await?,
+        };
+        let mut events = first.request.events.len();
+        let mut batch = vec![first];
+        while batch.len() < config.max_batch {
+            let Ok(next) = self.receiver.try_recv() else { break };
+            events += next.request.events.len();
+            if events > config.max_batch_events {
+                self.carried = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        Some(batch)
+    }
+}
+
 /// The queue in front of a store's writer task. The task ends when the last handle is gone.
 #[derive(Clone, Debug)]
 pub(crate) struct Queue {
@@ -135,45 +186,38 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Start the writer task; `write` writes one batch and answers every request in it.
-    /// Must be called inside a tokio runtime.
-    pub(crate) fn spawn<W, F>(config: GroupCommit, backend: &'static str, mut write: W) -> Self
+    /// Start `writers` writer tasks draining one queue; `write` writes one batch and answers
+    /// every request in it. Must be called inside a tokio runtime.
+    pub(crate) fn spawn<W, F>(config: GroupCommit, backend: &'static str, writers: usize, write: W) -> Self
     where
-        W: FnMut(Vec<Pending>) -> F + Send + 'static,
+        W: FnMut(Vec<Pending>) -> F + Clone + Send + 'static,
         F: Future<Output = ()> + Send,
     {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<Pending>();
+        let (sender, receiver) = mpsc::unbounded_channel::<Pending>();
         let counters = Arc::new(Counters::default());
-        let stats = counters.clone();
-        tokio::spawn(async move {
-            let mut carried: Option<Pending> = None;
-            loop {
-                let first = match carried.take() {
-                    Some(p) => p,
-                    None => match receiver.recv().await {
-                        Some(p) => p,
-                        None => return,
-                    },
-                };
-                let mut events = first.request.events.len();
-                let mut batch = vec![first];
-                while batch.len() < config.max_batch {
-                    let Ok(next) = receiver.try_recv() else { break };
-                    events += next.request.events.len();
-                    if events > config.max_batch_events {
-                        carried = Some(next);
-                        break;
-                    }
-                    batch.push(next);
+        let intake = Arc::new(tokio::sync::Mutex::new(Intake {
+            receiver,
+            carried: None,
+        }));
+        for _ in 0..writers.max(1) {
+            let intake = intake.clone();
+            let stats = counters.clone();
+            let mut write = write.clone();
+            tokio::spawn(async move {
+                loop {
+                    // One writer at a time takes a batch; the others write theirs meanwhile.
+                    let Some(batch) = intake.lock().await.next_batch(&config).await else {
+                        return;
+                    };
+                    let n = batch.len() as u64;
+                    stats.waiting.fetch_sub(n, Ordering::Relaxed);
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    stats.appends.fetch_add(n, Ordering::Relaxed);
+                    stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+                    write(batch).await;
                 }
-                let n = batch.len() as u64;
-                stats.waiting.fetch_sub(n, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats.appends.fetch_add(n, Ordering::Relaxed);
-                stats.largest_batch.fetch_max(n, Ordering::Relaxed);
-                write(batch).await;
-            }
-        });
+            });
+        }
         Self {
             sender,
             backend,

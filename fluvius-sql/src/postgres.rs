@@ -452,7 +452,8 @@ impl PostgresLogStore {
     fn with_group_commit(mut self, config: GroupCommit) -> Self {
         if config.is_on() && tokio::runtime::Handle::try_current().is_ok() {
             let writer = self.clone();
-            self.queue = Some(Queue::spawn(config, "postgres", move |batch| {
+            let writers = config.writers_or(GroupCommit::DEFAULT_POSTGRES_WRITERS);
+            self.queue = Some(Queue::spawn(config, "postgres", writers, move |batch| {
                 let writer = writer.clone();
                 let span = tracing::debug_span!("fluvius.postgres.group_commit", appends = batch.len());
                 async move { writer.write_batch(batch).await }.instrument(span)

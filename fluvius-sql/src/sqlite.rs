@@ -260,7 +260,7 @@ impl SqliteLogStore {
         }
         if options.group_commit.is_on() {
             let writer = store.clone();
-            store.queue = Some(Queue::spawn(options.group_commit, "sqlite", move |batch| {
+            store.queue = Some(Queue::spawn(options.group_commit, "sqlite", 1, move |batch| {
                 let writer = writer.clone();
                 let span = tracing::debug_span!("fluvius.sqlite.group_commit", appends = batch.len());
                 async move { writer.write_batch(batch).await }.instrument(span)

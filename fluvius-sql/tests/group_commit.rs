@@ -335,14 +335,18 @@ mod postgres {
     #[tokio::test]
     async fn a_conflict_or_duplicate_in_a_batch_fails_only_that_append() {
         let Some(url) = pg::url().await else { return };
-        let store = pg::store(&url).await;
-        let schema = store
-            .inner()
-            .target()
-            .rsplit("schema ")
-            .next()
-            .unwrap()
-            .trim_end_matches(')');
+        let schema = pg::schema_name();
+        let _guard = pg::SchemaGuard {
+            url: url.clone(),
+            schema: schema.clone(),
+        };
+        // One writer: the first append holds it while the rest queue up as one batch.
+        let store = PostgresLogStore::builder(&url)
+            .schema(&schema)
+            .group_commit(fluvius_sql::GroupCommit::default().writers(1))
+            .connect()
+            .await
+            .unwrap();
         let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
         locker.execute("BEGIN").await.unwrap();
         locker
@@ -350,26 +354,22 @@ mod postgres {
             .await
             .unwrap();
         let first = {
-            let store = store.inner().clone();
+            let store = store.clone();
             tokio::spawn(async move {
                 store
                     .append(testing::request("thing", AggregateId::new(), 0, 1))
                     .await
             })
         };
-        let stats = || {
-            store
-                .inner()
-                .group_commit_stats()
-                .expect("group commit is on by default")
-        };
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
         wait_for(stats, |s| s.appends == 1).await;
         let release = async move {
             locker.execute("COMMIT").await.unwrap();
             let _ = locker.close().await;
         };
-        check_mixed_batch(store.inner().clone(), stats, release).await;
+        check_mixed_batch(store.clone(), stats, release).await;
         first.await.unwrap().expect("the first append");
+        store.close().await;
     }
 
     #[test]
