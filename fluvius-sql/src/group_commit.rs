@@ -17,6 +17,10 @@
 //! A caller that stops waiting (its future is dropped) does not withdraw its append: once
 //! queued, it is written, as a request already sent to a server would be.
 //!
+//! The writer runs on the tokio runtime that opened the store: use the store inside that
+//! runtime (once it shuts down, appends fail with a store error saying the writer stopped),
+//! or turn group commit off with [`GroupCommit::off`].
+//!
 //! [`LogStore::append`]: fluvius_core::LogStore::append
 
 use std::future::Future;
