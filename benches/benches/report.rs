@@ -1,11 +1,14 @@
 //! The benchmark report: runs every workload once, in one process, and prints a table of
 //! figures and ratios (ours vs. a baseline or a peer measured in the same run).
 //!
-//! `cargo bench -p fluvius-benches --bench report` (add `-- --quick` for a smaller run).
+//! `cargo bench -p fluvius-benches --bench report` (add `-- --quick` for a smaller run,
+//! `-- --only memory|sqlite|postgres|rss` for one section). The PostgreSQL section runs when
+//! `FLUVIUS_TEST_PG_URL` is set, and prints a note otherwise.
 
 #![allow(missing_docs)]
 
 mod peers;
+mod sql;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -169,18 +172,71 @@ fn print(rows: &[Row]) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
+        let total = args[i + 2].parse().expect("--rss-child <url> <events>");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(sql::rss_child(&args[i + 1], total));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let run = |section: &str| only.as_deref().is_none_or(|o| o == section);
+    let sizes = sql::Sizes {
+        commands: if quick { 400 } else { 2_000 },
+        append_events: if quick { 2_000 } else { 10_000 },
+    };
+    let mut notes = Vec::new();
+    let mut summary = Vec::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let mut rows = Vec::new();
     runtime.block_on(async {
-        in_memory(&mut rows, quick).await;
+        if run("memory") {
+            in_memory(&mut rows, quick).await;
+        }
+        if run("sqlite") {
+            let off = sql::SqliteFiles::new(false);
+            notes.push(format!("SQLite files in {}", off.dir().display()));
+            let off = sql::measure(&mut rows, &off, sizes).await;
+            let on = sql::measure(&mut rows, &sql::SqliteFiles::new(true), sizes).await;
+            sql::summary(&mut summary, "SQLite FULL", off, on);
+        }
+        if run("rss") {
+            let files = sql::SqliteFiles::new(true);
+            sql::rss(&mut rows, &files, if quick { 100_000 } else { 1_000_000 }).await;
+        }
+        if run("postgres") {
+            match (sql::PostgresSchemas::from_env(false), sql::PostgresSchemas::from_env(true)) {
+                (Some(off_pg), Some(on_pg)) => {
+                    let off = sql::measure(&mut rows, &off_pg, sizes).await;
+                    off_pg.cleanup().await;
+                    let on = sql::measure(&mut rows, &on_pg, sizes).await;
+                    on_pg.cleanup().await;
+                    sql::summary(&mut summary, "PostgreSQL", off, on);
+                }
+                _ => notes.push(
+                    "PostgreSQL NOT RUN: set FLUVIUS_TEST_PG_URL (e.g. postgres://postgres@127.0.0.1:5432/test)"
+                        .into(),
+                ),
+            }
+        }
     });
     println!(
         "# Fluvius benchmark report ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    for note in &notes {
+        println!("\n> {note}");
+    }
     print(&rows);
+    print(&summary);
 }

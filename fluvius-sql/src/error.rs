@@ -90,10 +90,10 @@ impl Error {
 }
 
 impl From<Error> for fluvius_core::Error {
-    /// An [`fluvius_core::Error::Store`] whose `backend` is the target, whose message is this
-    /// error's own, and whose source is the original error (so reporters that walk the cause
-    /// chain print each cause once).
+    /// An [`fluvius_core::Error::Store`] whose `backend` is the target, whose message carries
+    /// the whole cause chain (so `{err}` alone says what the database said), and whose source
+    /// is the original error, for downcasting.
     fn from(err: Error) -> Self {
-        fluvius_core::Error::store(err.target().to_owned(), err.to_string(), Some(Box::new(err)))
+        fluvius_core::Error::store(err.target().to_owned(), err.full_message(), Some(Box::new(err)))
     }
 }

@@ -42,6 +42,8 @@ mod error;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod group_commit;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -49,6 +51,8 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use error::{Error, Result};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use group_commit::{GroupCommit, GroupCommitStats};
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresLogStore, PostgresOptions};

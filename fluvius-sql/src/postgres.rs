@@ -71,6 +71,14 @@
 //! application runs its own sqlx migrations on the same schema, the two sets share that table;
 //! give the log store its own schema to keep them apart.
 //!
+//! # Group commit
+//! On by default ([`GroupCommit`], set with [`PostgresOptions::group_commit`]): appends made
+//! concurrently through one store share one transaction and one commit (one WAL flush), each
+//! inside its own savepoint, so a conflict or a duplicate command fails only that append. The
+//! transaction reserves the positions of the whole batch first, so the events of one append
+//! still get consecutive positions and position order stays transaction-id order. A lone
+//! append is written at once, in one statement. See [`crate::group_commit`].
+//!
 //! # Connection loss
 //! The pool checks a connection before handing it out and reconnects as needed: when the
 //! database comes back, the store works again without being reopened. While it is away,
@@ -94,6 +102,29 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::group_commit::{batch_error, GroupCommit, GroupCommitStats, Pending, Queue};
+
+/// Why one append failed inside its transaction.
+enum AppendFailure {
+    /// The stream was not at the expected version: a conflict, or a duplicate command whose
+    /// events are already there. Told apart by reading outside the transaction.
+    ConflictOrDuplicate,
+    /// Anything else.
+    Error(fluvius_core::Error),
+}
+
+impl From<fluvius_core::Error> for AppendFailure {
+    fn from(e: fluvius_core::Error) -> Self {
+        AppendFailure::Error(e)
+    }
+}
+
+/// Why an append of a batch failed: on its own (its savepoint rolled back), or because the
+/// transaction itself is in doubt.
+enum SavepointFailure {
+    Append(AppendFailure),
+    Transaction(sqlx::Error),
+}
 
 type CoreResult<T> = fluvius_core::Result<T>;
 
@@ -105,24 +136,45 @@ const COMMANDS_KEY: &str = "fluvius_commands_pkey";
 const EVENT_COLUMNS: &str = "position, id, namespace, resource, aggregate_id, aggregate_version, key, \
      schema_version, payload::text, args::text, metadata::text, command_id, command_name, recorded_at";
 
-/// Appends all events of one request in one statement. The version check is an uncorrelated
-/// subquery (a one-time filter): when the stream is not at `$3`, nothing is inserted and no
-/// positions are reserved.
-const INSERT_EVENTS: &str = "\
-WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($4) AS first)
-INSERT INTO fluvius_events (position, id, namespace, resource, aggregate_id, aggregate_version, key,
+/// The statement that appends all events of one request; see [`INSERT_EVENTS`] and
+/// [`INSERT_EVENTS_AT`].
+macro_rules! insert_events {
+    ($with:literal, $first:literal, $from:literal) => {
+        concat!(
+            $with,
+            "INSERT INTO fluvius_events (position, id, namespace, resource, aggregate_id, aggregate_version, key,
     schema_version, payload, args, metadata, command_id, command_name, recorded_at)
-SELECT reserved.first + e.ord - 1, e.id, e.namespace, $1, $2, e.aggregate_version, e.key,
+SELECT ",
+            $first,
+            " + e.ord - 1, e.id, e.namespace, $1, $2, e.aggregate_version, e.key,
     e.schema_version, e.payload::json, e.args::json, e.metadata::json, e.command_id, e.command_name,
     e.recorded_at
-FROM reserved,
+FROM ",
+            $from,
+            "
     unnest($5::uuid[], $6::text[], $7::bigint[], $8::text[], $9::integer[], $10::text[], $11::text[],
         $12::text[], $13::uuid[], $14::text[], $15::timestamptz[])
     WITH ORDINALITY AS e(id, namespace, aggregate_version, key, schema_version, payload, args, metadata,
         command_id, command_name, recorded_at, ord)
 WHERE (SELECT coalesce(max(v.aggregate_version), 0) FROM fluvius_events v
        WHERE v.tenant = '' AND v.resource = $1 AND v.aggregate_id = $2) = $3
-RETURNING position, aggregate_version";
+RETURNING position, aggregate_version"
+        )
+    };
+}
+
+/// Appends all events of one request in one statement, reserving `$4` positions. The version
+/// check is an uncorrelated subquery (a one-time filter): when the stream is not at `$3`,
+/// nothing is inserted and no positions are reserved.
+const INSERT_EVENTS: &str = insert_events!(
+    "WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($4) AS first)\n",
+    "reserved.first",
+    "reserved,"
+);
+
+/// The same, at positions from `$4` on, reserved beforehand for a whole group commit (only the
+/// first statement that writes in a transaction may reserve positions).
+const INSERT_EVENTS_AT: &str = insert_events!("", "$4::bigint", "");
 
 const INSERT_SNAPSHOT: &str = "\
 INSERT INTO fluvius_snapshots (tenant, resource, aggregate_id, aggregate_version, state_version, state,
@@ -143,6 +195,7 @@ pub struct PostgresOptions {
     max_connections: u32,
     acquire_timeout: Duration,
     application_name: Option<String>,
+    group_commit: GroupCommit,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -154,6 +207,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("application_name", &self.application_name)
+            .field("group_commit", &self.group_commit)
             .finish()
     }
 }
@@ -180,6 +234,7 @@ impl PostgresOptions {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
             application_name: None,
+            group_commit: GroupCommit::default(),
         }
     }
 
@@ -205,6 +260,13 @@ impl PostgresOptions {
     /// How long connecting, or waiting for a pooled connection, may take before failing.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How concurrent appends share transactions (default: [`GroupCommit::default`], on). See
+    /// the [module docs](self#group-commit).
+    pub fn group_commit(mut self, group_commit: GroupCommit) -> Self {
+        self.group_commit = group_commit;
         self
     }
 
@@ -254,6 +316,8 @@ impl Source {
 pub struct PostgresLogStore {
     pool: PgPool,
     target: Arc<str>,
+    /// The group-commit writer's queue, when group commit is on.
+    queue: Option<Queue>,
 }
 
 impl std::fmt::Debug for PostgresLogStore {
@@ -386,7 +450,23 @@ impl PostgresLogStore {
         Ok(Self {
             pool: pool.connect_lazy_with(connect),
             target: target.into(),
-        })
+            queue: None,
+        }
+        .with_group_commit(options.group_commit))
+    }
+
+    /// Start the group-commit writer (when `config` is on and a tokio runtime is running).
+    fn with_group_commit(mut self, config: GroupCommit) -> Self {
+        if config.is_on() && tokio::runtime::Handle::try_current().is_ok() {
+            let writer = self.clone();
+            let writers = config.writers_or(GroupCommit::DEFAULT_POSTGRES_WRITERS);
+            self.queue = Some(Queue::spawn(config, "postgres", writers, move |batch| {
+                let writer = writer.clone();
+                let span = tracing::debug_span!("fluvius.postgres.group_commit", appends = batch.len());
+                async move { writer.write_batch(batch).await }.instrument(span)
+            }));
+        }
+        self
     }
 
     /// Use an existing pool (its connections' `search_path` decides the schema) and run the
@@ -397,13 +477,16 @@ impl PostgresLogStore {
         Ok(store)
     }
 
-    /// Use an existing pool whose database is already migrated.
+    /// Use an existing pool whose database is already migrated. Group commit is on (with the
+    /// defaults) when called inside a tokio runtime.
     pub fn from_pool_without_migrations(pool: PgPool) -> Self {
         let target = describe(&pool.connect_options(), None);
         Self {
             pool,
             target: target.into(),
+            queue: None,
         }
+        .with_group_commit(GroupCommit::default())
     }
 
     /// Apply the embedded migrations (done on connect unless turned off).
@@ -440,6 +523,11 @@ impl PostgresLogStore {
     /// Close every connection (waits for those in use).
     pub async fn close(&self) {
         self.pool.close().await
+    }
+
+    /// What the group-commit writer has done so far; `None` when group commit is off.
+    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        self.queue.as_ref().map(Queue::stats)
     }
 
     fn query_error(&self, operation: &'static str) -> impl FnOnce(sqlx::Error) -> fluvius_core::Error + '_ {
@@ -532,6 +620,151 @@ impl PostgresLogStore {
             self.check_empty_append(&request).await?;
             return Ok(Vec::new());
         }
+        match &self.queue {
+            Some(queue) => queue.submit(request).await,
+            None => self.append_alone(request).await,
+        }
+    }
+
+    /// One append in a transaction of its own.
+    async fn append_alone(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.query_error("begin append"))?;
+        match self.write_append(&mut tx, &request, None).await {
+            Ok(positions) => {
+                tx.commit().await.map_err(self.query_error("commit append"))?;
+                self.stored(request, positions)
+            }
+            Err(failure) => {
+                let _ = tx.rollback().await;
+                Err(self.failed(&request, failure).await)
+            }
+        }
+    }
+
+    /// Write the batch of the group-commit writer: one transaction that reserves the positions
+    /// of every append first, one savepoint per append, each caller answered after the commit.
+    async fn write_batch(&self, batch: Vec<Pending>) {
+        let n = batch.len();
+        if n == 1 {
+            for Pending { request, reply } in batch {
+                let _ = reply.send(self.append_alone(request).await);
+            }
+            return;
+        }
+        let total: usize = batch.iter().map(|p| p.request.events.len()).sum();
+        let begun = async {
+            let mut tx = self.pool.begin().await.map_err(|e| ("begin append", e))?;
+            let first: i64 = sqlx::query_scalar("SELECT fluvius_reserve_positions($1)")
+                .bind(i32::try_from(total).unwrap_or(i32::MAX))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| ("append (reserve positions)", e))?;
+            Ok::<_, (&str, sqlx::Error)>((tx, first))
+        };
+        let (mut tx, mut next_position) = match begun.await {
+            Ok(begun) => begun,
+            Err((operation, e)) => {
+                for p in batch {
+                    p.answer(Err(batch_error(&self.target, operation, &e, n)));
+                }
+                return;
+            }
+        };
+        let mut written = Vec::with_capacity(n);
+        let mut failed = Vec::new();
+        for pending in batch {
+            let first = next_position;
+            next_position += pending.request.events.len() as i64;
+            match self.write_in_savepoint(&mut tx, &pending.request, first).await {
+                Ok(positions) => written.push((pending, positions)),
+                Err(SavepointFailure::Append(failure)) => failed.push((pending, failure)),
+                // A failed savepoint statement leaves the transaction in doubt: give up on
+                // the whole batch (nothing is committed).
+                Err(SavepointFailure::Transaction(e)) => {
+                    let _ = tx.rollback().await;
+                    pending.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                    for (p, _) in written {
+                        p.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                    }
+                    for (p, failure) in failed {
+                        let error = self.failed(&p.request, failure).await;
+                        p.answer(Err(error));
+                    }
+                    return;
+                }
+            }
+        }
+        match tx.commit().await {
+            Ok(()) => {
+                for (Pending { request, reply }, positions) in written {
+                    let _ = reply.send(self.stored(request, positions));
+                }
+            }
+            Err(e) => {
+                for (p, _) in written {
+                    p.answer(Err(batch_error(&self.target, "commit append", &e, n)));
+                }
+            }
+        }
+        // After the commit, so a command recorded earlier in this batch is seen as a duplicate.
+        for (p, failure) in failed {
+            let error = self.failed(&p.request, failure).await;
+            p.answer(Err(error));
+        }
+    }
+
+    /// One append of a batch, inside its own savepoint: rolled back alone if it fails.
+    async fn write_in_savepoint(
+        &self,
+        tx: &mut PgConnection,
+        request: &AppendRequest,
+        first_position: i64,
+    ) -> Result<Vec<(i64, i64)>, SavepointFailure> {
+        tx.execute("SAVEPOINT fluvius_append")
+            .await
+            .map_err(SavepointFailure::Transaction)?;
+        match self.write_append(tx, request, Some(first_position)).await {
+            Ok(positions) => {
+                tx.execute("RELEASE SAVEPOINT fluvius_append")
+                    .await
+                    .map_err(SavepointFailure::Transaction)?;
+                Ok(positions)
+            }
+            Err(failure) => {
+                tx.execute("ROLLBACK TO SAVEPOINT fluvius_append")
+                    .await
+                    .map_err(SavepointFailure::Transaction)?;
+                tx.execute("RELEASE SAVEPOINT fluvius_append")
+                    .await
+                    .map_err(SavepointFailure::Transaction)?;
+                Err(SavepointFailure::Append(failure))
+            }
+        }
+    }
+
+    /// The error for a failed append: resolving a version mismatch into a conflict or a
+    /// duplicate command (read outside the failed transaction).
+    async fn failed(&self, request: &AppendRequest, failure: AppendFailure) -> fluvius_core::Error {
+        match failure {
+            AppendFailure::ConflictOrDuplicate => self.conflict_or_duplicate(request).await,
+            AppendFailure::Error(e) => e,
+        }
+    }
+
+    /// Write one append in the open transaction `tx`: its events (with the version check), then
+    /// its command row. Positions come from `first_position` on when given (reserved
+    /// beforehand), else are reserved here. Returns `(version, position)` of each event
+    /// written. On error the caller rolls back (the transaction, or the append's savepoint).
+    async fn write_append(
+        &self,
+        tx: &mut PgConnection,
+        request: &AppendRequest,
+        first_position: Option<i64>,
+    ) -> Result<Vec<(i64, i64)>, AppendFailure> {
         let columns = Columns::new(&request.events).map_err(|m| self.data_error(m))?;
         let expected =
             codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
@@ -551,16 +784,18 @@ impl PostgresLogStore {
             None => None,
         };
 
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.query_error("begin append"))?;
-        let inserted = sqlx::query(INSERT_EVENTS)
-            .bind(request.resource.as_str())
-            .bind(request.aggregate_id.as_uuid())
-            .bind(expected)
-            .bind(count)
+        let insert = match first_position {
+            None => sqlx::query(INSERT_EVENTS),
+            Some(_) => sqlx::query(INSERT_EVENTS_AT),
+        }
+        .bind(request.resource.as_str())
+        .bind(request.aggregate_id.as_uuid())
+        .bind(expected);
+        let insert = match first_position {
+            None => insert.bind(count),
+            Some(first) => insert.bind(first),
+        };
+        let inserted = insert
             .bind(&columns.ids)
             .bind(&columns.namespaces)
             .bind(&columns.versions)
@@ -577,17 +812,15 @@ impl PostgresLogStore {
         let returned = match inserted {
             Ok(rows) if rows.is_empty() => {
                 // The one-time version check failed: the stream is elsewhere.
-                let _ = tx.rollback().await;
-                return Err(self.conflict_or_duplicate(&request).await);
+                return Err(AppendFailure::ConflictOrDuplicate);
             }
             Ok(rows) => rows,
             Err(err) => {
-                let _ = tx.rollback().await;
                 if codec::unique_violation(&err).is_some_and(|c| c.is_none_or(|c| c == EVENTS_STREAM_KEY)) {
                     // A concurrent writer committed this version after our check.
-                    return Err(self.conflict_or_duplicate(&request).await);
+                    return Err(AppendFailure::ConflictOrDuplicate);
                 }
-                return Err(self.query_error("append (insert events)")(err));
+                return Err(self.query_error("append (insert events)")(err).into());
             }
         };
 
@@ -606,22 +839,17 @@ impl PostgresLogStore {
                 .execute(&mut *tx)
                 .await;
             if let Err(err) = result {
-                let _ = tx.rollback().await;
                 if codec::unique_violation(&err).is_some_and(|c| c.is_none_or(|c| c == COMMANDS_KEY)) {
-                    return Err(fluvius_core::Error::DuplicateCommand {
+                    return Err(AppendFailure::Error(fluvius_core::Error::DuplicateCommand {
                         command_id: record.id,
-                    });
+                    }));
                 }
-                return Err(self.query_error("append (record command)")(err));
+                return Err(self.query_error("append (record command)")(err).into());
             }
         }
         if let Some(snapshot) = &request.snapshot {
-            if let Err(e) = self.insert_snapshot(&mut tx, snapshot).await {
-                let _ = tx.rollback().await;
-                return Err(e);
-            }
+            self.insert_snapshot(&mut *tx, snapshot).await?;
         }
-        tx.commit().await.map_err(self.query_error("commit append"))?;
 
         let mut positions = Vec::with_capacity(returned.len());
         for row in &returned {
@@ -633,6 +861,11 @@ impl PostgresLogStore {
                 .map_err(self.query_error("append (read positions)"))?;
             positions.push((version, position));
         }
+        Ok(positions)
+    }
+
+    /// The events of a committed append, with the positions the database gave them.
+    fn stored(&self, request: AppendRequest, mut positions: Vec<(i64, i64)>) -> CoreResult<Vec<Event>> {
         positions.sort_unstable();
         let mut stored = request.events;
         if positions.len() != stored.len() {

@@ -27,6 +27,14 @@
 //!   corrupt, and a process crash loses nothing; but a power loss or OS crash may roll back the
 //!   last transactions that had already been reported as committed. Faster per commit.
 //!
+//! # Group commit
+//! On by default ([`GroupCommit`], set with [`SqliteOptions::group_commit`]): appends made
+//! concurrently through one store share one `BEGIN IMMEDIATE` transaction and one sync of the
+//! WAL, each inside its own savepoint, so a conflict or a duplicate command fails only that
+//! append. With `synchronous = FULL` one append per commit is bounded by the disk's sync
+//! rate; group commit lifts that bound for concurrent callers. A lone append is written at
+//! once. See [`crate::group_commit`] for the details.
+//!
 //! An in-memory database (`sqlite::memory:`) keeps nothing when the store is dropped. Its pool
 //! holds exactly one connection, kept open for the store's lifetime, so every operation sees
 //! the same database.
@@ -59,12 +67,20 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{Executor, QueryBuilder, Row, Sqlite, SqliteConnection};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::group_commit::{batch_error, GroupCommit, GroupCommitStats, Pending, Queue};
+
+/// Why an append of a batch failed: on its own (its savepoint rolled back), or because the
+/// transaction itself is in doubt.
+enum SavepointFailure {
+    Append(fluvius_core::Error),
+    Transaction(sqlx::Error),
+}
 
 type CoreResult<T> = fluvius_core::Result<T>;
 
@@ -98,6 +114,7 @@ pub struct SqliteOptions {
     max_connections: u32,
     run_migrations: bool,
     create_if_missing: bool,
+    group_commit: GroupCommit,
 }
 
 impl SqliteOptions {
@@ -112,6 +129,7 @@ impl SqliteOptions {
             max_connections: 8,
             run_migrations: true,
             create_if_missing: true,
+            group_commit: GroupCommit::default(),
         }
     }
 
@@ -140,6 +158,13 @@ impl SqliteOptions {
         self
     }
 
+    /// How concurrent appends share transactions (default: [`GroupCommit::default`], on). See
+    /// the [module docs](self#group-commit).
+    pub fn group_commit(mut self, group_commit: GroupCommit) -> Self {
+        self.group_commit = group_commit;
+        self
+    }
+
     /// Whether to create the database file if it does not exist (default `true`).
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create_if_missing = create;
@@ -159,6 +184,8 @@ impl SqliteOptions {
 pub struct SqliteLogStore {
     pool: SqlitePool,
     target: Arc<str>,
+    /// The group-commit writer's queue, when group commit is on.
+    queue: Option<Queue>,
 }
 
 impl std::fmt::Debug for SqliteLogStore {
@@ -226,12 +253,21 @@ impl SqliteLogStore {
                 target: target.clone(),
                 source,
             })?;
-        let store = Self {
+        let mut store = Self {
             pool,
             target: target.into(),
+            queue: None,
         };
         if options.run_migrations {
             store.migrate().await?;
+        }
+        if options.group_commit.is_on() {
+            let writer = store.clone();
+            store.queue = Some(Queue::spawn(options.group_commit, "sqlite", 1, move |batch| {
+                let writer = writer.clone();
+                let span = tracing::debug_span!("fluvius.sqlite.group_commit", appends = batch.len());
+                async move { writer.write_batch(batch).await }.instrument(span)
+            }));
         }
         Ok(store)
     }
@@ -270,6 +306,11 @@ impl SqliteLogStore {
     /// Close every connection (waits for those in use). An in-memory database is gone after.
     pub async fn close(&self) {
         self.pool.close().await
+    }
+
+    /// What the group-commit writer has done so far; `None` when group commit is off.
+    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        self.queue.as_ref().map(Queue::stats)
     }
 
     fn query_error(&self, operation: &'static str) -> impl FnOnce(sqlx::Error) -> fluvius_core::Error + '_ {
@@ -346,6 +387,110 @@ impl SqliteLogStore {
             self.check_empty_append(&request).await?;
             return Ok(Vec::new());
         }
+        if let Some(queue) = &self.queue {
+            return queue.submit(request).await;
+        }
+        // Take the write lock up front: no read-then-upgrade failures, and the version check
+        // cannot go stale before the insert.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(self.query_error("begin append"))?;
+        let positions = self.write_append(&mut tx, &request).await?;
+        tx.commit().await.map_err(self.query_error("commit append"))?;
+        self.stored(request, positions)
+    }
+
+    /// Write the batch of the group-commit writer: one transaction, one savepoint per append
+    /// (when there are several), each caller answered after the commit.
+    async fn write_batch(&self, batch: Vec<Pending>) {
+        let n = batch.len();
+        let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => tx,
+            Err(e) => {
+                for p in batch {
+                    p.answer(Err(batch_error(&self.target, "begin append", &e, n)));
+                }
+                return;
+            }
+        };
+        let mut written = Vec::with_capacity(n);
+        for pending in batch {
+            let result = if n == 1 {
+                self.write_append(&mut tx, &pending.request)
+                    .await
+                    .map_err(SavepointFailure::Append)
+            } else {
+                self.write_in_savepoint(&mut tx, &pending.request).await
+            };
+            match result {
+                Ok(positions) => written.push((pending, positions)),
+                // A failed savepoint statement leaves the transaction in doubt: give up on
+                // the whole batch (nothing is committed).
+                Err(SavepointFailure::Transaction(e)) => {
+                    drop(tx);
+                    pending.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                    for (p, _) in written {
+                        p.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                    }
+                    return;
+                }
+                Err(SavepointFailure::Append(e)) => pending.answer(Err(e)),
+            }
+        }
+        if written.is_empty() {
+            let _ = tx.rollback().await;
+            return;
+        }
+        if let Err(e) = tx.commit().await {
+            for (p, _) in written {
+                p.answer(Err(batch_error(&self.target, "commit append", &e, n)));
+            }
+            return;
+        }
+        for (p, positions) in written {
+            let Pending { request, reply } = p;
+            let _ = reply.send(self.stored(request, positions));
+        }
+    }
+
+    /// One append of a batch, inside its own savepoint: rolled back alone if it fails.
+    async fn write_in_savepoint(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        request: &AppendRequest,
+    ) -> Result<Vec<(i64, i64)>, SavepointFailure> {
+        tx.execute("SAVEPOINT fluvius_append")
+            .await
+            .map_err(SavepointFailure::Transaction)?;
+        match self.write_append(tx, request).await {
+            Ok(positions) => {
+                tx.execute("RELEASE fluvius_append")
+                    .await
+                    .map_err(SavepointFailure::Transaction)?;
+                Ok(positions)
+            }
+            Err(e) => {
+                tx.execute("ROLLBACK TO fluvius_append")
+                    .await
+                    .map_err(SavepointFailure::Transaction)?;
+                tx.execute("RELEASE fluvius_append")
+                    .await
+                    .map_err(SavepointFailure::Transaction)?;
+                Err(SavepointFailure::Append(e))
+            }
+        }
+    }
+
+    /// Write one append in the open write transaction `tx`: its command row, the version
+    /// check, its events. Returns `(version, position)` of each event written. On error the
+    /// caller rolls back (the transaction, or the append's savepoint).
+    async fn write_append(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        request: &AppendRequest,
+    ) -> CoreResult<Vec<(i64, i64)>> {
         let rows = request
             .events
             .iter()
@@ -359,14 +504,6 @@ impl SqliteLogStore {
             .transpose()
             .map_err(|m| self.data_error(m))?;
         let aggregate_id = request.aggregate_id.to_string();
-
-        // Take the write lock up front: no read-then-upgrade failures, and the version check
-        // below cannot go stale before the insert.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(self.query_error("begin append"))?;
 
         if let (Some(row), Some(record)) = (&command, &request.command) {
             let inserted = sqlx::query(
@@ -399,7 +536,7 @@ impl SqliteLogStore {
             .current_version(&mut *tx, &request.resource, request.aggregate_id)
             .await?;
         if actual != request.expected_version {
-            return Err(Self::conflict(&request, actual));
+            return Err(Self::conflict(request, actual));
         }
 
         let mut positions: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
@@ -428,7 +565,7 @@ impl SqliteLogStore {
                 if codec::unique_violation(&err).is_some() {
                     // Cannot happen while we hold the write lock and checked the version, but
                     // if it does, it is a conflict.
-                    Self::conflict(&request, actual)
+                    Self::conflict(request, actual)
                 } else {
                     self.query_error("append (insert events)")(err)
                 }
@@ -444,10 +581,13 @@ impl SqliteLogStore {
             }
         }
         if let Some(snapshot) = &request.snapshot {
-            self.insert_snapshot(&mut tx, snapshot).await?;
+            self.insert_snapshot(&mut *tx, snapshot).await?;
         }
-        tx.commit().await.map_err(self.query_error("commit append"))?;
+        Ok(positions)
+    }
 
+    /// The events of a committed append, with the positions the database gave them.
+    fn stored(&self, request: AppendRequest, mut positions: Vec<(i64, i64)>) -> CoreResult<Vec<Event>> {
         positions.sort_unstable();
         let mut stored = request.events;
         if positions.len() != stored.len() {

@@ -1,0 +1,545 @@
+//! The durable stores in the benchmark report: SQLite on a file with `synchronous = FULL`, and
+//! PostgreSQL from `FLUVIUS_TEST_PG_URL` (skipped with a note when unset).
+//!
+//! Each store gets: single-command latency and commands/s at concurrency 1, 16 and 64 on
+//! distinct aggregates; one hot aggregate under 16 writers (conflict rate); direct
+//! `LogStore::append` throughput for batches of 1 to 1 000 events; `read_all` events/s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fluvius_benches::BenchUser;
+use fluvius_core::{
+    AggregateId, AppendRequest, BoxFuture, CommandRecord, Domain, Event, LogStore, StreamQuery,
+};
+use uuid::Uuid;
+
+use super::Row;
+
+/// A store wrapper that counts appends refused with a version conflict.
+pub struct Counting<S> {
+    inner: S,
+    appends: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl<S: LogStore> Counting<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            appends: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.appends.load(Ordering::Relaxed),
+            self.conflicts.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl<S: LogStore> LogStore for Counting<S> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, fluvius_core::Result<Vec<Event>>> {
+        Box::pin(async move {
+            self.appends.fetch_add(1, Ordering::Relaxed);
+            let result = self.inner.append(request).await;
+            if matches!(result, Err(fluvius_core::Error::Conflict { .. })) {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+    fn read_stream<'a>(
+        &'a self,
+        resource: &'a str,
+        aggregate_id: AggregateId,
+        query: StreamQuery,
+    ) -> BoxFuture<'a, fluvius_core::Result<Vec<Event>>> {
+        self.inner.read_stream(resource, aggregate_id, query)
+    }
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, fluvius_core::Result<Vec<Event>>> {
+        self.inner.read_all(after, limit)
+    }
+    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, fluvius_core::Result<Option<CommandRecord>>> {
+        self.inner.get_command(command_id)
+    }
+}
+
+/// Opens a fresh, empty store of one kind for each measurement.
+pub trait Opener {
+    /// The name in the table, e.g. `sqlite (file, synchronous=FULL)`.
+    fn label(&self) -> String;
+    /// A fresh, empty store.
+    fn open(&self) -> BoxFuture<'_, Arc<dyn LogStore>>;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `total` create commands on distinct aggregates from `concurrency` tasks: (elapsed, sorted
+/// latencies).
+async fn distinct(domain: Arc<Domain>, concurrency: usize, total: usize) -> (Duration, Vec<Duration>) {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let domain = domain.clone();
+        let next = next.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < total as u64 {
+                let t = Instant::now();
+                domain
+                    .process_command(BenchUser::create_command(
+                        AggregateId::new(),
+                        "bench user".into(),
+                        "bench@example.org".into(),
+                    ))
+                    .await
+                    .expect("create");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.expect("bench task"));
+    }
+    let elapsed = start.elapsed();
+    all.sort_unstable();
+    (elapsed, all)
+}
+
+/// `total` renames of one aggregate from `concurrency` tasks: (elapsed, failed commands).
+async fn hot(domain: Arc<Domain>, concurrency: usize, total: usize) -> (Duration, usize) {
+    let id = AggregateId::new();
+    domain
+        .process_command(BenchUser::create_command(
+            id,
+            "hot".into(),
+            "hot@example.org".into(),
+        ))
+        .await
+        .expect("create the hot aggregate");
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let domain = domain.clone();
+        let next = next.clone();
+        tasks.spawn(async move {
+            let mut failed = 0;
+            while next.fetch_add(1, Ordering::Relaxed) < total as u64 {
+                if domain
+                    .process_command(BenchUser::rename_command(id, "renamed".into()))
+                    .await
+                    .is_err()
+                {
+                    failed += 1;
+                }
+            }
+            failed
+        });
+    }
+    let mut failed = 0;
+    while let Some(done) = tasks.join_next().await {
+        failed += done.expect("bench task");
+    }
+    (start.elapsed(), failed)
+}
+
+/// Sizes of one run.
+#[derive(Clone, Copy)]
+pub struct Sizes {
+    /// Commands per concurrency level.
+    pub commands: usize,
+    /// Events appended per batch size.
+    pub append_events: usize,
+}
+
+/// Commands/s on distinct aggregates at concurrency 1, 16 and 64.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Throughput {
+    pub conc1: f64,
+    pub conc16: f64,
+    pub conc64: f64,
+}
+
+/// Every SQL measurement for one store kind.
+pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> Throughput {
+    let mut throughput = Throughput::default();
+    let label = opener.label();
+    let section: &'static str = Box::leak(label.into_boxed_str());
+
+    // Commands on distinct aggregates.
+    let mut conc1 = 0.0;
+    for concurrency in [1, 16, 64] {
+        let domain = Arc::new(fluvius_benches::domain(opener.open().await).await);
+        let (elapsed, latencies) = distinct(domain, concurrency, sizes.commands).await;
+        let per_s = latencies.len() as f64 / elapsed.as_secs_f64();
+        match concurrency {
+            1 => {
+                conc1 = per_s;
+                throughput.conc1 = per_s;
+            }
+            16 => throughput.conc16 = per_s,
+            _ => throughput.conc64 = per_s,
+        }
+        rows.push(Row {
+            section,
+            name: format!("process_command, distinct aggregates, concurrency {concurrency}"),
+            value: format!(
+                "{per_s:.0} cmds/s; p50 {} p99 {}",
+                ms(percentile(&latencies, 0.50)),
+                ms(percentile(&latencies, 0.99))
+            ),
+            ratio: format!("{:.2}x concurrency 1", per_s / conc1),
+        });
+    }
+
+    // One hot aggregate.
+    {
+        let store = Arc::new(Counting::new(opener.open().await));
+        let domain = Arc::new(fluvius_benches::domain(store.clone()).await);
+        let concurrency = 16;
+        let total = sizes.commands / 2;
+        let (elapsed, failed) = hot(domain, concurrency, total).await;
+        let (appends, conflicts) = store.counts();
+        let appends = appends.saturating_sub(1); // the create
+        let per_s = (total - failed) as f64 / elapsed.as_secs_f64();
+        rows.push(Row {
+            section,
+            name: format!("process_command, one hot aggregate, concurrency {concurrency}"),
+            value: format!(
+                "{per_s:.0} cmds/s; {conflicts} conflicts in {appends} appends ({:.0}%), {failed} of {total} \
+                 commands failed after retries",
+                100.0 * conflicts as f64 / appends.max(1) as f64
+            ),
+            ratio: format!("{:.2}x distinct at concurrency 1", per_s / conc1),
+        });
+    }
+
+    // Direct appends, then read_all over what they wrote.
+    let store = opener.open().await;
+    let mut written = 0usize;
+    let mut batch1 = 0.0;
+    for batch in [1usize, 10, 100, 1_000] {
+        let appends = (sizes.append_events / batch).max(1);
+        let requests: Vec<AppendRequest> = (0..appends)
+            .map(|_| fluvius_core::testing::request("bench", AggregateId::new(), 0, batch as u64))
+            .collect();
+        let start = Instant::now();
+        for request in requests {
+            store.append(request).await.expect("append");
+        }
+        let elapsed = start.elapsed();
+        written += appends * batch;
+        let per_s = (appends * batch) as f64 / elapsed.as_secs_f64();
+        if batch == 1 {
+            batch1 = per_s;
+        }
+        rows.push(Row {
+            section,
+            name: format!("LogStore::append, batches of {batch} event(s), sequential"),
+            value: format!(
+                "{per_s:.0} events/s ({:.0} appends/s)",
+                appends as f64 / elapsed.as_secs_f64()
+            ),
+            ratio: format!("{:.2}x batches of 1", per_s / batch1),
+        });
+    }
+    let start = Instant::now();
+    let mut after = 0;
+    let mut read = 0;
+    loop {
+        let page = store.read_all(after, 1_000).await.expect("read_all");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        read += page.len();
+        if read >= written {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    rows.push(Row {
+        section,
+        name: format!("read_all, pages of 1 000 ({read} events)"),
+        value: format!("{:.0} events/s", read as f64 / elapsed.as_secs_f64()),
+        ratio: String::new(),
+    });
+    throughput
+}
+
+/// The key ratios of one store: group commit on vs. off, concurrency 64 vs. 1.
+pub fn summary(rows: &mut Vec<Row>, store: &str, off: Throughput, on: Throughput) {
+    let section = "summary: group commit (distinct aggregates, commands/s)";
+    rows.push(Row {
+        section,
+        name: format!("{store}: concurrency 64 vs 1, group commit on"),
+        value: format!("{:.0} vs {:.0} cmds/s", on.conc64, on.conc1),
+        ratio: format!("{:.2}x", on.conc64 / on.conc1),
+    });
+    rows.push(Row {
+        section,
+        name: format!("{store}: concurrency 64 vs 1, group commit off"),
+        value: format!("{:.0} vs {:.0} cmds/s", off.conc64, off.conc1),
+        ratio: format!("{:.2}x", off.conc64 / off.conc1),
+    });
+    for (conc, a, b) in [
+        (1, on.conc1, off.conc1),
+        (16, on.conc16, off.conc16),
+        (64, on.conc64, off.conc64),
+    ] {
+        rows.push(Row {
+            section,
+            name: format!("{store}: group commit on vs off, concurrency {conc}"),
+            value: format!("{a:.0} vs {b:.0} cmds/s"),
+            ratio: format!("{:.2}x", a / b),
+        });
+    }
+}
+
+/// Fresh SQLite files (WAL, `synchronous = FULL`) in one temp directory, removed on drop.
+pub struct SqliteFiles {
+    dir: std::path::PathBuf,
+    next: AtomicU64,
+    group_commit: bool,
+}
+
+impl SqliteFiles {
+    pub fn new(group_commit: bool) -> Self {
+        let base = std::env::var_os("FLUVIUS_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+        let dir = base.join(format!("fluvius-bench-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create the benchmark directory");
+        Self {
+            dir,
+            next: AtomicU64::new(0),
+            group_commit,
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Drop for SqliteFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Opener for SqliteFiles {
+    fn label(&self) -> String {
+        format!(
+            "SQLite file, WAL, synchronous=FULL, group commit {}",
+            if self.group_commit { "on" } else { "off" }
+        )
+    }
+    fn open(&self) -> BoxFuture<'_, Arc<dyn LogStore>> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let url = format!("sqlite://{}", self.dir.join(format!("bench-{n}.db")).display());
+        let group_commit = group_commit(self.group_commit);
+        Box::pin(async move {
+            let store = fluvius_sql::SqliteLogStore::builder(url)
+                .group_commit(group_commit)
+                .open()
+                .await
+                .expect("open SQLite");
+            Arc::new(store) as Arc<dyn LogStore>
+        })
+    }
+}
+
+/// Fresh schemas on the PostgreSQL server of `FLUVIUS_TEST_PG_URL`, dropped by [`Self::cleanup`].
+pub struct PostgresSchemas {
+    url: String,
+    schemas: std::sync::Mutex<Vec<String>>,
+    group_commit: bool,
+}
+
+fn group_commit(on: bool) -> fluvius_sql::GroupCommit {
+    if on {
+        fluvius_sql::GroupCommit::default()
+    } else {
+        fluvius_sql::GroupCommit::off()
+    }
+}
+
+impl PostgresSchemas {
+    /// `None` (after printing why) when `FLUVIUS_TEST_PG_URL` is unset.
+    pub fn from_env(group_commit: bool) -> Option<Self> {
+        match std::env::var("FLUVIUS_TEST_PG_URL") {
+            Ok(url) if !url.trim().is_empty() => Some(Self {
+                url,
+                schemas: std::sync::Mutex::new(Vec::new()),
+                group_commit,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Drop every schema this opener created.
+    pub async fn cleanup(&self) {
+        use sqlx::{Connection, Executor};
+        let schemas = std::mem::take(&mut *self.schemas.lock().expect("schemas"));
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.url).await {
+            for schema in schemas {
+                let _ = conn
+                    .execute(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE").as_str())
+                    .await;
+            }
+            let _ = conn.close().await;
+        }
+    }
+}
+
+impl Opener for PostgresSchemas {
+    fn label(&self) -> String {
+        format!(
+            "PostgreSQL (FLUVIUS_TEST_PG_URL, server defaults), group commit {}",
+            if self.group_commit { "on" } else { "off" }
+        )
+    }
+    fn open(&self) -> BoxFuture<'_, Arc<dyn LogStore>> {
+        let schema = format!("fluvius_bench_{}", Uuid::new_v4().simple());
+        let group_commit = group_commit(self.group_commit);
+        self.schemas.lock().expect("schemas").push(schema.clone());
+        Box::pin(async move {
+            let store = fluvius_sql::PostgresLogStore::builder(&self.url)
+                .schema(&schema)
+                .max_connections(16)
+                .group_commit(group_commit)
+                .connect()
+                .await
+                .expect("connect PostgreSQL");
+            Arc::new(store) as Arc<dyn LogStore>
+        })
+    }
+}
+
+/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// In a child process (a fresh high-water mark): stream every event of the SQLite database
+/// at `url` through `read_all` in pages of 1 000, and print the peak RSS after opening, after
+/// a tenth of the events, and at the end.
+pub async fn rss_child(url: &str, total: usize) {
+    let store = fluvius_sql::SqliteLogStore::open(url).await.expect("open SQLite");
+    let opened = peak_rss_kib();
+    let mut tenth = 0;
+    let mut after = 0;
+    let mut read = 0;
+    let start = Instant::now();
+    loop {
+        let page = store.read_all(after, 1_000).await.expect("read_all");
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        read += page.len();
+        if tenth == 0 && read >= total / 10 {
+            tenth = peak_rss_kib();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "RSS opened={opened} tenth={tenth} end={} events={read} secs={secs:.3}",
+        peak_rss_kib()
+    );
+}
+
+/// Fill an SQLite file with `total` events (batches of 1 000, `synchronous = NORMAL`: the fill
+/// is not measured), then stream them in a child process and report its peak RSS.
+pub async fn rss(rows: &mut Vec<Row>, files: &SqliteFiles, total: usize) {
+    let url = format!("sqlite://{}", files.dir().join("rss.db").display());
+    {
+        let store = fluvius_sql::SqliteLogStore::builder(&url)
+            .synchronous(fluvius_sql::Synchronous::Normal)
+            .open()
+            .await
+            .expect("open SQLite");
+        let mut written = 0;
+        while written < total {
+            let n = (total - written).min(1_000);
+            store
+                .append(fluvius_core::testing::request(
+                    "rss",
+                    AggregateId::new(),
+                    0,
+                    n as u64,
+                ))
+                .await
+                .expect("append");
+            written += n;
+        }
+        store.close().await;
+    }
+    let exe = std::env::current_exe().expect("the report's path");
+    let output = std::process::Command::new(exe)
+        .args(["--rss-child", &url, &total.to_string()])
+        .output()
+        .expect("run the RSS child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RSS ")) else {
+        rows.push(Row {
+            section: "memory: read_all streaming (SQLite, child process)",
+            name: "peak RSS".into(),
+            value: format!("child failed: {}", String::from_utf8_lossy(&output.stderr)),
+            ratio: String::new(),
+        });
+        return;
+    };
+    let field = |key: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (opened, tenth, end) = (field("opened"), field("tenth"), field("end"));
+    let section = "memory: read_all streaming (SQLite, child process, pages of 1 000)";
+    rows.push(Row {
+        section,
+        name: format!(
+            "peak RSS (VmHWM) after open / after {} events / after all {}",
+            total / 10,
+            total
+        ),
+        value: format!(
+            "{:.1} / {:.1} / {:.1} MiB ({:.0} events/s)",
+            opened / 1024.0,
+            tenth / 1024.0,
+            end / 1024.0,
+            field("events") / field("secs")
+        ),
+        ratio: format!(
+            "growth over the last 90%: {:.1} MiB ({:.2}x the peak at 10%)",
+            (end - tenth) / 1024.0,
+            end / tenth.max(1.0)
+        ),
+    });
+}

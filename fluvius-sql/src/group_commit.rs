@@ -1,0 +1,276 @@
+//! Group commit: concurrent appends share one transaction and one sync to disk.
+//!
+//! Each store with group commit on owns a writer task (PostgreSQL: a few, see
+//! [`GroupCommit::writers`]). [`LogStore::append`] puts its request
+//! on the writer's queue and waits for its own answer. The writer takes the first request
+//! waiting, drains whatever else is queued at that moment (up to
+//! [`GroupCommit::max_batch`] appends and [`GroupCommit::max_batch_events`] events), and
+//! writes them all in one transaction, each append inside its own savepoint: a conflict or a
+//! duplicate command rolls back that append alone, and its neighbours commit. Every caller
+//! is answered only after the commit returned, so an acknowledged append is as durable as
+//! without group commit.
+//!
+//! A lone append is written at once: the writer never waits for company, so an idle store
+//! adds no latency. Batches form by themselves while a commit is in flight — exactly when
+//! callers would otherwise queue for the write lock.
+//!
+//! A caller that stops waiting (its future is dropped) does not withdraw its append: once
+//! queued, it is written, as a request already sent to a server would be.
+//!
+//! The writer runs on the tokio runtime that opened the store: use the store inside that
+//! runtime (once it shuts down, appends fail with a store error saying the writer stopped),
+//! or turn group commit off with [`GroupCommit::off`].
+//!
+//! [`LogStore::append`]: fluvius_core::LogStore::append
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fluvius_core::{AppendRequest, Event};
+use tokio::sync::{mpsc, oneshot};
+
+type CoreResult<T> = fluvius_core::Result<T>;
+
+/// How a store batches concurrent appends into one transaction. On by default; see the
+/// [module docs](self).
+///
+/// ```
+/// use fluvius_sql::GroupCommit;
+/// let batched = GroupCommit::default().max_batch(64);
+/// assert_eq!(batched.max_appends(), 64);
+/// assert!(!GroupCommit::off().is_on());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupCommit {
+    max_batch: usize,
+    max_batch_events: usize,
+    writers: Option<usize>,
+}
+
+impl GroupCommit {
+    /// The default batch bound: at most this many appends per transaction.
+    pub const DEFAULT_MAX_BATCH: usize = 256;
+    /// The default bound on the events of one batch (a single larger append still goes
+    /// through, alone).
+    pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
+    /// Writers of a PostgreSQL store, unless set with [`writers`](Self::writers).
+    pub const DEFAULT_POSTGRES_WRITERS: usize = 4;
+
+    /// No batching: every append is its own transaction, written by the calling task.
+    pub const fn off() -> Self {
+        Self {
+            max_batch: 1,
+            max_batch_events: Self::DEFAULT_MAX_BATCH_EVENTS,
+            writers: None,
+        }
+    }
+
+    /// At most `max` appends per transaction (at least 1; 1 turns group commit off).
+    pub fn max_batch(mut self, max: usize) -> Self {
+        self.max_batch = max.max(1);
+        self
+    }
+
+    /// At most `max` events per transaction, counting whole appends: an append that would
+    /// cross the bound waits for the next batch (an append larger than the bound goes alone).
+    pub fn max_batch_events(mut self, max: usize) -> Self {
+        self.max_batch_events = max.max(1);
+        self
+    }
+
+    /// How many writers drain the queue, each writing its own batch in its own transaction
+    /// (at least 1). PostgreSQL runs several by default
+    /// ([`DEFAULT_POSTGRES_WRITERS`](Self::DEFAULT_POSTGRES_WRITERS)): the server commits
+    /// concurrent transactions in parallel and flushes their WAL together, so one writer
+    /// alone would serialize its round trips. SQLite always uses one (it has one write lock).
+    pub fn writers(mut self, writers: usize) -> Self {
+        self.writers = Some(writers.max(1));
+        self
+    }
+
+    /// The number of writers set with [`writers`](Self::writers), or `default`.
+    pub(crate) fn writers_or(&self, default: usize) -> usize {
+        self.writers.unwrap_or(default)
+    }
+
+    /// The bound on appends per transaction.
+    pub fn max_appends(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Whether appends are batched (a bound above 1).
+    pub fn is_on(&self) -> bool {
+        self.max_batch > 1
+    }
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            max_batch: Self::DEFAULT_MAX_BATCH,
+            max_batch_events: Self::DEFAULT_MAX_BATCH_EVENTS,
+            writers: None,
+        }
+    }
+}
+
+/// One queued append and where its answer goes.
+pub(crate) struct Pending {
+    pub(crate) request: AppendRequest,
+    pub(crate) reply: oneshot::Sender<CoreResult<Vec<Event>>>,
+}
+
+impl Pending {
+    /// Answer the caller (who may have stopped waiting: then nobody hears it).
+    pub(crate) fn answer(self, result: CoreResult<Vec<Event>>) {
+        let _ = self.reply.send(result);
+    }
+}
+
+/// What a store's group-commit writer has done so far (see `group_commit_stats` on each
+/// store): for metrics, and for tests that need to know a batch formed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupCommitStats {
+    /// Appends queued and not yet taken by the writer.
+    pub waiting: u64,
+    /// Transactions written (batches, including batches of one).
+    pub batches: u64,
+    /// Appends taken by the writer.
+    pub appends: u64,
+    /// The most appends in one batch.
+    pub largest_batch: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    waiting: AtomicU64,
+    batches: AtomicU64,
+    appends: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// The receiving end of the queue, shared by the writers.
+struct Intake {
+    receiver: mpsc::UnboundedReceiver<Pending>,
+    /// An append that would have crossed the event bound of the previous batch.
+    carried: Option<Pending>,
+}
+
+impl Intake {
+    /// The first append waiting (waiting for one if need be), plus whatever else is queued
+    /// right now, within the bounds. `None` when every store handle is gone.
+    async fn next_batch(&mut self, config: &GroupCommit) -> Option<Vec<Pending>> {
+        let first = match self.carried.take() {
+            Some(p) => p,
+            None => self.receiver.recv().await?,
+        };
+        let mut events = first.request.events.len();
+        let mut batch = vec![first];
+        while batch.len() < config.max_batch {
+            let Ok(next) = self.receiver.try_recv() else { break };
+            events += next.request.events.len();
+            if events > config.max_batch_events {
+                self.carried = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        Some(batch)
+    }
+}
+
+/// The queue in front of a store's writer task. The task ends when the last handle is gone.
+#[derive(Clone, Debug)]
+pub(crate) struct Queue {
+    sender: mpsc::UnboundedSender<Pending>,
+    backend: &'static str,
+    counters: Arc<Counters>,
+}
+
+impl Queue {
+    /// Start `writers` writer tasks draining one queue; `write` writes one batch and answers
+    /// every request in it. Must be called inside a tokio runtime.
+    pub(crate) fn spawn<W, F>(config: GroupCommit, backend: &'static str, writers: usize, write: W) -> Self
+    where
+        W: FnMut(Vec<Pending>) -> F + Clone + Send + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        let (sender, receiver) = mpsc::unbounded_channel::<Pending>();
+        let counters = Arc::new(Counters::default());
+        let intake = Arc::new(tokio::sync::Mutex::new(Intake {
+            receiver,
+            carried: None,
+        }));
+        for _ in 0..writers.max(1) {
+            let intake = intake.clone();
+            let stats = counters.clone();
+            let mut write = write.clone();
+            tokio::spawn(async move {
+                loop {
+                    // One writer at a time takes a batch; the others write theirs meanwhile.
+                    let Some(batch) = intake.lock().await.next_batch(&config).await else {
+                        return;
+                    };
+                    let n = batch.len() as u64;
+                    stats.waiting.fetch_sub(n, Ordering::Relaxed);
+                    stats.batches.fetch_add(1, Ordering::Relaxed);
+                    stats.appends.fetch_add(n, Ordering::Relaxed);
+                    stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+                    write(batch).await;
+                }
+            });
+        }
+        Self {
+            sender,
+            backend,
+            counters,
+        }
+    }
+
+    /// The writer's counters.
+    pub(crate) fn stats(&self) -> GroupCommitStats {
+        let c = &self.counters;
+        GroupCommitStats {
+            waiting: c.waiting.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            appends: c.appends.load(Ordering::Relaxed),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queue `request` and wait for its result.
+    pub(crate) async fn submit(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
+        let (reply, answer) = oneshot::channel();
+        self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.sender.send(Pending { request, reply }).is_err() {
+            self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.stopped());
+        }
+        answer.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    fn stopped(&self) -> fluvius_core::Error {
+        fluvius_core::Error::store(
+            self.backend,
+            "the group-commit writer stopped (its runtime shut down, or it panicked); the append \
+             may or may not have been written",
+            None,
+        )
+    }
+}
+
+/// The same failure, for every caller of a batch (errors are not `Clone`).
+pub(crate) fn batch_error(
+    target: &str,
+    operation: &str,
+    error: &sqlx::Error,
+    n: usize,
+) -> fluvius_core::Error {
+    fluvius_core::Error::store(
+        target.to_owned(),
+        format!("{operation} (a group of {n} appends): {error}"),
+        None,
+    )
+}

@@ -1,0 +1,412 @@
+//! Group commit on both SQL stores: appends that share one transaction keep their own outcome
+//! (a conflict or a duplicate command fails only that append), and every acknowledged append
+//! survives a writer process killed mid-flight.
+//!
+//! To make a batch form for sure, a second connection holds the write lock while the appends
+//! are queued; the writer's stats say when all of them wait, and that they went in one batch.
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fluvius_core::testing;
+use fluvius_core::{AggregateId, AppendRequest, Error, Event, LogStore};
+use fluvius_sql::GroupCommitStats;
+
+use common::child::{child_arg, CHILD_ENV};
+
+/// Wait (without asserting on time) until the writer's stats satisfy `done`; panics after a
+/// generous deadline so a broken writer fails the test instead of hanging it.
+async fn wait_for(stats: impl Fn() -> GroupCommitStats, done: impl Fn(&GroupCommitStats) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&stats()) {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never got there: {:?}",
+            stats()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The mixed batch: which appends succeed, which fail, and how.
+struct MixedBatch {
+    x: AggregateId,
+    y: AggregateId,
+    z: AggregateId,
+    w: AggregateId,
+    requests: Vec<AppendRequest>,
+}
+
+fn mixed_batch() -> MixedBatch {
+    let (x, y, z, w) = (
+        AggregateId::new(),
+        AggregateId::new(),
+        AggregateId::new(),
+        AggregateId::new(),
+    );
+    let mut y_req = testing::request("thing", y, 0, 2);
+    let record = testing::command_record(&y_req);
+    y_req.command = Some(record.clone());
+    // Same command id as y's, on another aggregate: a duplicate.
+    let mut w_req = testing::request("thing", w, 0, 1);
+    let mut w_record = testing::command_record(&w_req);
+    w_record.id = record.id;
+    w_req.command = Some(w_record);
+    let requests = vec![
+        testing::request("thing", x, 0, 3), // ok
+        y_req,                              // ok, records its command
+        testing::request("thing", x, 0, 1), // conflict: x is at 3 within this same batch
+        testing::request("thing", z, 5, 1), // conflict: z is empty
+        w_req,                              // duplicate command id
+        testing::request("thing", x, 3, 2), // ok: continues x after the first append
+    ];
+    MixedBatch { x, y, z, w, requests }
+}
+
+/// Queue the mixed batch behind a held write lock (`hold` takes it, `release` gives it back)
+/// and check each append's own outcome and what was stored.
+async fn check_mixed_batch<S: LogStore + Clone>(
+    store: S,
+    stats: impl Fn() -> GroupCommitStats,
+    release: impl std::future::Future<Output = ()>,
+) {
+    let before = stats();
+    let batch = mixed_batch();
+    let count = batch.requests.len() as u64;
+    let mut tasks = Vec::new();
+    for request in batch.requests.iter().cloned() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.append(request).await }));
+        // One at a time, so the queue order is the order above.
+        let queued = tasks.len() as u64;
+        wait_for(&stats, |s| s.waiting + s.appends >= before.appends + queued).await;
+    }
+    wait_for(&stats, |s| s.waiting == count).await;
+    release.await;
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("append task"));
+    }
+    let after = stats();
+    assert_eq!(
+        after.batches,
+        before.batches + 1,
+        "all appends went in one batch: {after:?}"
+    );
+    assert!(after.largest_batch >= count, "{after:?}");
+
+    let ok = |i: usize| {
+        results[i]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("append {i} failed: {e}"))
+    };
+    let x1 = ok(0);
+    let y1 = ok(1);
+    let x2 = ok(5);
+    // SQLite reports the version seen inside the batch (3); PostgreSQL reads it after the
+    // commit (5). Either way, not the expected 0.
+    assert!(
+        matches!(&results[2], Err(Error::Conflict { expected: 0, actual, .. }) if *actual >= 3),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        matches!(
+            &results[3],
+            Err(Error::Conflict {
+                expected: 5,
+                actual: 0,
+                ..
+            })
+        ),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(&results[4], Err(Error::DuplicateCommand { .. })),
+        "{:?}",
+        results[4]
+    );
+
+    // What the successful appends returned is exactly what is stored.
+    let x_events: Vec<Event> = x1.iter().chain(x2).cloned().collect();
+    assert_eq!(store.get_events("thing", batch.x).await.unwrap(), x_events);
+    assert_eq!(store.get_events("thing", batch.y).await.unwrap(), *y1);
+    assert!(store.get_events("thing", batch.z).await.unwrap().is_empty());
+    assert!(store.get_events("thing", batch.w).await.unwrap().is_empty());
+    let record = store
+        .get_command(batch.requests[1].command.as_ref().unwrap().id)
+        .await
+        .unwrap()
+        .expect("y's command was recorded");
+    assert_eq!(record.aggregate_id, batch.y, "the duplicate did not overwrite it");
+    // Each append's events have consecutive positions, in queue order.
+    for events in [x1, y1, x2] {
+        for pair in events.windows(2) {
+            assert_eq!(pair[1].position, pair[0].position + 1);
+        }
+    }
+    assert!(x1[2].position < y1[0].position && y1[1].position < x2[0].position);
+    let versions: Vec<u64> = x_events.iter().map(|e| e.aggregate_version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+}
+
+/// A store in a child process appends from many tasks and prints each acknowledged append;
+/// the parent kills it (SIGKILL) mid-flight, reopens the database and finds every
+/// acknowledged append, with dense versions per aggregate.
+fn crash_while_appending(child_test: &str, arg: &str) -> BTreeMap<AggregateId, u64> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut child = Command::new(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            child_test,
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, arg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the child");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut acked: BTreeMap<AggregateId, u64> = BTreeMap::new();
+    let mut lines = 0;
+    for line in stdout.lines() {
+        let line = line.expect("read the child's output");
+        let Some(ack) = line.strip_prefix("ACK ") else {
+            continue;
+        };
+        let (id, version) = ack.split_once(' ').expect("ACK <id> <version>");
+        let version: u64 = version.parse().unwrap();
+        let entry = acked.entry(id.parse().unwrap()).or_default();
+        *entry = (*entry).max(version);
+        lines += 1;
+        if lines == 300 {
+            child.kill().expect("kill the child"); // SIGKILL
+            break;
+        }
+    }
+    let status = child.wait().expect("reap the child");
+    assert!(!status.success(), "the child was killed, not finished: {status}");
+    assert_eq!(lines, 300, "the child stopped early");
+    acked
+}
+
+/// The child's work: 16 tasks, each appending 1 to 3 events at a time to its own aggregate,
+/// printing `ACK <aggregate> <version>` once the append returned.
+async fn append_forever(store: Arc<dyn LogStore>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let id = AggregateId::new();
+            let mut version = 0;
+            loop {
+                let n = 1 + version % 3;
+                store
+                    .append(testing::request("crash", id, version, n))
+                    .await
+                    .expect("append");
+                version += n;
+                println!("ACK {id} {version}");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// After the crash: every acknowledged append is there, versions are dense.
+async fn check_after_crash(store: &dyn LogStore, acked: &BTreeMap<AggregateId, u64>) {
+    assert!(!acked.is_empty());
+    for (id, version) in acked {
+        let events = store.get_events("crash", *id).await.unwrap();
+        let versions: Vec<u64> = events.iter().map(|e| e.aggregate_version).collect();
+        let dense: Vec<u64> = (1..=versions.len() as u64).collect();
+        assert_eq!(versions, dense, "versions of {id} are dense");
+        assert!(
+            versions.len() as u64 >= *version,
+            "{id}: acknowledged up to version {version}, found {}",
+            versions.len()
+        );
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use fluvius_sql::SqliteLogStore;
+    use sqlx::{Connection, Executor};
+
+    fn url(dir: &std::path::Path) -> String {
+        format!("sqlite://{}", dir.join("log.db").display())
+    }
+
+    #[tokio::test]
+    async fn a_conflict_or_duplicate_in_a_batch_fails_only_that_append() {
+        let dir = common::temp_dir("group-commit");
+        let url = url(&dir);
+        let store = SqliteLogStore::open(&url).await.unwrap();
+        let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        locker.execute("BEGIN IMMEDIATE").await.unwrap();
+        // The first append takes the writer, which waits for the lock; the batch queues
+        // behind it. (The busy timeout is 5 s; the queueing takes milliseconds.)
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(testing::request("thing", AggregateId::new(), 0, 1))
+                    .await
+            })
+        };
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        wait_for(stats, |s| s.appends == 1).await;
+        let release = async move {
+            locker.execute("COMMIT").await.unwrap();
+            let _ = locker.close().await;
+        };
+        check_mixed_batch(store.clone(), stats, release).await;
+        first.await.unwrap().expect("the first append");
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_group_commit_appends_are_written_alone() {
+        let dir = common::temp_dir("no-group-commit");
+        let store = SqliteLogStore::builder(url(&dir))
+            .group_commit(fluvius_sql::GroupCommit::off())
+            .open()
+            .await
+            .unwrap();
+        assert_eq!(store.group_commit_stats(), None);
+        let stored = store
+            .append(testing::request("thing", AggregateId::new(), 0, 2))
+            .await
+            .unwrap();
+        assert_eq!(stored[1].position, 2);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    #[ignore = "child process of acknowledged_appends_survive_a_kill; run that test instead"]
+    fn child_appends_until_killed() {
+        let url = child_arg().expect("run by acknowledged_appends_survive_a_kill, not directly");
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = SqliteLogStore::open(&url).await.unwrap();
+            append_forever(Arc::new(store)).await;
+        });
+    }
+
+    #[test]
+    fn acknowledged_appends_survive_a_kill() {
+        let dir = common::temp_dir("group-commit-crash");
+        let url = url(&dir);
+        let acked = crash_while_appending("sqlite::child_appends_until_killed", &url);
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = SqliteLogStore::open(&url).await.unwrap();
+            check_after_crash(&store, &acked).await;
+            // The global log is dense after recovery too.
+            let all = testing::conformance::read_everything(&store).await;
+            let positions: Vec<u64> = all.iter().map(|e| e.position).collect();
+            let dense: Vec<u64> = (1..=positions.len() as u64).collect();
+            assert_eq!(positions, dense);
+            store.close().await;
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use common::pg;
+    use fluvius_sql::PostgresLogStore;
+    use sqlx::{Connection, Executor};
+
+    #[tokio::test]
+    async fn a_conflict_or_duplicate_in_a_batch_fails_only_that_append() {
+        let Some(url) = pg::url().await else { return };
+        let schema = pg::schema_name();
+        let _guard = pg::SchemaGuard {
+            url: url.clone(),
+            schema: schema.clone(),
+        };
+        // One writer: the first append holds it while the rest queue up as one batch.
+        let store = PostgresLogStore::builder(&url)
+            .schema(&schema)
+            .group_commit(fluvius_sql::GroupCommit::default().writers(1))
+            .connect()
+            .await
+            .unwrap();
+        let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+        locker.execute("BEGIN").await.unwrap();
+        locker
+            .execute(format!("LOCK TABLE \"{schema}\".fluvius_events IN EXCLUSIVE MODE").as_str())
+            .await
+            .unwrap();
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(testing::request("thing", AggregateId::new(), 0, 1))
+                    .await
+            })
+        };
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        wait_for(stats, |s| s.appends == 1).await;
+        let release = async move {
+            locker.execute("COMMIT").await.unwrap();
+            let _ = locker.close().await;
+        };
+        check_mixed_batch(store.clone(), stats, release).await;
+        first.await.unwrap().expect("the first append");
+        store.close().await;
+    }
+
+    #[test]
+    #[ignore = "child process of acknowledged_appends_survive_a_kill; run that test instead"]
+    fn child_appends_until_killed() {
+        let arg = child_arg().expect("run by acknowledged_appends_survive_a_kill, not directly");
+        let (url, schema) = arg.split_once('|').unwrap();
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = PostgresLogStore::builder(url)
+                .schema(schema)
+                .connect()
+                .await
+                .unwrap();
+            append_forever(Arc::new(store)).await;
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn acknowledged_appends_survive_a_kill() {
+        let Some(url) = pg::url().await else { return };
+        let schema = pg::schema_name();
+        let _guard = pg::SchemaGuard {
+            url: url.clone(),
+            schema: schema.clone(),
+        };
+        let arg = format!("{url}|{schema}");
+        let acked = tokio::task::spawn_blocking(move || {
+            crash_while_appending("postgres::child_appends_until_killed", &arg)
+        })
+        .await
+        .unwrap();
+        let store = PostgresLogStore::builder(&url)
+            .schema(&schema)
+            .connect()
+            .await
+            .unwrap();
+        check_after_crash(&store, &acked).await;
+        store.close().await;
+    }
+}
