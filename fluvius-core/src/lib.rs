@@ -54,6 +54,7 @@
 //! Durable stores (SQLite, PostgreSQL) live in the `fluvius-sql` crate.
 
 mod aggregate;
+mod checkpoint;
 mod clock;
 mod command;
 mod context;
@@ -73,6 +74,7 @@ pub mod testing;
 mod upcast;
 
 pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
+pub use checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
 pub use command::{Args, Command};
 pub use context::Context;
 pub use dispatch::HandlerStats;

@@ -250,4 +250,12 @@ impl LogStore for UpcastingStore {
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
         self.inner.get_command(command_id)
     }
+
+    fn checkpoints(&self) -> Option<&dyn crate::checkpoint::CheckpointStore> {
+        self.inner.checkpoints()
+    }
+
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
+        self.inner.head_position()
+    }
 }

@@ -93,6 +93,10 @@ use uuid::Uuid;
 use crate::codec;
 use crate::error::{Error, Result};
 
+mod checkpoint;
+
+pub use checkpoint::APPEND_CHANNEL;
+
 type CoreResult<T> = fluvius_core::Result<T>;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -838,6 +842,14 @@ impl LogStore for PostgresLogStore {
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
         let span = tracing::debug_span!("fluvius.postgres.get_command", command_id = %command_id);
         Box::pin(self.get_command_impl(command_id).instrument(span))
+    }
+
+    fn checkpoints(&self) -> Option<&dyn fluvius_core::CheckpointStore> {
+        Some(self)
+    }
+
+    fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {
+        Box::pin(self.head_position_impl())
     }
 }
 

@@ -63,6 +63,8 @@ use uuid::Uuid;
 use crate::codec;
 use crate::error::{Error, Result};
 
+mod checkpoint;
+
 type CoreResult<T> = fluvius_core::Result<T>;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -652,5 +654,13 @@ impl LogStore for SqliteLogStore {
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
         let span = tracing::debug_span!("fluvius.sqlite.get_command", command_id = %command_id);
         Box::pin(self.get_command_impl(command_id).instrument(span))
+    }
+
+    fn checkpoints(&self) -> Option<&dyn fluvius_core::CheckpointStore> {
+        Some(self)
+    }
+
+    fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {
+        Box::pin(self.head_position_impl())
     }
 }

@@ -6,6 +6,7 @@ use std::sync::RwLock;
 use uuid::Uuid;
 
 use super::{AppendRequest, CommandRecord, LogStore, StreamQuery};
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
@@ -26,6 +27,7 @@ use crate::id::AggregateId;
 #[derive(Default)]
 pub struct MemoryLogStore {
     inner: RwLock<Inner>,
+    checkpoints: MemoryCheckpointStore,
 }
 
 #[derive(Default)]
@@ -138,5 +140,14 @@ impl LogStore for MemoryLogStore {
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
         let record = self.read().commands.get(&command_id).cloned();
         Box::pin(async move { Ok(record) })
+    }
+
+    fn checkpoints(&self) -> Option<&dyn CheckpointStore> {
+        Some(&self.checkpoints)
+    }
+
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
+        let head = self.read().log.len() as u64;
+        Box::pin(async move { Ok(head) })
     }
 }

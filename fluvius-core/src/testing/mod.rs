@@ -6,6 +6,7 @@
 //!   directory, drop a test schema), even when the test panics.
 //! - [`event`] and [`command_record`]: sample values to append.
 
+pub mod checkpoint_conformance;
 pub mod conformance;
 
 use std::collections::BTreeMap;
@@ -156,5 +157,11 @@ impl<S: LogStore> LogStore for WithCleanup<S> {
     }
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
         self.store.get_command(command_id)
+    }
+    fn checkpoints(&self) -> Option<&dyn crate::CheckpointStore> {
+        self.store.checkpoints()
+    }
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
+        self.store.head_position()
     }
 }
