@@ -77,7 +77,7 @@ pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
 pub use checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
 pub use command::{Args, Command};
 pub use context::Context;
-pub use dispatch::HandlerStats;
+pub use dispatch::{DispatchOptions, HandlerStats, StartFrom};
 pub use domain::{Domain, DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use error::{DomainError, Error, Result};
 pub use event::{Event, Metadata};

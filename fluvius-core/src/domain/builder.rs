@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::aggregate::Aggregate;
 use crate::command::Command;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{DispatchOptions, Dispatcher};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::{check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration};
@@ -95,6 +95,7 @@ pub struct DomainBuilder {
     retry: RetryPolicy,
     max_payload_bytes: usize,
     cache_capacity: usize,
+    dispatch: DispatchOptions,
 }
 
 /// The default number of aggregates whose state each resource keeps cached.
@@ -119,6 +120,7 @@ impl DomainBuilder {
             retry: RetryPolicy::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            dispatch: DispatchOptions::default(),
         }
     }
 
@@ -233,6 +235,13 @@ impl DomainBuilder {
         self
     }
 
+    /// How handlers are fed from the log: poll interval, leases, retries and start position,
+    /// per handler or for all (see [`DispatchOptions`]).
+    pub fn dispatch(mut self, options: DispatchOptions) -> Self {
+        self.dispatch = options;
+        self
+    }
+
     /// Check the configuration and start the dispatcher. Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Domain> {
         let store = self
@@ -302,7 +311,7 @@ impl DomainBuilder {
                 "Domain::build must run inside a tokio runtime when handlers are registered".into(),
             ));
         }
-        let dispatcher = Dispatcher::start(entries);
+        let dispatcher = Dispatcher::start(entries, store.clone(), self.dispatch).await?;
         tracing::debug!(
             namespace = %self.namespace,
             store = store.backend(),
