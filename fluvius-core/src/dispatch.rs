@@ -107,7 +107,9 @@ impl Default for DispatchOptions {
 }
 
 impl DispatchOptions {
-    /// How often an idle handler looks at the log without a wake-up (default 500 ms).
+    /// How often an idle handler looks at the log without a wake-up (default 500 ms). An idle
+    /// handler also renews its claim this often, so the wait is capped at a third of the
+    /// [`lease`](Self::lease).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
         self
@@ -271,7 +273,7 @@ impl Dispatcher {
             checkpoints,
             wake: Arc::new(Notify::new()),
             owner: options.instance_id.clone(),
-            poll_interval: options.poll_interval,
+            poll_interval: options.poll_interval.min(options.lease / 3),
             page_size: options.page_size,
             lease: options.lease,
         });
