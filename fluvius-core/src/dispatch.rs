@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::HandlerEntry;
 use crate::logstore::LogStore;
+use crate::projection::Projection;
 
 /// Counters for one handler, in this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +213,16 @@ struct Worker {
     progress: watch::Sender<u64>,
 }
 
+/// What a projection task and the domain share about one projection.
+struct ProjectionWorker {
+    projection: Arc<dyn Projection>,
+    name: String,
+    retry: RetryPolicy,
+    /// Held while applying a page, and by a rebuild.
+    busy: tokio::sync::Mutex<()>,
+    progress: watch::Sender<u64>,
+}
+
 struct Shared {
     store: Arc<dyn LogStore>,
     checkpoints: Checkpoints,
@@ -224,6 +235,7 @@ struct Shared {
 
 pub(crate) struct Dispatcher {
     workers: Vec<Arc<Worker>>,
+    projections: Vec<Arc<ProjectionWorker>>,
     shared: Arc<Shared>,
     /// The highest position committed through this domain.
     committed: AtomicU64,
@@ -237,12 +249,17 @@ impl Drop for Dispatcher {
         for task in &self.tasks {
             task.abort();
         }
-        if self.workers.is_empty() {
+        if self.workers.is_empty() && self.projections.is_empty() {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let shared = self.shared.clone();
-            let names: Vec<String> = self.workers.iter().map(|w| w.entry.name.clone()).collect();
+            let names: Vec<String> = self
+                .workers
+                .iter()
+                .map(|w| w.entry.name.clone())
+                .chain(self.projections.iter().map(|p| p.name.clone()))
+                .collect();
             runtime.spawn(async move {
                 for name in names {
                     if let Err(e) = shared.checkpoints.get().release(&name, &shared.owner).await {
@@ -258,9 +275,19 @@ impl Dispatcher {
     /// Start one task per handler. Must run inside a tokio runtime when there are handlers.
     pub(crate) async fn start(
         entries: Vec<HandlerEntry>,
+        projections: Vec<Arc<dyn Projection>>,
         store: Arc<dyn LogStore>,
         options: DispatchOptions,
     ) -> Result<Self> {
+        let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        names.extend(projections.iter().map(|p| p.name()));
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(Error::Config(format!(
+                "`{}` names two handlers or projections: names must be unique",
+                pair[0]
+            )));
+        }
         let checkpoints = Checkpoints {
             fallback: store
                 .checkpoints()
@@ -302,16 +329,32 @@ impl Dispatcher {
                 })
             })
             .collect();
-        if !workers.is_empty() {
+        let projections: Vec<Arc<ProjectionWorker>> = projections
+            .into_iter()
+            .map(|projection| {
+                Arc::new(ProjectionWorker {
+                    name: projection.name().to_owned(),
+                    retry: options.retry_for(projection.name()),
+                    projection,
+                    busy: tokio::sync::Mutex::new(()),
+                    progress: watch::Sender::new(0),
+                })
+            })
+            .collect();
+        if !workers.is_empty() || !projections.is_empty() {
             if let Some(hints) = shared.checkpoints.get().append_hints(shared.wake.clone()) {
                 tasks.push(tokio::spawn(hints));
             }
             for worker in &workers {
                 tasks.push(tokio::spawn(run_worker(worker.clone(), shared.clone())));
             }
+            for projection in &projections {
+                tasks.push(tokio::spawn(run_projection(projection.clone(), shared.clone())));
+            }
         }
         Ok(Self {
             workers,
+            projections,
             shared,
             committed: AtomicU64::new(0),
             tasks,
@@ -323,7 +366,7 @@ impl Dispatcher {
         if let Some(last) = events.iter().map(|e| e.position).max() {
             self.committed.fetch_max(last, Ordering::SeqCst);
         }
-        if !self.workers.is_empty() && !events.is_empty() {
+        if !(self.workers.is_empty() && self.projections.is_empty()) && !events.is_empty() {
             self.shared.wake.notify_waiters();
         }
     }
@@ -331,7 +374,7 @@ impl Dispatcher {
     /// Wait until every handler's checkpoint has reached the log's head as of the call (and
     /// every event committed through this domain before the call).
     pub(crate) async fn wait_idle(&self) {
-        if self.workers.is_empty() {
+        if self.workers.is_empty() && self.projections.is_empty() {
             return;
         }
         let committed = self.committed.load(Ordering::SeqCst);
@@ -342,8 +385,13 @@ impl Dispatcher {
                 committed
             }
         };
-        for worker in &self.workers {
-            let mut progress = worker.progress.subscribe();
+        let followers = self
+            .workers
+            .iter()
+            .map(|w| (w.entry.name.as_str(), &w.progress))
+            .chain(self.projections.iter().map(|p| (p.name.as_str(), &p.progress)));
+        for (name, progress) in followers {
+            let mut progress = progress.subscribe();
             loop {
                 if *progress.borrow_and_update() >= head {
                     break;
@@ -351,8 +399,8 @@ impl Dispatcher {
                 tokio::select! {
                     _ = progress.changed() => {}
                     _ = tokio::time::sleep(self.shared.poll_interval) => {
-                        // Another instance may hold this handler: look at the stored checkpoint.
-                        let stored = self.shared.checkpoints.get().checkpoint(&worker.entry.name).await;
+                        // Another instance may hold it: look at the stored checkpoint.
+                        let stored = self.shared.checkpoints.get().checkpoint(name).await;
                         if matches!(stored, Ok(Some(p)) if p >= head) {
                             break;
                         }
@@ -360,6 +408,22 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Clear a projection's read model and replay the log into it (the replay runs in the
+    /// background; `wait_idle` waits for it).
+    pub(crate) async fn rebuild(&self, projection: &str) -> Result<()> {
+        let worker = self
+            .projections
+            .iter()
+            .find(|p| p.name == projection)
+            .ok_or_else(|| Error::Config(format!("no projection named `{projection}` in this domain")))?;
+        let busy = worker.busy.lock().await;
+        worker.projection.clear().await?;
+        worker.progress.send_replace(0);
+        drop(busy);
+        self.shared.wake.notify_waiters();
+        Ok(())
     }
 
     pub(crate) fn stats(&self) -> Vec<HandlerStats> {
@@ -448,6 +512,75 @@ impl Dispatcher {
     }
 }
 
+async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
+    let name = worker.name.as_str();
+    loop {
+        let notified = shared.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match shared
+            .checkpoints
+            .get()
+            .claim(name, &shared.owner, 0, shared.lease)
+            .await
+        {
+            Ok(Some(_)) => {
+                if let Err(e) = follow(&worker, &shared).await {
+                    tracing::warn!(projection = name, error = %e, "projection stopped; retrying later");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(projection = name, error = %e, "cannot claim the projection"),
+        }
+        pause(notified, shared.poll_interval).await;
+    }
+}
+
+/// Apply pages until the log is exhausted, each with retries.
+async fn follow(worker: &ProjectionWorker, shared: &Shared) -> Result<()> {
+    let name = worker.name.as_str();
+    let cps = shared.checkpoints.get();
+    let _busy = worker.busy.lock().await;
+    let mut position = worker.projection.position().await?;
+    worker.progress.send_replace(position);
+    let mut renewed = Instant::now();
+    loop {
+        let page = shared.store.read_all(position, shared.page_size).await?;
+        let Some(last) = page.last().map(|e| e.position) else {
+            return Ok(());
+        };
+        if renewed.elapsed() >= shared.lease / 3 {
+            if cps.claim(name, &shared.owner, 0, shared.lease).await?.is_none() {
+                return Ok(());
+            }
+            renewed = Instant::now();
+        }
+        let max = worker.retry.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let span = tracing::info_span!(
+                "fluvius.projection",
+                projection = name,
+                from = position,
+                to = last,
+                events = page.len(),
+                attempt,
+            );
+            match worker.projection.apply(position, &page).instrument(span).await {
+                Ok(()) => break,
+                Err(e) if attempt < max => {
+                    tracing::warn!(projection = name, attempt, error = %e, "projection page failed; retrying");
+                    tokio::time::sleep(worker.retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        position = last;
+        worker.progress.send_replace(position);
+    }
+}
+
 /// Wait for a wake-up or the poll interval.
 async fn pause(notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>, poll: Duration) {
     tokio::select! {
@@ -500,10 +633,10 @@ async fn drain(worker: &Worker, shared: &Shared, mut position: u64) -> Result<()
             if !worker.entry.pattern.matches(&event.key) {
                 continue;
             }
-            if renewed.elapsed() >= renew_every {
-                if cps.claim(name, &shared.owner, worker.start, shared.lease).await? != Some(position) {
-                    return Ok(());
-                }
+            if renewed.elapsed() >= renew_every
+                && cps.claim(name, &shared.owner, worker.start, shared.lease).await? != Some(position)
+            {
+                return Ok(());
             }
             let to = event.position;
             deliver(worker, shared, Arc::new(event)).await?;

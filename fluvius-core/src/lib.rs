@@ -68,6 +68,7 @@ pub mod harness;
 mod id;
 mod logstore;
 mod payload;
+mod projection;
 mod response;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -86,6 +87,7 @@ pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration,
 pub use id::AggregateId;
 pub use logstore::{AppendRequest, CommandRecord, LogStore, MemoryLogStore, StreamQuery};
 pub use payload::Payload;
+pub use projection::Projection;
 pub use response::Response;
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistration};
 

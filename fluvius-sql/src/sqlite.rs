@@ -65,6 +65,8 @@ use crate::error::{Error, Result};
 
 mod checkpoint;
 
+pub use checkpoint::{advance_projection, reset_projection};
+
 type CoreResult<T> = fluvius_core::Result<T>;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::{check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration};
 use crate::logstore::LogStore;
+use crate::projection::Projection;
 use crate::upcast::{UpcastFn, UpcasterRegistration, Upcasters, UpcastingStore};
 
 use super::cache::AggregateCache;
@@ -96,6 +97,7 @@ pub struct DomainBuilder {
     max_payload_bytes: usize,
     cache_capacity: usize,
     dispatch: DispatchOptions,
+    projections: Vec<Arc<dyn Projection>>,
 }
 
 /// The default number of aggregates whose state each resource keeps cached.
@@ -121,6 +123,7 @@ impl DomainBuilder {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             dispatch: DispatchOptions::default(),
+            projections: Vec::new(),
         }
     }
 
@@ -242,6 +245,13 @@ impl DomainBuilder {
         self
     }
 
+    /// Register a projection: a read model fed from the log with its own position (see
+    /// [`Projection`]).
+    pub fn projection(mut self, projection: impl Projection) -> Self {
+        self.projections.push(Arc::new(projection));
+        self
+    }
+
     /// Check the configuration and start the dispatcher. Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Domain> {
         let store = self
@@ -306,12 +316,14 @@ impl DomainBuilder {
             }
         }
         let entries = check_table(entries)?;
-        if !entries.is_empty() && tokio::runtime::Handle::try_current().is_err() {
+        if !(entries.is_empty() && self.projections.is_empty())
+            && tokio::runtime::Handle::try_current().is_err()
+        {
             return Err(Error::Config(
                 "Domain::build must run inside a tokio runtime when handlers are registered".into(),
             ));
         }
-        let dispatcher = Dispatcher::start(entries, store.clone(), self.dispatch).await?;
+        let dispatcher = Dispatcher::start(entries, self.projections, store.clone(), self.dispatch).await?;
         tracing::debug!(
             namespace = %self.namespace,
             store = store.backend(),

@@ -382,6 +382,12 @@ impl Domain {
         self.inner.dispatcher.retry_parked(handler, position).await
     }
 
+    /// Rebuild a projection: clear its read model (and position) and replay the whole log into
+    /// it, in the background; [`wait_idle`](Self::wait_idle) waits for the replay.
+    pub async fn rebuild_projection(&self, name: &str) -> Result<()> {
+        self.inner.dispatcher.rebuild(name).await
+    }
+
     /// Move a handler's checkpoint to `position` (0 replays the whole log to it). The handler
     /// picks up from there at once, in whichever instance holds it.
     pub async fn reset_handler(&self, handler: &str, position: u64) -> Result<()> {

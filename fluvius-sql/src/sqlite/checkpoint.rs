@@ -231,3 +231,80 @@ impl CheckpointStore for SqliteLogStore {
         Box::pin(self.unpark_impl(handler, position))
     }
 }
+
+fn projection_error(operation: &str, name: &str, message: impl std::fmt::Display) -> fluvius_core::Error {
+    fluvius_core::Error::store(
+        "sqlite",
+        format!("{operation} of projection `{name}`: {message}"),
+        None,
+    )
+}
+
+/// Inside a projection's transaction: move its position (the `fluvius_checkpoints` row named
+/// `name`) from `from` to `to`, so the rows and the position commit together. Fails — roll the
+/// transaction back — if the position is no longer `from` (a rebuild or another instance
+/// moved it). Creates the row when `from` is 0 and there is none.
+///
+/// ```no_run
+/// # async fn demo(store: &fluvius_sql::SqliteLogStore, events: &[fluvius_core::Event], from: u64)
+/// # -> fluvius_core::Result<()> {
+/// let mut tx = store.pool().begin().await.map_err(|e| fluvius_core::Error::store("sqlite", e.to_string(), None))?;
+/// // … write the read model's rows with `&mut *tx` …
+/// let to = events.last().map_or(from, |e| e.position);
+/// fluvius_sql::sqlite::advance_projection(&mut tx, "balances", from, to).await?;
+/// tx.commit().await.map_err(|e| fluvius_core::Error::store("sqlite", e.to_string(), None))?;
+/// # Ok(()) }
+/// ```
+pub async fn advance_projection(
+    conn: &mut sqlx::SqliteConnection,
+    name: &str,
+    from: u64,
+    to: u64,
+) -> CoreResult<()> {
+    let to_i64 = codec::to_i64(to, "position").map_err(|m| projection_error("advance", name, m))?;
+    if from == 0 {
+        sqlx::query(
+            "INSERT INTO fluvius_checkpoints (name, position, owner, lease_until, updated_at) \
+             VALUES (?1, 0, NULL, 0, ?2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(micros_now())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| projection_error("advance", name, e))?;
+    }
+    let done = sqlx::query(
+        "UPDATE fluvius_checkpoints SET position = ?3, updated_at = ?4 WHERE name = ?1 AND position = ?2",
+    )
+    .bind(name)
+    .bind(codec::clamp_i64(from))
+    .bind(to_i64)
+    .bind(micros_now())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| projection_error("advance", name, e))?;
+    if done.rows_affected() != 1 {
+        return Err(projection_error(
+            "advance",
+            name,
+            format!("the position is no longer {from}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Inside a projection's transaction: set its position to 0 (for
+/// [`Projection::clear`](fluvius_core::Projection::clear), with the rows deleted in the same
+/// transaction).
+pub async fn reset_projection(conn: &mut sqlx::SqliteConnection, name: &str) -> CoreResult<()> {
+    sqlx::query(
+        "INSERT INTO fluvius_checkpoints (name, position, owner, lease_until, updated_at) \
+         VALUES (?1, 0, NULL, 0, ?2) ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = ?2",
+    )
+    .bind(name)
+    .bind(micros_now())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| projection_error("reset", name, e))?;
+    Ok(())
+}
