@@ -366,7 +366,8 @@ impl Dispatcher {
         if let Some(last) = events.iter().map(|e| e.position).max() {
             self.committed.fetch_max(last, Ordering::SeqCst);
         }
-        if !(self.workers.is_empty() && self.projections.is_empty()) && !events.is_empty() {
+        let has_followers = !self.workers.is_empty() || !self.projections.is_empty();
+        if has_followers && !events.is_empty() {
             self.shared.wake.notify_waiters();
         }
     }

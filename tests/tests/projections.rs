@@ -84,12 +84,11 @@ impl SqlProjection {
 
     async fn apply_one(&self, conn: &mut SqliteConnection, e: &Event) -> Result<(), Error> {
         let id = e.aggregate_id.to_string();
-        let decode = |e: &Event| -> Result<i64, Error> {
-            Ok(e.payload_as::<Deposited>().map_err(|err| store_err(err))?.amount)
-        };
+        let decode =
+            |e: &Event| -> Result<i64, Error> { Ok(e.payload_as::<Deposited>().map_err(store_err)?.amount) };
         let query = match (self.kind, e.key.as_str()) {
             (Kind::Balances, "account-opened") => {
-                let opened: AccountOpened = e.payload_as().map_err(|err| store_err(err))?;
+                let opened: AccountOpened = e.payload_as().map_err(store_err)?;
                 sqlx::query("INSERT INTO rm_balances (account_id, owner, balance) VALUES (?1, ?2, 0)")
                     .bind(id)
                     .bind(opened.owner)
@@ -117,7 +116,7 @@ impl SqlProjection {
                     .bind(line)
             }
             (Kind::Owners, "account-opened") => {
-                let opened: AccountOpened = e.payload_as().map_err(|err| store_err(err))?;
+                let opened: AccountOpened = e.payload_as().map_err(store_err)?;
                 sqlx::query("INSERT INTO rm_owners (owner, account_id) VALUES (?1, ?2)")
                     .bind(opened.owner)
                     .bind(id)
