@@ -70,6 +70,7 @@ mod logstore;
 mod payload;
 mod projection;
 mod response;
+mod saga;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod upcast;

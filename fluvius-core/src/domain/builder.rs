@@ -98,6 +98,8 @@ pub struct DomainBuilder {
     cache_capacity: usize,
     dispatch: DispatchOptions,
     projections: Vec<Arc<dyn Projection>>,
+    /// Filled with the domain once built, for saga handlers.
+    saga_domain: tokio::sync::watch::Sender<Option<std::sync::Weak<Inner>>>,
 }
 
 /// The default number of aggregates whose state each resource keeps cached.
@@ -124,6 +126,7 @@ impl DomainBuilder {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             dispatch: DispatchOptions::default(),
             projections: Vec::new(),
+            saga_domain: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -186,6 +189,35 @@ impl DomainBuilder {
         Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
     {
         self.handlers.push(HandlerEntry::from_fn(name, pattern, handler));
+        self
+    }
+
+    /// Register a saga (process manager): a handler that also gets the [`Domain`], to issue
+    /// commands in reaction to events (build them with [`Command::caused_by`]). Delivery is
+    /// at-least-once, like every handler; a command built with `caused_by` is idempotent.
+    pub fn saga<F, Fut>(mut self, name: &str, pattern: &str, saga: F) -> Self
+    where
+        F: Fn(Domain, Arc<Event>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        let saga = Arc::new(saga);
+        let domain = self.saga_domain.subscribe();
+        self.handlers
+            .push(HandlerEntry::from_fn(name, pattern, move |event| {
+                let (saga, mut domain) = (saga.clone(), domain.clone());
+                async move {
+                    let weak = domain
+                        .wait_for(Option::is_some)
+                        .await
+                        .map_err(|_| HandlerError::msg("the domain was never built"))?
+                        .clone()
+                        .expect("waited for Some");
+                    let inner = weak
+                        .upgrade()
+                        .ok_or_else(|| HandlerError::msg("the domain is gone"))?;
+                    saga(Domain { inner }, event).await
+                }
+            }));
         self
     }
 
@@ -330,7 +362,7 @@ impl DomainBuilder {
             handlers = ?dispatcher.handler_names().collect::<Vec<_>>(),
             "domain built"
         );
-        Ok(Domain {
+        let domain = Domain {
             inner: Arc::new(Inner {
                 namespace: self.namespace,
                 revision: self.revision,
@@ -343,6 +375,8 @@ impl DomainBuilder {
                 dispatcher,
                 max_payload_bytes: self.max_payload_bytes,
             }),
-        })
+        };
+        self.saga_domain.send_replace(Some(Arc::downgrade(&domain.inner)));
+        Ok(domain)
     }
 }
