@@ -619,50 +619,55 @@ async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
 }
 
 /// Process pages until the log is exhausted. Returns early (Ok) if the claim was lost.
-async fn drain(worker: &Worker, shared: &Shared, mut position: u64) -> Result<()> {
+///
+/// The checkpoint moves after each page, and within a long page at least every second (or a
+/// third of the lease): a crash redelivers at most that much, and a fast handler pays one
+/// checkpoint write per page rather than per event.
+async fn drain(worker: &Worker, shared: &Shared, mut stored: u64) -> Result<()> {
     let name = worker.entry.name.as_str();
     let cps = shared.checkpoints.get();
-    // Renew the claim well before it could expire during a long page.
-    let renew_every = shared.lease / 3;
-    let mut renewed = Instant::now();
+    let flush_every = (shared.lease / 3).min(Duration::from_secs(1));
+    let mut flushed = Instant::now();
     loop {
-        let page = shared.store.read_all(position, shared.page_size).await?;
+        let page = shared.store.read_all(stored, shared.page_size).await?;
         let Some(last) = page.last().map(|e| e.position) else {
             return Ok(());
         };
+        let mut handled = stored;
         for event in page {
             if !worker.entry.pattern.matches(&event.key) {
                 continue;
             }
-            if renewed.elapsed() >= renew_every
-                && cps.claim(name, &shared.owner, worker.start, shared.lease).await? != Some(position)
-            {
-                return Ok(());
+            if flushed.elapsed() >= flush_every {
+                // Move the checkpoint (or at least renew the lease) before going on.
+                let kept = if handled > stored {
+                    cps.advance(name, &shared.owner, stored, handled, shared.lease)
+                        .await?
+                } else {
+                    cps.claim(name, &shared.owner, worker.start, shared.lease).await? == Some(stored)
+                };
+                if !kept {
+                    tracing::debug!(handler = name, "lost the claim on the checkpoint");
+                    return Ok(());
+                }
+                stored = handled;
+                worker.progress.send_replace(stored);
+                flushed = Instant::now();
             }
-            let to = event.position;
+            let position = event.position;
             deliver(worker, shared, Arc::new(event)).await?;
-            if !cps
-                .advance(name, &shared.owner, position, to, shared.lease)
-                .await?
-            {
-                tracing::debug!(handler = name, "lost the claim on the checkpoint");
-                return Ok(());
-            }
-            renewed = Instant::now();
-            position = to;
-            worker.progress.send_replace(position);
+            handled = position;
         }
-        if position < last {
-            if !cps
-                .advance(name, &shared.owner, position, last, shared.lease)
-                .await?
-            {
-                return Ok(());
-            }
-            renewed = Instant::now();
-            position = last;
-            worker.progress.send_replace(position);
+        if !cps
+            .advance(name, &shared.owner, stored, last, shared.lease)
+            .await?
+        {
+            tracing::debug!(handler = name, "lost the claim on the checkpoint");
+            return Ok(());
         }
+        stored = last;
+        worker.progress.send_replace(stored);
+        flushed = Instant::now();
     }
 }
 
