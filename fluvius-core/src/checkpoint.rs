@@ -49,6 +49,13 @@ pub struct DeadLetter {
 
 /// Where handler checkpoints and dead letters live: in the same database as the log.
 ///
+/// A handler (projection, outbox) has a stable name and a checkpoint: the position of the last
+/// event of the global log it has processed. Before processing, an app instance *claims* the
+/// name with a lease; while the lease is live no other owner can claim it or move it. Every
+/// [`advance`](Self::advance) is a compare-and-set on (owner, position) and renews the lease;
+/// an instance that dies stops renewing, and another takes over once the lease has expired.
+/// Events a handler gave up on are parked as [`DeadLetter`]s.
+///
 /// Implemented by [`MemoryCheckpointStore`] (used by [`MemoryLogStore`](crate::MemoryLogStore))
 /// and by the SQL stores of `fluvius-sql`; every implementation passes the conformance cases of
 /// `fluvius_core::testing::checkpoint_conformance`. A [`LogStore`](crate::LogStore) exposes its

@@ -45,6 +45,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Reactions: handlers, projections, sagas
+//!
+//! Handlers (`#[event_handler]` or [`DomainBuilder::handler`]) are fed from the durable log,
+//! not from command responses: each has a stable name and a checkpoint in the store
+//! ([`CheckpointStore`]), reads [`LogStore::read_all`] after it in log order (so in version
+//! order per aggregate), catches up on start and then follows live. Delivery is at least once;
+//! a failing handler is retried with backoff and the event is then parked ([`DeadLetter`],
+//! [`Domain::parked`], [`Domain::retry_parked`]). Several app instances on one database share
+//! the work: each handler runs in one instance at a time (a leased claim), and another takes
+//! over when an instance dies. See [`DispatchOptions`] for polling, leases, retries and
+//! start-from-now. [`Projection`]s are read models with their own position and a rebuild;
+//! sagas ([`DomainBuilder::saga`], [`Command::caused_by`]) issue commands in reaction to
+//! events.
+//!
 //! ## Feature flags
 //!
 //! | feature  | default | what it enables |

@@ -15,7 +15,15 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::future::BoxFuture;
 
-/// A read model fed from the log. See the [module docs](self).
+/// A read model fed from the log, with its own position.
+///
+/// The dispatcher feeds a projection the global log in pages, in position order, follows the
+/// log live (same wake-ups as handlers, one app instance at a time through the claim named
+/// after the projection), and `Domain::rebuild_projection` clears the read model and replays
+/// the log from zero. The projection keeps its position itself — a SQL projection in the same
+/// transaction as its rows (`fluvius_sql::sqlite::advance_projection` / `reset_projection`
+/// move the `fluvius_checkpoints` row named after it, as a compare-and-set), so the read model
+/// and its position never disagree, even across a crash.
 ///
 /// `apply` must be atomic: either every event of the page is applied *and* the position moves
 /// from `from` to the last event's position, or nothing changes (return an error). Pages
