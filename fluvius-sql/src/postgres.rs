@@ -95,7 +95,7 @@ use crate::error::{Error, Result};
 
 mod checkpoint;
 
-pub use checkpoint::APPEND_CHANNEL;
+pub use checkpoint::{advance_projection, reset_projection, APPEND_CHANNEL};
 
 type CoreResult<T> = fluvius_core::Result<T>;
 

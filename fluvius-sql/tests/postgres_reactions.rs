@@ -295,3 +295,126 @@ async fn notify_wakes_a_handler_when_another_instance_appends() {
         lags[lags.len() - 1]
     ));
 }
+
+/// Counts events per aggregate in a table of the store's schema, with its position moved in the
+/// same transaction ([`fluvius_sql::postgres::advance_projection`]).
+struct PerAggregate {
+    store: PostgresLogStore,
+}
+
+fn pg_err(e: impl std::fmt::Display) -> fluvius_core::Error {
+    fluvius_core::Error::store("postgres", e.to_string(), None)
+}
+
+impl fluvius_core::Projection for PerAggregate {
+    fn name(&self) -> &str {
+        "per-aggregate"
+    }
+
+    fn position(&self) -> fluvius_core::BoxFuture<'_, fluvius_core::Result<u64>> {
+        Box::pin(async move {
+            let cps = self.store.checkpoints().unwrap();
+            Ok(cps.checkpoint("per-aggregate").await?.unwrap_or(0))
+        })
+    }
+
+    fn apply<'a>(
+        &'a self,
+        from: u64,
+        events: &'a [Event],
+    ) -> fluvius_core::BoxFuture<'a, fluvius_core::Result<()>> {
+        Box::pin(async move {
+            let mut tx = self.store.pool().begin().await.map_err(pg_err)?;
+            for e in events {
+                sqlx::query(
+                    "INSERT INTO rm_per_aggregate (aggregate_id, events) VALUES ($1, 1) \
+                     ON CONFLICT (aggregate_id) DO UPDATE SET events = rm_per_aggregate.events + 1",
+                )
+                .bind(e.aggregate_id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_err)?;
+            }
+            let to = events.last().map_or(from, |e| e.position);
+            fluvius_sql::postgres::advance_projection(&mut tx, "per-aggregate", from, to).await?;
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+
+    fn clear(&self) -> fluvius_core::BoxFuture<'_, fluvius_core::Result<()>> {
+        Box::pin(async move {
+            let mut tx = self.store.pool().begin().await.map_err(pg_err)?;
+            sqlx::query("DELETE FROM rm_per_aggregate")
+                .execute(&mut *tx)
+                .await
+                .map_err(pg_err)?;
+            fluvius_sql::postgres::reset_projection(&mut tx, "per-aggregate").await?;
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_projection_commits_its_position_with_its_rows_and_rebuilds() {
+    let Some(url) = pg::url().await else {
+        return;
+    };
+    let schema = pg::schema_name();
+    let _guard = SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let store = PostgresLogStore::builder(&url)
+        .schema(&schema)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect: {}", e.full_message()));
+    sqlx::query("CREATE TABLE rm_per_aggregate (aggregate_id uuid PRIMARY KEY, events bigint NOT NULL)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let domain = Domain::builder()
+        .namespace("counter-test")
+        .aggregate::<Counter>()
+        .logstore(store.clone())
+        .without_global_handlers()
+        .dispatch(
+            DispatchOptions::default()
+                .page_size(5)
+                .poll_interval(Duration::from_millis(50)),
+        )
+        .projection(PerAggregate { store: store.clone() })
+        .build()
+        .await
+        .unwrap();
+    let ids: Vec<AggregateId> = (0..3).map(|_| AggregateId::new()).collect();
+    for i in 0..17 {
+        add(&domain, ids[i % 3]).await;
+    }
+    domain.wait_idle().await;
+    let counts = || async {
+        let rows: Vec<(Uuid, i64)> =
+            sqlx::query_as("SELECT aggregate_id, events FROM rm_per_aggregate ORDER BY aggregate_id")
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        rows
+    };
+    let live = counts().await;
+    assert_eq!(live.iter().map(|r| r.1).sum::<i64>(), 17);
+    assert_eq!(live.len(), 3);
+    let head = store.head_position().await.unwrap();
+    assert_eq!(
+        store
+            .checkpoints()
+            .unwrap()
+            .checkpoint("per-aggregate")
+            .await
+            .unwrap(),
+        Some(head)
+    );
+
+    domain.rebuild_projection("per-aggregate").await.unwrap();
+    domain.wait_idle().await;
+    assert_eq!(counts().await, live, "the rebuild equals the live result");
+}

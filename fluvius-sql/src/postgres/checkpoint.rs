@@ -271,3 +271,66 @@ impl CheckpointStore for PostgresLogStore {
         Some(Box::pin(Self::listen(self.pool.clone(), wake)))
     }
 }
+
+fn projection_error(operation: &str, name: &str, message: impl std::fmt::Display) -> fluvius_core::Error {
+    fluvius_core::Error::store(
+        "postgres",
+        format!("{operation} of projection `{name}`: {message}"),
+        None,
+    )
+}
+
+/// Inside a projection's transaction: move its position (the `fluvius_checkpoints` row named
+/// `name`) from `from` to `to`, so the rows and the position commit together. Fails — roll the
+/// transaction back — if the position is no longer `from`. Creates the row when `from` is 0
+/// and there is none. The PostgreSQL twin of `fluvius_sql::sqlite::advance_projection`.
+pub async fn advance_projection(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    from: u64,
+    to: u64,
+) -> CoreResult<()> {
+    let to_i64 = codec::to_i64(to, "position").map_err(|m| projection_error("advance", name, m))?;
+    if from == 0 {
+        sqlx::query(
+            "INSERT INTO fluvius_checkpoints (name, position, owner, lease_until, updated_at) \
+             VALUES ($1, 0, NULL, '-infinity', now()) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| projection_error("advance", name, e))?;
+    }
+    let done = sqlx::query(
+        "UPDATE fluvius_checkpoints SET position = $3, updated_at = now() WHERE name = $1 AND position = $2",
+    )
+    .bind(name)
+    .bind(codec::clamp_i64(from))
+    .bind(to_i64)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| projection_error("advance", name, e))?;
+    if done.rows_affected() != 1 {
+        return Err(projection_error(
+            "advance",
+            name,
+            format!("the position is no longer {from}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Inside a projection's transaction: set its position to 0 (for
+/// [`Projection::clear`](fluvius_core::Projection::clear)).
+pub async fn reset_projection(conn: &mut sqlx::PgConnection, name: &str) -> CoreResult<()> {
+    sqlx::query(
+        "INSERT INTO fluvius_checkpoints (name, position, owner, lease_until, updated_at) \
+         VALUES ($1, 0, NULL, '-infinity', now()) \
+         ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = now()",
+    )
+    .bind(name)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| projection_error("reset", name, e))?;
+    Ok(())
+}
