@@ -1,31 +1,179 @@
-//! In-process dispatch of committed events to handlers.
+//! Log-fed dispatch of committed events to handlers.
 //!
-//! Each handler has its own worker task and queue, so it sees events in commit order and a
-//! slow or failing handler never holds up another. Every invocation runs in its own task: a
-//! panic is caught, logged and counted like an error. The dispatcher is fed a sequence of
-//! committed events, so it can equally be fed from the log (`read_all`) by a checkpointed
-//! driver.
+//! Each handler has a stable name, a checkpoint in the store (see [`CheckpointStore`]) and its
+//! own task, which reads the global log with [`read_all`](LogStore::read_all) after the
+//! checkpoint, in pages, in log order — so a handler sees one aggregate's events in version
+//! order, and events committed while the process was down are caught up on start.
+//!
+//! - **Wake-ups**: after every commit through the domain (an in-process `Notify`), on the
+//!   store's append hint if it has one (PostgreSQL `LISTEN`), and every
+//!   [`poll_interval`](DispatchOptions::poll_interval) — polling is the source of truth.
+//! - **At-least-once**: the checkpoint moves only after the handler succeeded (or the event was
+//!   parked); a crash between the two delivers the event again.
+//! - **Retries**: a failing or panicking invocation is retried with jittered exponential
+//!   backoff ([`RetryPolicy`], per handler); after the last attempt the event is *parked*
+//!   ([`DeadLetter`]) and the handler moves on. Parked events are listed and retried through
+//!   `Domain::parked` and `Domain::retry_parked`.
+//! - **One instance per handler**: before reading, a task claims its handler's checkpoint with
+//!   a lease ([`lease`](DispatchOptions::lease)); every advance renews it. Another app instance
+//!   on the same database finds the claim held and waits; it takes over when the lease expires
+//!   (the holder died). Keep the lease well above the longest handler invocation.
+//!
+//! A store without checkpoints ([`LogStore::checkpoints`] is `None`) gets checkpoints in
+//! memory: same semantics within the process, nothing durable.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
+use crate::domain::RetryPolicy;
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::HandlerEntry;
+use crate::logstore::LogStore;
+use crate::projection::Projection;
 
-/// Counters for one handler.
+/// Counters for one handler, in this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandlerStats {
     /// The handler's name.
     pub name: String,
     /// Invocations that returned `Ok`.
     pub succeeded: u64,
-    /// Invocations that returned an error.
+    /// Invocations that returned an error (every attempt counts).
     pub failed: u64,
-    /// Invocations that panicked.
+    /// Invocations that panicked (every attempt counts).
     pub panicked: u64,
+    /// Events given up on after the last attempt and parked as dead letters.
+    pub parked: u64,
+}
+
+/// Where a handler without a checkpoint starts reading the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartFrom {
+    /// From the first event: a new handler sees the whole history (the default).
+    #[default]
+    Beginning,
+    /// From the log's head when the domain is built: only events committed afterwards.
+    Now,
+}
+
+/// How the dispatcher runs handlers; pass to
+/// [`DomainBuilder::dispatch`](crate::DomainBuilder::dispatch).
+///
+/// ```
+/// use std::time::Duration;
+/// use fluvius_core::{DispatchOptions, RetryPolicy, StartFrom};
+/// let options = DispatchOptions::default()
+///     .poll_interval(Duration::from_millis(200))
+///     .handler_retry("send-welcome-email", RetryPolicy::attempts(5))
+///     .handler_start("audit-export", StartFrom::Now);
+/// assert_eq!(options.retry_for("send-welcome-email").max_attempts, 5);
+/// ```
+#[derive(Clone, Debug)]
+pub struct DispatchOptions {
+    poll_interval: Duration,
+    page_size: usize,
+    lease: Duration,
+    instance_id: String,
+    retry: RetryPolicy,
+    start: StartFrom,
+    per_handler: HashMap<String, (Option<RetryPolicy>, Option<StartFrom>)>,
+}
+
+impl Default for DispatchOptions {
+    /// Poll every 500 ms, pages of 256 events, 30 s leases, a random instance id, 3 attempts
+    /// per event with backoff from 50 ms to 2 s, new handlers start from the beginning.
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(500),
+            page_size: 256,
+            lease: Duration::from_secs(30),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(2),
+            },
+            start: StartFrom::Beginning,
+            per_handler: HashMap::new(),
+        }
+    }
+}
+
+impl DispatchOptions {
+    /// How often an idle handler looks at the log without a wake-up (default 500 ms). An idle
+    /// handler also renews its claim this often, so the wait is capped at a third of the
+    /// [`lease`](Self::lease).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many events one `read_all` fetches (default 256).
+    pub fn page_size(mut self, size: usize) -> Self {
+        self.page_size = size.max(1);
+        self
+    }
+
+    /// How long a claim on a handler's checkpoint lasts without renewal (default 30 s): after
+    /// an instance dies, another takes over its handlers within this time.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(10));
+        self
+    }
+
+    /// This instance's name as a checkpoint owner (default: a random UUID).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = id.into();
+        self
+    }
+
+    /// The retry policy of every handler without its own.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Where every handler without a checkpoint (and without its own setting) starts.
+    pub fn start(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// The retry policy of one handler.
+    pub fn handler_retry(mut self, handler: &str, retry: RetryPolicy) -> Self {
+        self.per_handler.entry(handler.to_owned()).or_default().0 = Some(retry);
+        self
+    }
+
+    /// Where one handler starts if it has no checkpoint yet.
+    pub fn handler_start(mut self, handler: &str, start: StartFrom) -> Self {
+        self.per_handler.entry(handler.to_owned()).or_default().1 = Some(start);
+        self
+    }
+
+    /// The retry policy that applies to `handler`.
+    pub fn retry_for(&self, handler: &str) -> RetryPolicy {
+        self.per_handler
+            .get(handler)
+            .and_then(|h| h.0)
+            .unwrap_or(self.retry)
+    }
+
+    /// Where `handler` starts if it has no checkpoint.
+    pub fn start_for(&self, handler: &str) -> StartFrom {
+        self.per_handler
+            .get(handler)
+            .and_then(|h| h.1)
+            .unwrap_or(self.start)
+    }
 }
 
 #[derive(Default)]
@@ -33,87 +181,250 @@ struct Counters {
     succeeded: AtomicU64,
     failed: AtomicU64,
     panicked: AtomicU64,
+    parked: AtomicU64,
 }
 
-#[derive(Default)]
-struct Pending {
-    count: AtomicUsize,
-    idle: Notify,
+/// The checkpoints in use: the store's own, or a private in-memory set.
+#[derive(Clone)]
+struct Checkpoints {
+    store: Arc<dyn LogStore>,
+    fallback: Option<Arc<MemoryCheckpointStore>>,
 }
 
-impl Pending {
-    fn add(&self, n: usize) {
-        self.count.fetch_add(n, Ordering::SeqCst);
-    }
-
-    fn done(&self) {
-        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
+impl Checkpoints {
+    fn get(&self) -> &dyn CheckpointStore {
+        match &self.fallback {
+            Some(memory) => memory.as_ref(),
+            None => self
+                .store
+                .checkpoints()
+                .expect("a store that reported checkpoints keeps them"),
         }
     }
 }
 
+/// What a worker task and the domain share about one handler.
 struct Worker {
     entry: HandlerEntry,
-    counters: Arc<Counters>,
-    queue: mpsc::UnboundedSender<Arc<Event>>,
+    retry: RetryPolicy,
+    start: u64,
+    counters: Counters,
+    /// The checkpoint as this process last saw it.
+    progress: watch::Sender<u64>,
+}
+
+/// What a projection task and the domain share about one projection.
+struct ProjectionWorker {
+    projection: Arc<dyn Projection>,
+    name: String,
+    retry: RetryPolicy,
+    /// Held while applying a page, and by a rebuild.
+    busy: tokio::sync::Mutex<()>,
+    progress: watch::Sender<u64>,
+}
+
+struct Shared {
+    store: Arc<dyn LogStore>,
+    checkpoints: Checkpoints,
+    wake: Arc<Notify>,
+    owner: String,
+    poll_interval: Duration,
+    page_size: usize,
+    lease: Duration,
 }
 
 pub(crate) struct Dispatcher {
-    workers: Vec<Worker>,
-    pending: Arc<Pending>,
+    workers: Vec<Arc<Worker>>,
+    projections: Vec<Arc<ProjectionWorker>>,
+    shared: Arc<Shared>,
+    /// The highest position committed through this domain.
+    committed: AtomicU64,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Dispatcher {
+    /// Stop the handler tasks and, if a runtime is still there, release their claims so
+    /// another instance need not wait for the leases to expire.
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if self.workers.is_empty() && self.projections.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let shared = self.shared.clone();
+            let names: Vec<String> = self
+                .workers
+                .iter()
+                .map(|w| w.entry.name.clone())
+                .chain(self.projections.iter().map(|p| p.name.clone()))
+                .collect();
+            runtime.spawn(async move {
+                for name in names {
+                    if let Err(e) = shared.checkpoints.get().release(&name, &shared.owner).await {
+                        tracing::debug!(handler = %name, error = %e, "cannot release the claim");
+                    }
+                }
+            });
+        }
+    }
 }
 
 impl Dispatcher {
-    /// Start one worker task per handler. Must run inside a tokio runtime.
-    pub(crate) fn start(entries: Vec<HandlerEntry>) -> Self {
-        let pending = Arc::new(Pending::default());
-        let workers = entries
+    /// Start one task per handler. Must run inside a tokio runtime when there are handlers.
+    pub(crate) async fn start(
+        entries: Vec<HandlerEntry>,
+        projections: Vec<Arc<dyn Projection>>,
+        store: Arc<dyn LogStore>,
+        options: DispatchOptions,
+    ) -> Result<Self> {
+        let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        names.extend(projections.iter().map(|p| p.name()));
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(Error::Config(format!(
+                "`{}` names two handlers or projections: names must be unique",
+                pair[0]
+            )));
+        }
+        let checkpoints = Checkpoints {
+            fallback: store
+                .checkpoints()
+                .is_none()
+                .then(|| Arc::new(MemoryCheckpointStore::new())),
+            store: store.clone(),
+        };
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            checkpoints,
+            wake: Arc::new(Notify::new()),
+            owner: options.instance_id.clone(),
+            poll_interval: options.poll_interval.min(options.lease / 3),
+            page_size: options.page_size,
+            lease: options.lease,
+        });
+        let now_head = if entries
+            .iter()
+            .any(|e| options.start_for(&e.name) == StartFrom::Now)
+        {
+            store.head_position().await?
+        } else {
+            0
+        };
+        let mut tasks = Vec::new();
+        let workers: Vec<Arc<Worker>> = entries
             .into_iter()
             .map(|entry| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let counters = Arc::new(Counters::default());
-                tokio::spawn(run_worker(entry.clone(), counters.clone(), pending.clone(), rx));
-                Worker {
+                let start = match options.start_for(&entry.name) {
+                    StartFrom::Beginning => 0,
+                    StartFrom::Now => now_head,
+                };
+                Arc::new(Worker {
+                    retry: options.retry_for(&entry.name),
                     entry,
-                    counters,
-                    queue: tx,
-                }
+                    start,
+                    counters: Counters::default(),
+                    progress: watch::Sender::new(0),
+                })
             })
             .collect();
-        Self { workers, pending }
+        let projections: Vec<Arc<ProjectionWorker>> = projections
+            .into_iter()
+            .map(|projection| {
+                Arc::new(ProjectionWorker {
+                    name: projection.name().to_owned(),
+                    retry: options.retry_for(projection.name()),
+                    projection,
+                    busy: tokio::sync::Mutex::new(()),
+                    progress: watch::Sender::new(0),
+                })
+            })
+            .collect();
+        if !workers.is_empty() || !projections.is_empty() {
+            if let Some(hints) = shared.checkpoints.get().append_hints(shared.wake.clone()) {
+                tasks.push(tokio::spawn(hints));
+            }
+            for worker in &workers {
+                tasks.push(tokio::spawn(run_worker(worker.clone(), shared.clone())));
+            }
+            for projection in &projections {
+                tasks.push(tokio::spawn(run_projection(projection.clone(), shared.clone())));
+            }
+        }
+        Ok(Self {
+            workers,
+            projections,
+            shared,
+            committed: AtomicU64::new(0),
+            tasks,
+        })
     }
 
-    /// Queue committed events for every handler whose pattern matches.
+    /// Events were committed through the domain: wake the handlers.
     pub(crate) fn dispatch(&self, events: &[Event]) {
-        if self.workers.is_empty() {
+        if let Some(last) = events.iter().map(|e| e.position).max() {
+            self.committed.fetch_max(last, Ordering::SeqCst);
+        }
+        let has_followers = !self.workers.is_empty() || !self.projections.is_empty();
+        if has_followers && !events.is_empty() {
+            self.shared.wake.notify_waiters();
+        }
+    }
+
+    /// Wait until every handler's checkpoint has reached the log's head as of the call (and
+    /// every event committed through this domain before the call).
+    pub(crate) async fn wait_idle(&self) {
+        if self.workers.is_empty() && self.projections.is_empty() {
             return;
         }
-        for event in events {
-            let event = Arc::new(event.clone());
-            for worker in &self.workers {
-                if worker.entry.pattern.matches(&event.key) {
-                    self.pending.add(1);
-                    if worker.queue.send(event.clone()).is_err() {
-                        // The worker is gone (runtime shutting down): nothing will run it.
-                        self.pending.done();
+        let committed = self.committed.load(Ordering::SeqCst);
+        let head = match self.shared.store.head_position().await {
+            Ok(head) => head.max(committed),
+            Err(e) => {
+                tracing::warn!(error = %e, "wait_idle: cannot read the log head; waiting for this domain's commits only");
+                committed
+            }
+        };
+        let followers = self
+            .workers
+            .iter()
+            .map(|w| (w.entry.name.as_str(), &w.progress))
+            .chain(self.projections.iter().map(|p| (p.name.as_str(), &p.progress)));
+        for (name, progress) in followers {
+            let mut progress = progress.subscribe();
+            loop {
+                if *progress.borrow_and_update() >= head {
+                    break;
+                }
+                tokio::select! {
+                    _ = progress.changed() => {}
+                    _ = tokio::time::sleep(self.shared.poll_interval) => {
+                        // Another instance may hold it: look at the stored checkpoint.
+                        let stored = self.shared.checkpoints.get().checkpoint(name).await;
+                        if matches!(stored, Ok(Some(p)) if p >= head) {
+                            break;
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Wait until every queued invocation has finished.
-    pub(crate) async fn wait_idle(&self) {
-        loop {
-            let notified = self.pending.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.pending.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
+    /// Clear a projection's read model and replay the log into it (the replay runs in the
+    /// background; `wait_idle` waits for it).
+    pub(crate) async fn rebuild(&self, projection: &str) -> Result<()> {
+        let worker = self
+            .projections
+            .iter()
+            .find(|p| p.name == projection)
+            .ok_or_else(|| Error::Config(format!("no projection named `{projection}` in this domain")))?;
+        let busy = worker.busy.lock().await;
+        worker.projection.clear().await?;
+        worker.progress.send_replace(0);
+        drop(busy);
+        self.shared.wake.notify_waiters();
+        Ok(())
     }
 
     pub(crate) fn stats(&self) -> Vec<HandlerStats> {
@@ -124,6 +435,7 @@ impl Dispatcher {
                 succeeded: w.counters.succeeded.load(Ordering::Relaxed),
                 failed: w.counters.failed.load(Ordering::Relaxed),
                 panicked: w.counters.panicked.load(Ordering::Relaxed),
+                parked: w.counters.parked.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -131,41 +443,305 @@ impl Dispatcher {
     pub(crate) fn handler_names(&self) -> impl Iterator<Item = &str> {
         self.workers.iter().map(|w| w.entry.name.as_str())
     }
-}
 
-async fn run_worker(
-    entry: HandlerEntry,
-    counters: Arc<Counters>,
-    pending: Arc<Pending>,
-    mut rx: mpsc::UnboundedReceiver<Arc<Event>>,
-) {
-    while let Some(event) = rx.recv().await {
-        let span = tracing::info_span!(
-            "fluvius.handler",
-            handler = %entry.name,
-            event_key = %event.key,
-            position = event.position,
-            aggregate_id = %event.aggregate_id,
-        );
-        let fut = (entry.handler)(event);
-        match tokio::spawn(fut.instrument(span.clone())).await {
-            Ok(Ok(())) => {
-                counters.succeeded.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Err(err)) => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                span.in_scope(|| tracing::warn!(error = %err, "event handler failed"));
-            }
-            Err(join) => {
-                counters.panicked.fetch_add(1, Ordering::Relaxed);
-                let what = if join.is_panic() {
-                    "panicked"
-                } else {
-                    "was cancelled"
-                };
-                span.in_scope(|| tracing::error!("event handler {what}"));
+    fn worker(&self, handler: &str) -> Result<&Arc<Worker>> {
+        self.workers
+            .iter()
+            .find(|w| w.entry.name == handler)
+            .ok_or_else(|| Error::Config(format!("no handler named `{handler}` in this domain")))
+    }
+
+    /// The stored checkpoint of a handler.
+    pub(crate) async fn checkpoint(&self, handler: &str) -> Result<Option<u64>> {
+        self.worker(handler)?;
+        self.shared.checkpoints.get().checkpoint(handler).await
+    }
+
+    /// The parked events of one handler, or of all.
+    pub(crate) async fn parked(&self, handler: Option<&str>) -> Result<Vec<DeadLetter>> {
+        self.shared.checkpoints.get().parked(handler).await
+    }
+
+    /// Run a parked event through its handler once more: on success it is unparked (`true`);
+    /// on failure it stays parked with the new error and attempt count (`false`).
+    pub(crate) async fn retry_parked(&self, handler: &str, position: u64) -> Result<bool> {
+        let worker = self.worker(handler)?;
+        let cps = self.shared.checkpoints.get();
+        let letter = cps
+            .parked(Some(handler))
+            .await?
+            .into_iter()
+            .find(|l| l.position == position)
+            .ok_or_else(|| Error::Config(format!("no event parked at {position} for `{handler}`")))?;
+        let event = self
+            .shared
+            .store
+            .read_all(position.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|e| e.position == position && e.id == letter.event_id)
+            .ok_or_else(|| {
+                Error::store(
+                    self.shared.store.backend(),
+                    format!("parked event {} at {position} is not in the log", letter.event_id),
+                    None,
+                )
+            })?;
+        let attempt = letter.attempts + 1;
+        match invoke_once(worker, Arc::new(event), attempt).await {
+            Ok(()) => cps.unpark(handler, position).await.map(|_| true),
+            Err(error) => {
+                cps.park(DeadLetter {
+                    attempts: attempt,
+                    error,
+                    parked_at: crate::clock::now(),
+                    ..letter
+                })
+                .await?;
+                Ok(false)
             }
         }
-        pending.done();
+    }
+
+    /// Move a handler's checkpoint (0 replays the whole log to it).
+    pub(crate) async fn reset(&self, handler: &str, position: u64) -> Result<()> {
+        let worker = self.worker(handler)?;
+        self.shared.checkpoints.get().reset(handler, position).await?;
+        worker.progress.send_replace(position);
+        self.shared.wake.notify_waiters();
+        Ok(())
+    }
+}
+
+async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
+    let name = worker.name.as_str();
+    loop {
+        let notified = shared.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match shared
+            .checkpoints
+            .get()
+            .claim(name, &shared.owner, 0, shared.lease)
+            .await
+        {
+            Ok(Some(_)) => {
+                if let Err(e) = follow(&worker, &shared).await {
+                    tracing::warn!(projection = name, error = %e, "projection stopped; retrying later");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(projection = name, error = %e, "cannot claim the projection"),
+        }
+        pause(notified, shared.poll_interval).await;
+    }
+}
+
+/// Apply pages until the log is exhausted, each with retries.
+async fn follow(worker: &ProjectionWorker, shared: &Shared) -> Result<()> {
+    let name = worker.name.as_str();
+    let cps = shared.checkpoints.get();
+    let _busy = worker.busy.lock().await;
+    let mut position = worker.projection.position().await?;
+    worker.progress.send_replace(position);
+    let mut renewed = Instant::now();
+    loop {
+        let page = shared.store.read_all(position, shared.page_size).await?;
+        let Some(last) = page.last().map(|e| e.position) else {
+            return Ok(());
+        };
+        if renewed.elapsed() >= shared.lease / 3 {
+            if cps.claim(name, &shared.owner, 0, shared.lease).await?.is_none() {
+                return Ok(());
+            }
+            renewed = Instant::now();
+        }
+        let max = worker.retry.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let span = tracing::info_span!(
+                "fluvius.projection",
+                projection = name,
+                from = position,
+                to = last,
+                events = page.len(),
+                attempt,
+            );
+            match worker.projection.apply(position, &page).instrument(span).await {
+                Ok(()) => break,
+                Err(e) if attempt < max => {
+                    tracing::warn!(projection = name, attempt, error = %e, "projection page failed; retrying");
+                    tokio::time::sleep(worker.retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        position = last;
+        worker.progress.send_replace(position);
+    }
+}
+
+/// Wait for a wake-up or the poll interval.
+async fn pause(notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>, poll: Duration) {
+    tokio::select! {
+        _ = notified => {}
+        _ = tokio::time::sleep(poll) => {}
+    }
+}
+
+async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
+    let name = worker.entry.name.as_str();
+    loop {
+        let notified = shared.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let cps = shared.checkpoints.get();
+        let position = match cps.claim(name, &shared.owner, worker.start, shared.lease).await {
+            Ok(Some(position)) => position,
+            Ok(None) => {
+                // Another instance holds this handler.
+                pause(notified, shared.poll_interval).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(handler = name, error = %e, "cannot claim the handler's checkpoint");
+                pause(notified, shared.poll_interval).await;
+                continue;
+            }
+        };
+        worker.progress.send_replace(position);
+        if let Err(e) = drain(&worker, &shared, position).await {
+            tracing::warn!(handler = name, error = %e, "handler dispatch interrupted");
+        }
+        pause(notified, shared.poll_interval).await;
+    }
+}
+
+/// Process pages until the log is exhausted. Returns early (Ok) if the claim was lost.
+///
+/// The checkpoint moves after each page, and within a long page at least every second (or a
+/// third of the lease): a crash redelivers at most that much, and a fast handler pays one
+/// checkpoint write per page rather than per event.
+async fn drain(worker: &Worker, shared: &Shared, mut stored: u64) -> Result<()> {
+    let name = worker.entry.name.as_str();
+    let cps = shared.checkpoints.get();
+    let flush_every = (shared.lease / 3).min(Duration::from_secs(1));
+    let mut flushed = Instant::now();
+    loop {
+        let page = shared.store.read_all(stored, shared.page_size).await?;
+        let Some(last) = page.last().map(|e| e.position) else {
+            return Ok(());
+        };
+        let mut handled = stored;
+        for event in page {
+            if !worker.entry.pattern.matches(&event.key) {
+                continue;
+            }
+            if flushed.elapsed() >= flush_every {
+                // Move the checkpoint (or at least renew the lease) before going on.
+                let kept = if handled > stored {
+                    cps.advance(name, &shared.owner, stored, handled, shared.lease)
+                        .await?
+                } else {
+                    cps.claim(name, &shared.owner, worker.start, shared.lease).await? == Some(stored)
+                };
+                if !kept {
+                    tracing::debug!(handler = name, "lost the claim on the checkpoint");
+                    return Ok(());
+                }
+                stored = handled;
+                worker.progress.send_replace(stored);
+                flushed = Instant::now();
+            }
+            let position = event.position;
+            deliver(worker, shared, Arc::new(event)).await?;
+            handled = position;
+        }
+        if !cps
+            .advance(name, &shared.owner, stored, last, shared.lease)
+            .await?
+        {
+            tracing::debug!(handler = name, "lost the claim on the checkpoint");
+            return Ok(());
+        }
+        stored = last;
+        worker.progress.send_replace(stored);
+        flushed = Instant::now();
+    }
+}
+
+/// Run the handler on one event with retries; park it after the last attempt. Errors only when
+/// the event could not be parked (the checkpoint must not move then).
+async fn deliver(worker: &Worker, shared: &Shared, event: Arc<Event>) -> Result<()> {
+    let max = worker.retry.max_attempts.max(1);
+    let mut last_error = String::new();
+    for attempt in 1..=max {
+        match invoke_once(worker, event.clone(), attempt).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last_error = e,
+        }
+        if attempt < max {
+            tokio::time::sleep(worker.retry.backoff(attempt)).await;
+        }
+    }
+    let letter = DeadLetter {
+        handler: worker.entry.name.clone(),
+        position: event.position,
+        event_id: event.id,
+        event_key: event.key.clone(),
+        attempts: max,
+        error: last_error,
+        parked_at: crate::clock::now(),
+    };
+    shared.checkpoints.get().park(letter).await?;
+    worker.counters.parked.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(
+        handler = %worker.entry.name,
+        event_key = %event.key,
+        position = event.position,
+        attempts = max,
+        "event parked after the last attempt"
+    );
+    Ok(())
+}
+
+/// One invocation in its own task (a panic is caught), counted and traced.
+async fn invoke_once(worker: &Worker, event: Arc<Event>, attempt: u32) -> std::result::Result<(), String> {
+    let span = tracing::info_span!(
+        "fluvius.handler",
+        handler = %worker.entry.name,
+        event_key = %event.key,
+        position = event.position,
+        aggregate_id = %event.aggregate_id,
+        attempt,
+    );
+    let fut = (worker.entry.handler)(event);
+    match tokio::spawn(fut.instrument(span.clone())).await {
+        Ok(Ok(())) => {
+            worker.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(Err(err)) => {
+            worker.counters.failed.fetch_add(1, Ordering::Relaxed);
+            span.in_scope(|| tracing::warn!(error = %err, "event handler failed"));
+            Err(err.to_string())
+        }
+        Err(join) => {
+            worker.counters.panicked.fetch_add(1, Ordering::Relaxed);
+            let message = if join.is_panic() {
+                let payload = join.into_panic();
+                let text = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                format!("panicked: {text}")
+            } else {
+                "cancelled".to_owned()
+            };
+            span.in_scope(|| tracing::error!("event handler {message}"));
+            Err(message)
+        }
     }
 }

@@ -45,6 +45,20 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Reactions: handlers, projections, sagas
+//!
+//! Handlers (`#[event_handler]` or [`DomainBuilder::handler`]) are fed from the durable log,
+//! not from command responses: each has a stable name and a checkpoint in the store
+//! ([`CheckpointStore`]), reads [`LogStore::read_all`] after it in log order (so in version
+//! order per aggregate), catches up on start and then follows live. Delivery is at least once;
+//! a failing handler is retried with backoff and the event is then parked ([`DeadLetter`],
+//! [`Domain::parked`], [`Domain::retry_parked`]). Several app instances on one database share
+//! the work: each handler runs in one instance at a time (a leased claim), and another takes
+//! over when an instance dies. See [`DispatchOptions`] for polling, leases, retries and
+//! start-from-now. [`Projection`]s are read models with their own position and a rebuild;
+//! sagas ([`DomainBuilder::saga`], [`Command::caused_by`]) issue commands in reaction to
+//! events.
+//!
 //! ## Feature flags
 //!
 //! | feature  | default | what it enables |
@@ -55,6 +69,7 @@
 //! Durable stores (SQLite, PostgreSQL) live in the `fluvius-sql` crate.
 
 mod aggregate;
+mod checkpoint;
 mod clock;
 mod command;
 mod context;
@@ -68,15 +83,18 @@ pub mod harness;
 mod id;
 mod logstore;
 mod payload;
+mod projection;
 mod response;
+mod saga;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod upcast;
 
 pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
+pub use checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
 pub use command::{Args, Command};
 pub use context::Context;
-pub use dispatch::HandlerStats;
+pub use dispatch::{DispatchOptions, HandlerStats, StartFrom};
 pub use domain::{Domain, DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use error::{DomainError, Error, Result};
 pub use event::{Event, Metadata};
@@ -87,6 +105,7 @@ pub use logstore::{
     AppendRequest, CommandRecord, LogStore, MemoryLogStore, Snapshot, SnapshotQuery, StreamQuery,
 };
 pub use payload::Payload;
+pub use projection::Projection;
 pub use response::Response;
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistration};
 

@@ -276,4 +276,12 @@ impl LogStore for UpcastingStore {
     ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
         self.inner.load_snapshot(resource, aggregate_id, query)
     }
+
+    fn checkpoints(&self) -> Option<&dyn crate::checkpoint::CheckpointStore> {
+        self.inner.checkpoints()
+    }
+
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
+        self.inner.head_position()
+    }
 }

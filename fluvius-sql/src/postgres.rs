@@ -126,6 +126,10 @@ enum SavepointFailure {
     Transaction(sqlx::Error),
 }
 
+mod checkpoint;
+
+pub use checkpoint::{advance_projection, reset_projection, APPEND_CHANNEL};
+
 type CoreResult<T> = fluvius_core::Result<T>;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -1155,6 +1159,14 @@ impl LogStore for PostgresLogStore {
             self.load_snapshot_impl(resource, aggregate_id, query)
                 .instrument(span),
         )
+    }
+
+    fn checkpoints(&self) -> Option<&dyn fluvius_core::CheckpointStore> {
+        Some(self)
+    }
+
+    fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {
+        Box::pin(self.head_position_impl())
     }
 }
 

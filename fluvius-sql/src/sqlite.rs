@@ -82,6 +82,10 @@ enum SavepointFailure {
     Transaction(sqlx::Error),
 }
 
+mod checkpoint;
+
+pub use checkpoint::{advance_projection, reset_projection};
+
 type CoreResult<T> = fluvius_core::Result<T>;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -866,5 +870,13 @@ impl LogStore for SqliteLogStore {
             self.load_snapshot_impl(resource, aggregate_id, query)
                 .instrument(span),
         )
+    }
+
+    fn checkpoints(&self) -> Option<&dyn fluvius_core::CheckpointStore> {
+        Some(self)
+    }
+
+    fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {
+        Box::pin(self.head_position_impl())
     }
 }

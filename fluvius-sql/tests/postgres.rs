@@ -48,6 +48,18 @@ mod conformance {
     });
 }
 
+mod checkpoint_conformance {
+    use super::*;
+
+    fluvius_core::checkpoint_conformance_tests!({
+        let url = pg_url_or_return!();
+        move || {
+            let url = url.clone();
+            async move { pg::store(&url).await }
+        }
+    });
+}
+
 // ----- connection errors (no server needed) -----------------------------------------------
 
 #[tokio::test]

@@ -34,6 +34,18 @@ mod file_db {
     fluvius_core::conformance_tests!(super::file_store);
 }
 
+mod file_db_checkpoints {
+    fluvius_core::checkpoint_conformance_tests!(super::file_store);
+}
+
+mod memory_db_checkpoints {
+    fluvius_core::checkpoint_conformance_tests!(|| async {
+        fluvius_sql::SqliteLogStore::open("sqlite::memory:")
+            .await
+            .expect("open an in-memory store")
+    });
+}
+
 mod memory_db {
     fluvius_core::conformance_tests!(|| async {
         fluvius_sql::SqliteLogStore::open("sqlite::memory:")

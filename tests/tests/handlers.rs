@@ -1,10 +1,13 @@
 //! Handler dispatch with explicitly registered handlers: patterns, several handlers per key,
-//! failure and panic isolation, `wait_idle`, configuration errors.
+//! failure and panic isolation, retries and parking, `wait_idle`, log order per aggregate,
+//! start-from-now, reset, configuration errors.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fluvius_core::prelude::*;
-use fluvius_core::HandlerStats;
+use fluvius_core::{DispatchOptions, HandlerStats, RetryPolicy, StartFrom};
 use fluvius_tests::*;
 use tokio::sync::Semaphore;
 
@@ -105,19 +108,37 @@ async fn handlers_see_the_events_their_pattern_selects_in_commit_order() {
             name: "all".into(),
             succeeded: 6,
             failed: 0,
-            panicked: 0
+            panicked: 0,
+            parked: 0,
         }
     );
     assert_eq!(stats(&domain, "money").succeeded, 4);
 }
 
+/// Three attempts, with millisecond backoffs: retries without slowing the tests down.
+fn quick_retries() -> DispatchOptions {
+    DispatchOptions::default().retry(RetryPolicy {
+        max_attempts: 3,
+        base_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    })
+}
+
+/// `ids` with consecutive repeats (retries of one event) collapsed.
+fn distinct_in_order(ids: Vec<uuid::Uuid>) -> Vec<uuid::Uuid> {
+    let mut out = ids;
+    out.dedup();
+    out
+}
+
 #[tokio::test]
-async fn a_failing_or_panicking_handler_never_fails_the_command_nor_its_neighbours() {
+async fn a_failing_or_panicking_handler_is_retried_then_parks_and_never_fails_the_command() {
     let (witness_a, witness_z) = (Seen::new(), Seen::new());
     let attempted = Seen::new();
     let attempted_panics = Seen::new();
     let domain = builder()
         .logstore(MemoryLogStore::new())
+        .dispatch(quick_retries())
         .handler("a-witness", "*", witness_a.handler())
         .handler("failing", "*", {
             let attempted = attempted.clone();
@@ -160,19 +181,29 @@ async fn a_failing_or_panicking_handler_never_fails_the_command_nor_its_neighbou
     assert_eq!(witness_a.ids(), ids(&log));
     assert_eq!(witness_z.ids(), ids(&log));
     assert_eq!(
-        attempted.ids(),
+        distinct_in_order(attempted.ids()),
         ids(&log),
-        "the failing handler still got every event"
+        "the failing handler still got every event, in order"
     );
-    assert_eq!(attempted_panics.len(), 4, "a panic does not stop the next event");
+    assert_eq!(
+        attempted.len(),
+        3 + 3 * 3,
+        "each deposit was attempted three times"
+    );
+    assert_eq!(
+        attempted_panics.len(),
+        1 + 3 * 3,
+        "a panic does not stop the next event"
+    );
 
     assert_eq!(
         stats(&domain, "failing"),
         HandlerStats {
             name: "failing".into(),
             succeeded: 3,
-            failed: 3,
-            panicked: 0
+            failed: 9,
+            panicked: 0,
+            parked: 3,
         }
     );
     assert_eq!(
@@ -181,18 +212,171 @@ async fn a_failing_or_panicking_handler_never_fails_the_command_nor_its_neighbou
             name: "panicking".into(),
             succeeded: 1,
             failed: 0,
-            panicked: 3
+            panicked: 9,
+            parked: 3,
         }
     );
     for name in ["a-witness", "z-witness"] {
         let s = stats(&domain, name);
-        assert_eq!((s.succeeded, s.failed, s.panicked), (6, 0, 0), "{name}");
+        assert_eq!(
+            (s.succeeded, s.failed, s.panicked, s.parked),
+            (6, 0, 0, 0),
+            "{name}"
+        );
     }
+
+    // The parked events are visible, with the last error, per handler.
+    let deposits: Vec<u64> = log
+        .iter()
+        .filter(|e| e.key == "money-deposited")
+        .map(|e| e.position)
+        .collect();
+    let failing = domain.parked(Some("failing")).await.unwrap();
+    assert_eq!(failing.iter().map(|l| l.position).collect::<Vec<_>>(), deposits);
+    for letter in &failing {
+        assert_eq!(
+            (letter.attempts, letter.error.as_str()),
+            (3, "downstream unavailable")
+        );
+        assert_eq!(letter.event_key, "money-deposited");
+    }
+    let panicking = domain.parked(Some("panicking")).await.unwrap();
+    assert_eq!(panicking.len(), 3);
+    assert!(
+        panicking[0].error.contains("handler bug on money-deposited"),
+        "{}",
+        panicking[0].error
+    );
+    assert_eq!(domain.parked(None).await.unwrap().len(), 6);
+    // Both handlers moved past the parked events.
+    assert_eq!(
+        domain.handler_checkpoint("failing").await.unwrap(),
+        Some(log[5].position)
+    );
 
     // The domain keeps working after handler panics.
     create_user(&domain, "Bob").await;
     domain.wait_idle().await;
     assert_eq!(stats(&domain, "a-witness").succeeded, 7);
+}
+
+#[tokio::test]
+async fn a_parked_event_can_be_retried_through_the_api() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let domain = builder()
+        .logstore(MemoryLogStore::new())
+        .dispatch(quick_retries())
+        .handler("flaky", "account-opened", {
+            let (calls, healthy) = (calls.clone(), healthy.clone());
+            move |_event: Arc<Event>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let ok = healthy.load(Ordering::SeqCst);
+                async move {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(HandlerError::msg("still down"))
+                    }
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    open_account(&domain, 0).await;
+    domain.wait_idle().await;
+    let parked = domain.parked(Some("flaky")).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let position = parked[0].position;
+
+    // Still failing: stays parked, with one more attempt recorded.
+    assert!(!domain.retry_parked("flaky", position).await.unwrap());
+    let parked = domain.parked(Some("flaky")).await.unwrap();
+    assert_eq!((parked.len(), parked[0].attempts), (1, 4));
+
+    healthy.store(true, Ordering::SeqCst);
+    assert!(domain.retry_parked("flaky", position).await.unwrap());
+    assert!(domain.parked(None).await.unwrap().is_empty());
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    let s = stats(&domain, "flaky");
+    assert_eq!((s.succeeded, s.failed, s.parked), (1, 4, 1));
+
+    // Unknown handler or position: an error, nothing runs.
+    assert!(domain.retry_parked("flaky", position).await.is_err());
+    assert!(domain.retry_parked("nobody", position).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn a_handler_added_later_catches_up_from_the_log_or_starts_from_now() {
+    let store: Arc<MemoryLogStore> = Arc::new(MemoryLogStore::new());
+    let first = builder().logstore_arc(store.clone()).build().await.unwrap();
+    workload(&first).await;
+    let history = all_events(&first).await;
+
+    // A new application version on the same store, with two new handlers.
+    let (catch_up, from_now) = (Seen::new(), Seen::new());
+    let second = builder()
+        .logstore_arc(store.clone())
+        .dispatch(DispatchOptions::default().handler_start("from-now", StartFrom::Now))
+        .handler("catch-up", "*", catch_up.handler())
+        .handler("from-now", "*", from_now.handler())
+        .build()
+        .await
+        .unwrap();
+    second.wait_idle().await;
+    assert_eq!(
+        catch_up.ids(),
+        ids(&history),
+        "a new handler sees the whole history"
+    );
+    assert!(from_now.is_empty(), "started from now: no history");
+    let later = create_user(&second, "Cy").await;
+    second.wait_idle().await;
+    let log = all_events(&second).await;
+    assert_eq!(from_now.ids(), ids(&log[history.len()..]));
+    assert_eq!(from_now.len(), 1);
+    assert_eq!(log.last().unwrap().aggregate_id, later);
+
+    // Reset replays the log to the handler (at-least-once: it sees everything again).
+    second.reset_handler("from-now", 0).await.unwrap();
+    second.wait_idle().await;
+    assert_eq!(from_now.len(), 1 + log.len());
+    assert!(second.reset_handler("nobody", 0).await.is_err());
+}
+
+#[tokio::test]
+async fn handlers_resume_from_their_checkpoint_in_a_new_domain() {
+    let store: Arc<MemoryLogStore> = Arc::new(MemoryLogStore::new());
+    let before = Seen::new();
+    let first = builder()
+        .logstore_arc(store.clone())
+        .handler("audit", "*", before.handler())
+        .build()
+        .await
+        .unwrap();
+    workload(&first).await;
+    first.wait_idle().await;
+    assert_eq!(before.len(), 6);
+    drop(first);
+
+    let after = Seen::new();
+    let second = builder()
+        .logstore_arc(store.clone())
+        .handler("audit", "*", after.handler())
+        .build()
+        .await
+        .unwrap();
+    create_user(&second, "Di").await;
+    second.wait_idle().await;
+    let log = all_events(&second).await;
+    assert_eq!(
+        after.ids(),
+        ids(&log[6..]),
+        "only the new event: the checkpoint was kept"
+    );
 }
 
 #[tokio::test]
@@ -340,11 +524,9 @@ async fn bad_patterns_and_missing_store_are_config_errors() {
 /// after the second has committed version 3 and returned. A handler must still see version 2
 /// before version 3 ("in order per aggregate", DESIGN.md).
 ///
-/// The in-process dispatcher is fed each command's events when that command returns, so it
-/// hands version 3 over first. Feeding handlers from the log (`read_all` and a checkpoint per
-/// handler) fixes this; until then the test documents the gap.
+/// Handlers are fed from the log (`read_all` after their checkpoint), not from responses, so
+/// they follow log order.
 #[tokio::test]
-#[ignore = "known gap: dispatch follows response order, not log order (needs log-fed dispatch)"]
 async fn handlers_see_one_aggregate_s_events_in_version_order_even_when_commits_return_late() {
     let store = ProbeStore::new();
     let seen = Seen::new();

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use crate::aggregate::Aggregate;
 use crate::command::Command;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{DispatchOptions, Dispatcher};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::{check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration};
 use crate::logstore::LogStore;
+use crate::projection::Projection;
 use crate::upcast::{UpcastFn, UpcasterRegistration, Upcasters, UpcastingStore};
 
 use super::cache::AggregateCache;
@@ -96,6 +97,10 @@ pub struct DomainBuilder {
     max_payload_bytes: usize,
     cache_capacity: usize,
     snapshot_every: HashMap<std::any::TypeId, u64>,
+    dispatch: DispatchOptions,
+    projections: Vec<Arc<dyn Projection>>,
+    /// Filled with the domain once built, for saga handlers.
+    saga_domain: tokio::sync::watch::Sender<Option<std::sync::Weak<Inner>>>,
 }
 
 /// The default number of aggregates whose state each resource keeps cached.
@@ -121,6 +126,9 @@ impl DomainBuilder {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             snapshot_every: HashMap::new(),
+            dispatch: DispatchOptions::default(),
+            projections: Vec::new(),
+            saga_domain: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -186,6 +194,35 @@ impl DomainBuilder {
         self
     }
 
+    /// Register a saga (process manager): a handler that also gets the [`Domain`], to issue
+    /// commands in reaction to events (build them with [`Command::caused_by`]). Delivery is
+    /// at-least-once, like every handler; a command built with `caused_by` is idempotent.
+    pub fn saga<F, Fut>(mut self, name: &str, pattern: &str, saga: F) -> Self
+    where
+        F: Fn(Domain, Arc<Event>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        let saga = Arc::new(saga);
+        let domain = self.saga_domain.subscribe();
+        self.handlers
+            .push(HandlerEntry::from_fn(name, pattern, move |event| {
+                let (saga, mut domain) = (saga.clone(), domain.clone());
+                async move {
+                    let weak = domain
+                        .wait_for(Option::is_some)
+                        .await
+                        .map_err(|_| HandlerError::msg("the domain was never built"))?
+                        .clone()
+                        .expect("waited for Some");
+                    let inner = weak
+                        .upgrade()
+                        .ok_or_else(|| HandlerError::msg("the domain is gone"))?;
+                    saga(Domain { inner }, event).await
+                }
+            }));
+        self
+    }
+
     /// Do not pick up the handlers registered with `#[event_handler]` in this binary (tests
     /// that need isolation; users who prefer no global state).
     pub fn without_global_handlers(mut self) -> Self {
@@ -240,6 +277,20 @@ impl DomainBuilder {
     /// `A` is registered under.
     pub fn snapshot_every<A: Aggregate>(mut self, n: u64) -> Self {
         self.snapshot_every.insert(std::any::TypeId::of::<A>(), n);
+        self
+    }
+
+    /// How handlers are fed from the log: poll interval, leases, retries and start position,
+    /// per handler or for all (see [`DispatchOptions`]).
+    pub fn dispatch(mut self, options: DispatchOptions) -> Self {
+        self.dispatch = options;
+        self
+    }
+
+    /// Register a projection: a read model fed from the log with its own position (see
+    /// [`Projection`]).
+    pub fn projection(mut self, projection: impl Projection) -> Self {
+        self.projections.push(Arc::new(projection));
         self
     }
 
@@ -312,19 +363,21 @@ impl DomainBuilder {
             }
         }
         let entries = check_table(entries)?;
-        if !entries.is_empty() && tokio::runtime::Handle::try_current().is_err() {
+        if !(entries.is_empty() && self.projections.is_empty())
+            && tokio::runtime::Handle::try_current().is_err()
+        {
             return Err(Error::Config(
                 "Domain::build must run inside a tokio runtime when handlers are registered".into(),
             ));
         }
-        let dispatcher = Dispatcher::start(entries);
+        let dispatcher = Dispatcher::start(entries, self.projections, store.clone(), self.dispatch).await?;
         tracing::debug!(
             namespace = %self.namespace,
             store = store.backend(),
             handlers = ?dispatcher.handler_names().collect::<Vec<_>>(),
             "domain built"
         );
-        Ok(Domain {
+        let domain = Domain {
             inner: Arc::new(Inner {
                 namespace: self.namespace,
                 revision: self.revision,
@@ -337,6 +390,8 @@ impl DomainBuilder {
                 dispatcher,
                 max_payload_bytes: self.max_payload_bytes,
             }),
-        })
+        };
+        self.saga_domain.send_replace(Some(Arc::downgrade(&domain.inner)));
+        Ok(domain)
     }
 }

@@ -15,6 +15,7 @@ use tracing::Instrument;
 pub use builder::{DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 
 use crate::aggregate::Aggregate;
+use crate::checkpoint::DeadLetter;
 use crate::command::Command;
 use crate::dispatch::{Dispatcher, HandlerStats};
 use crate::error::{Error, Result};
@@ -365,13 +366,44 @@ impl Domain {
         }
     }
 
-    /// Wait until every event dispatched so far has been handled (or has failed).
+    /// Wait until every handler's checkpoint has reached the head of the log as of the call:
+    /// each event committed before the call has been handled (or parked). With handlers
+    /// claimed by another app instance, waits for that instance.
     pub async fn wait_idle(&self) {
         self.inner.dispatcher.wait_idle().await
     }
 
-    /// Success / failure / panic counts per handler, sorted by handler name.
+    /// Success / failure / panic / parked counts per handler in this process, sorted by handler
+    /// name.
     pub fn handler_stats(&self) -> Vec<HandlerStats> {
         self.inner.dispatcher.stats()
+    }
+
+    /// A handler's stored checkpoint: the last log position it has processed.
+    pub async fn handler_checkpoint(&self, handler: &str) -> Result<Option<u64>> {
+        self.inner.dispatcher.checkpoint(handler).await
+    }
+
+    /// Events parked (dead letters) for one handler, or for all handlers of the store.
+    pub async fn parked(&self, handler: Option<&str>) -> Result<Vec<DeadLetter>> {
+        self.inner.dispatcher.parked(handler).await
+    }
+
+    /// Run a parked event through its handler once more. `Ok(true)`: it succeeded and is no
+    /// longer parked; `Ok(false)`: it failed again and stays parked with the new error.
+    pub async fn retry_parked(&self, handler: &str, position: u64) -> Result<bool> {
+        self.inner.dispatcher.retry_parked(handler, position).await
+    }
+
+    /// Rebuild a projection: clear its read model (and position) and replay the whole log into
+    /// it, in the background; [`wait_idle`](Self::wait_idle) waits for the replay.
+    pub async fn rebuild_projection(&self, name: &str) -> Result<()> {
+        self.inner.dispatcher.rebuild(name).await
+    }
+
+    /// Move a handler's checkpoint to `position` (0 replays the whole log to it). The handler
+    /// picks up from there at once, in whichever instance holds it.
+    pub async fn reset_handler(&self, handler: &str, position: u64) -> Result<()> {
+        self.inner.dispatcher.reset(handler, position).await
     }
 }

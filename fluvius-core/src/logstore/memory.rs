@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use super::{AppendRequest, CommandRecord, LogStore, Snapshot, SnapshotQuery, StreamQuery};
+use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
@@ -26,6 +27,7 @@ use crate::id::AggregateId;
 #[derive(Default)]
 pub struct MemoryLogStore {
     inner: RwLock<Inner>,
+    checkpoints: MemoryCheckpointStore,
 }
 
 #[derive(Default)]
@@ -164,5 +166,14 @@ impl LogStore for MemoryLogStore {
             .get(&(resource.to_owned(), aggregate_id))
             .and_then(|list| list.iter().rev().find(|s| query.matches(s)).cloned());
         Box::pin(async move { Ok(snapshot) })
+    }
+
+    fn checkpoints(&self) -> Option<&dyn CheckpointStore> {
+        Some(&self.checkpoints)
+    }
+
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
+        let head = self.read().log.len() as u64;
+        Box::pin(async move { Ok(head) })
     }
 }

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 pub use memory::MemoryLogStore;
 
+use crate::checkpoint::CheckpointStore;
 use crate::context::Context;
 use crate::error::Result;
 use crate::event::Event;
@@ -269,6 +270,30 @@ pub trait LogStore: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// The handler checkpoints and dead letters kept in the same database, if this store keeps
+    /// them. A domain on a store without them keeps checkpoints in memory (not durable).
+    fn checkpoints(&self) -> Option<&dyn CheckpointStore> {
+        None
+    }
+
+    /// The position of the last event [`read_all`](Self::read_all) can return now (0 for an
+    /// empty log). The default pages through the log; backends answer directly.
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            const PAGE: usize = 1000;
+            let mut head = 0;
+            loop {
+                let page = self.read_all(head, PAGE).await?;
+                let Some(last) = page.last() else { break };
+                head = last.position;
+                if page.len() < PAGE {
+                    break;
+                }
+            }
+            Ok(head)
+        })
+    }
+
     /// All events of one aggregate, in version order (empty for an unknown aggregate).
     fn get_events<'a>(
         &'a self,
@@ -342,5 +367,12 @@ impl<T: LogStore + ?Sized> LogStore for Arc<T> {
         query: SnapshotQuery,
     ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
         (**self).load_snapshot(resource, aggregate_id, query)
+    }
+
+    fn checkpoints(&self) -> Option<&dyn CheckpointStore> {
+        (**self).checkpoints()
+    }
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
+        (**self).head_position()
     }
 }

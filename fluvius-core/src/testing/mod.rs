@@ -6,6 +6,7 @@
 //!   directory, drop a test schema), even when the test panics.
 //! - [`event`], [`request`], [`command_record`] and [`snapshot_of`]: sample values to append.
 
+pub mod checkpoint_conformance;
 pub mod conformance;
 
 use std::collections::BTreeMap;
@@ -165,6 +166,13 @@ impl<S: LogStore> LogStore for WithCleanup<S> {
         query: SnapshotQuery,
     ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
         self.store.load_snapshot(resource, aggregate_id, query)
+    }
+
+    fn checkpoints(&self) -> Option<&dyn crate::CheckpointStore> {
+        self.store.checkpoints()
+    }
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
+        self.store.head_position()
     }
 }
 
