@@ -602,9 +602,13 @@ impl LogStore for ProbeStore {
 /// second domain over the same store (another app instance), so that the domain under test
 /// has nothing cached and really loads from the store.
 pub async fn probe_domain(store: &Arc<ProbeStore>, retry: fluvius_core::RetryPolicy) -> Domain {
+    // No aggregate cache: every attempt loads from the store, so a rival injected before an
+    // append is a race the attempt really lost (a conflict on a *cached* state is treated as
+    // a stale entry and reloaded once for free, which would blur the attempt counts).
     builder()
         .logstore_arc(store.clone())
         .retry(retry)
+        .aggregate_cache(0)
         .build()
         .await
         .expect("domain builds")

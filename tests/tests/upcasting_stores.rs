@@ -246,7 +246,20 @@ async fn old_rows_read_in_the_current_shape(store: Arc<dyn LogStore>, rows: &[Ol
     domain.wait_idle().await;
     assert_eq!(
         *handled.lock().unwrap(),
-        vec![("member-renamed".to_owned(), 1, json!({ "first": "Augusta" }))]
+        vec![
+            // A new handler catches up from the start of the log: the old rows reach it lifted.
+            (
+                "member-joined".to_owned(),
+                3,
+                json!({ "first": "Ada", "last": "Lovelace", "tier": "legacy" })
+            ),
+            (
+                "member-joined".to_owned(),
+                3,
+                json!({ "first": "Grace", "last": "Hopper", "tier": "legacy" })
+            ),
+            ("member-renamed".to_owned(), 1, json!({ "first": "Augusta" })),
+        ]
     );
     let member: Member = domain.load(rows[0].aggregate_id).await.unwrap();
     assert_eq!(
