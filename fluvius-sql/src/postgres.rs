@@ -640,7 +640,7 @@ impl PostgresLogStore {
         match self.write_append(&mut tx, &request, None).await {
             Ok(positions) => {
                 tx.commit().await.map_err(self.query_error("commit append"))?;
-                self.stored(request, positions)
+                Ok(Self::stored(request, positions))
             }
             Err(failure) => {
                 let _ = tx.rollback().await;
@@ -705,7 +705,7 @@ impl PostgresLogStore {
         match tx.commit().await {
             Ok(()) => {
                 for (Pending { request, reply }, positions) in written {
-                    let _ = reply.send(self.stored(request, positions));
+                    let _ = reply.send(Ok(Self::stored(request, positions)));
                 }
             }
             Err(e) => {
@@ -727,7 +727,7 @@ impl PostgresLogStore {
         tx: &mut PgConnection,
         request: &AppendRequest,
         first_position: i64,
-    ) -> Result<Vec<(i64, i64)>, SavepointFailure> {
+    ) -> Result<Vec<u64>, SavepointFailure> {
         tx.execute("SAVEPOINT fluvius_append")
             .await
             .map_err(SavepointFailure::Transaction)?;
@@ -768,7 +768,7 @@ impl PostgresLogStore {
         tx: &mut PgConnection,
         request: &AppendRequest,
         first_position: Option<i64>,
-    ) -> Result<Vec<(i64, i64)>, AppendFailure> {
+    ) -> Result<Vec<u64>, AppendFailure> {
         let columns = Columns::new(&request.events).map_err(|m| self.data_error(m))?;
         let expected =
             codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
@@ -865,25 +865,38 @@ impl PostgresLogStore {
                 .map_err(self.query_error("append (read positions)"))?;
             positions.push((version, position));
         }
-        Ok(positions)
+        Ok(self.checked_positions(request, positions)?)
     }
 
-    /// The events of a committed append, with the positions the database gave them.
-    fn stored(&self, request: AppendRequest, mut positions: Vec<(i64, i64)>) -> CoreResult<Vec<Event>> {
+    /// Check the positions an append got back, inside its transaction (so a mismatch rolls
+    /// the append back instead of failing after the commit), in event order.
+    fn checked_positions(
+        &self,
+        request: &AppendRequest,
+        mut positions: Vec<(i64, i64)>,
+    ) -> CoreResult<Vec<u64>> {
         positions.sort_unstable();
-        let mut stored = request.events;
-        if positions.len() != stored.len() {
+        if positions.len() != request.events.len() {
             return Err(self.data_error(format!(
                 "append wrote {} events but {} positions came back",
-                stored.len(),
+                request.events.len(),
                 positions.len()
             )));
         }
-        for (event, (_, position)) in stored.iter_mut().zip(positions) {
-            event.position = codec::to_u64(position, "position").map_err(|m| self.data_error(m))?;
+        positions
+            .into_iter()
+            .map(|(_, position)| codec::to_u64(position, "position").map_err(|m| self.data_error(m)))
+            .collect()
+    }
+
+    /// The events of a committed append, with the positions the database gave them.
+    fn stored(request: AppendRequest, positions: Vec<u64>) -> Vec<Event> {
+        let mut stored = request.events;
+        for (event, position) in stored.iter_mut().zip(positions) {
+            event.position = position;
             event.timestamp = codec::micros(event.timestamp);
         }
-        Ok(stored)
+        stored
     }
 
     /// Write one snapshot row (inside the append's transaction).

@@ -403,7 +403,7 @@ impl SqliteLogStore {
             .map_err(self.query_error("begin append"))?;
         let positions = self.write_append(&mut tx, &request).await?;
         tx.commit().await.map_err(self.query_error("commit append"))?;
-        self.stored(request, positions)
+        Ok(Self::stored(request, positions))
     }
 
     /// Write the batch of the group-commit writer: one transaction, one savepoint per append
@@ -455,7 +455,7 @@ impl SqliteLogStore {
         }
         for (p, positions) in written {
             let Pending { request, reply } = p;
-            let _ = reply.send(self.stored(request, positions));
+            let _ = reply.send(Ok(Self::stored(request, positions)));
         }
     }
 
@@ -464,7 +464,7 @@ impl SqliteLogStore {
         &self,
         tx: &mut sqlx::SqliteConnection,
         request: &AppendRequest,
-    ) -> Result<Vec<(i64, i64)>, SavepointFailure> {
+    ) -> Result<Vec<u64>, SavepointFailure> {
         tx.execute("SAVEPOINT fluvius_append")
             .await
             .map_err(SavepointFailure::Transaction)?;
@@ -494,7 +494,7 @@ impl SqliteLogStore {
         &self,
         tx: &mut sqlx::SqliteConnection,
         request: &AppendRequest,
-    ) -> CoreResult<Vec<(i64, i64)>> {
+    ) -> CoreResult<Vec<u64>> {
         let rows = request
             .events
             .iter()
@@ -587,25 +587,38 @@ impl SqliteLogStore {
         if let Some(snapshot) = &request.snapshot {
             self.insert_snapshot(&mut *tx, snapshot).await?;
         }
-        Ok(positions)
+        self.checked_positions(request, positions)
     }
 
-    /// The events of a committed append, with the positions the database gave them.
-    fn stored(&self, request: AppendRequest, mut positions: Vec<(i64, i64)>) -> CoreResult<Vec<Event>> {
+    /// Check the positions an append got back, inside its transaction (so a mismatch rolls
+    /// the append back instead of failing after the commit), in event order.
+    fn checked_positions(
+        &self,
+        request: &AppendRequest,
+        mut positions: Vec<(i64, i64)>,
+    ) -> CoreResult<Vec<u64>> {
         positions.sort_unstable();
-        let mut stored = request.events;
-        if positions.len() != stored.len() {
+        if positions.len() != request.events.len() {
             return Err(self.data_error(format!(
                 "append wrote {} events but {} positions came back",
-                stored.len(),
+                request.events.len(),
                 positions.len()
             )));
         }
-        for (event, (_, position)) in stored.iter_mut().zip(positions) {
-            event.position = codec::to_u64(position, "position").map_err(|m| self.data_error(m))?;
+        positions
+            .into_iter()
+            .map(|(_, position)| codec::to_u64(position, "position").map_err(|m| self.data_error(m)))
+            .collect()
+    }
+
+    /// The events of a committed append, with the positions the database gave them.
+    fn stored(request: AppendRequest, positions: Vec<u64>) -> Vec<Event> {
+        let mut stored = request.events;
+        for (event, position) in stored.iter_mut().zip(positions) {
+            event.position = position;
             event.timestamp = codec::micros(event.timestamp);
         }
-        Ok(stored)
+        stored
     }
 
     /// Write one snapshot row (inside the append's transaction).
