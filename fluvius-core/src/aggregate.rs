@@ -30,6 +30,27 @@ impl ActionSpec {
     pub fn accepts(&self, resource: &str) -> bool {
         self.resources.is_empty() || self.resources.contains(&resource)
     }
+
+    /// Route `command` to the action found for its name: none found is
+    /// [`Error::UnknownAction`], one whose allow-list leaves out the command's resource is
+    /// [`Error::ResourceNotAllowed`].
+    pub(crate) fn route(
+        found: Option<&'static ActionSpec>,
+        command: &crate::Command,
+    ) -> Result<&'static Self> {
+        let spec = found.ok_or_else(|| Error::UnknownAction {
+            resource: command.resource.clone(),
+            action: command.action.clone(),
+        })?;
+        if !spec.accepts(&command.resource) {
+            return Err(Error::ResourceNotAllowed {
+                action: command.action.clone(),
+                resource: command.resource.clone(),
+                allowed: spec.resources.iter().map(|r| r.to_string()).collect(),
+            });
+        }
+        Ok(spec)
+    }
 }
 
 /// An event-sourced aggregate: its state, its actions (decide) and its fold (evolve).

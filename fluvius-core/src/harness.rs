@@ -40,7 +40,7 @@ use std::task::{Poll, Wake, Waker};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::aggregate::{ActionCall, Aggregate, FoldEvent, NewEvent};
+use crate::aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
 use crate::command::Command;
 use crate::error::{Error, Result};
 use crate::event::{Event, Metadata};
@@ -116,17 +116,7 @@ impl<A: Aggregate> AggregateTest<A> {
 }
 
 async fn run<A: Aggregate>(state: &mut A, version: u64, command: &mut Command) -> Result<Vec<TestEvent>> {
-    let spec = A::action(&command.action).ok_or_else(|| Error::UnknownAction {
-        resource: command.resource.clone(),
-        action: command.action.clone(),
-    })?;
-    if !spec.accepts(&command.resource) {
-        return Err(Error::ResourceNotAllowed {
-            action: command.action.clone(),
-            resource: command.resource.clone(),
-            allowed: spec.resources.iter().map(|r| r.to_string()).collect(),
-        });
-    }
+    ActionSpec::route(A::action(&command.action), command)?;
     let mut decided: Vec<NewEvent> = state
         .execute(ActionCall::new(
             &command.resource,

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 pub use builder::{DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{ActionSpec, Aggregate};
 use crate::checkpoint::DeadLetter;
 use crate::command::Command;
 use crate::dispatch::{Dispatcher, HandlerStats};
@@ -122,19 +122,7 @@ impl Domain {
                 resource: command.resource.clone(),
             })?;
         let aggregate = &route.aggregate;
-        let spec = aggregate
-            .action(&command.action)
-            .ok_or_else(|| Error::UnknownAction {
-                resource: command.resource.clone(),
-                action: command.action.clone(),
-            })?;
-        if !spec.accepts(&command.resource) {
-            return Err(Error::ResourceNotAllowed {
-                action: command.action.clone(),
-                resource: command.resource.clone(),
-                allowed: spec.resources.iter().map(|r| r.to_string()).collect(),
-            });
-        }
+        ActionSpec::route(aggregate.action(&command.action), &command)?;
         let args = command.args.to_payload().map_err(|e| match e {
             Error::InvalidPayload { path, message, .. } => Error::InvalidPayload {
                 action: command.action.clone(),

@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use crate::aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent};
+use crate::aggregate::{ActionCall, ActionSpec, Aggregate};
 use crate::command::Command;
 use crate::error::Result;
 use crate::event::Event;
@@ -85,9 +85,7 @@ impl<A: Aggregate> ErasedAggregate for Registered<A> {
 /// Fold stored events into a fresh state.
 pub(crate) fn fold<A: Aggregate>(events: &[Event]) -> Result<A> {
     let mut state = A::default();
-    for event in events {
-        state.apply(FoldEvent::stored(event))?;
-    }
+    super::snapshot::fold_into(&mut state, events)?;
     Ok(state)
 }
 
