@@ -72,6 +72,15 @@ pub enum Error {
     /// The action refused the command (its own error, with its message).
     #[error("command rejected: {0}")]
     Rejected(DomainError),
+    /// A [transactional handler](crate::transactional) refused the append: the command was
+    /// rolled back and nothing of it was stored.
+    #[error("refused by transactional handler `{handler}`: {reason}")]
+    RefusedByHandler {
+        /// The handler's name.
+        handler: String,
+        /// Its reason (code and message).
+        reason: DomainError,
+    },
     /// The authorization policy refused the command.
     #[error("forbidden: {reason}")]
     Forbidden {
@@ -168,6 +177,7 @@ impl Error {
             Error::InvalidPayload { .. } => "invalid_payload",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::Rejected(_) => "rejected",
+            Error::RefusedByHandler { .. } => "refused_by_handler",
             Error::Forbidden { .. } => "forbidden",
             Error::Conflict { .. } => "conflict",
             Error::DuplicateCommand { .. } => "duplicate_command",

@@ -57,7 +57,8 @@
 //! over when an instance dies. See [`DispatchOptions`] for polling, leases, retries and
 //! start-from-now. [`Projection`]s are read models with their own position and a rebuild;
 //! sagas ([`DomainBuilder::saga`], [`Command::caused_by`]) issue commands in reaction to
-//! events.
+//! events. [Transactional handlers](transactional) run inside the append's transaction and can
+//! refuse a command (uniqueness checks across aggregates).
 //!
 //! ## Feature flags
 //!
@@ -88,6 +89,7 @@ mod response;
 mod saga;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transactional;
 mod upcast;
 
 pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
@@ -107,6 +109,7 @@ pub use logstore::{
 pub use payload::Payload;
 pub use projection::Projection;
 pub use response::Response;
+pub use transactional::{AppendTx, TransactionalFn, TransactionalHandlers};
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistration};
 
 #[cfg(feature = "macros")]

@@ -281,6 +281,10 @@ impl LogStore for UpcastingStore {
         self.inner.checkpoints()
     }
 
+    fn runs_transactional_handlers(&self) -> bool {
+        self.inner.runs_transactional_handlers()
+    }
+
     fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
         self.inner.head_position()
     }

@@ -31,6 +31,9 @@
 //!
 //! [`LogStore`]: fluvius_core::LogStore
 //!
+//! Both run [transactional handlers](fluvius_core::transactional) inside the append's
+//! transaction; [`AppendTxExt`] hands them the connection to write through.
+//!
 //! ## Feature flags
 //!
 //! | feature    | default | what it enables |
@@ -41,6 +44,8 @@
 mod error;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod append_tx;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod group_commit;
@@ -50,6 +55,8 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use append_tx::AppendTxExt;
 pub use error::{Error, Result};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use group_commit::{GroupCommit, GroupCommitStats};

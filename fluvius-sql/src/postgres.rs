@@ -91,8 +91,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fluvius_core::{
-    AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, Snapshot, SnapshotQuery,
-    StreamQuery,
+    AggregateId, AppendRequest, AppendTx, BoxFuture, CommandRecord, Event, LogStore, Payload, Snapshot,
+    SnapshotQuery, StreamQuery,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -865,7 +865,14 @@ impl PostgresLogStore {
                 .map_err(self.query_error("append (read positions)"))?;
             positions.push((version, position));
         }
-        Ok(self.checked_positions(request, positions)?)
+        let positions = self.checked_positions(request, positions)?;
+        request
+            .run_transactional(
+                positions.iter().copied(),
+                &mut AppendTx::new("postgres", Some(&mut *tx)),
+            )
+            .await?;
+        Ok(positions)
     }
 
     /// Check the positions an append got back, inside its transaction (so a mismatch rolls
@@ -1176,6 +1183,10 @@ impl LogStore for PostgresLogStore {
 
     fn checkpoints(&self) -> Option<&dyn fluvius_core::CheckpointStore> {
         Some(self)
+    }
+
+    fn runs_transactional_handlers(&self) -> bool {
+        true
     }
 
     fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {

@@ -60,8 +60,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fluvius_core::{
-    AggregateId, AppendRequest, BoxFuture, CommandRecord, Event, LogStore, Payload, Snapshot, SnapshotQuery,
-    StreamQuery,
+    AggregateId, AppendRequest, AppendTx, BoxFuture, CommandRecord, Event, LogStore, Payload, Snapshot,
+    SnapshotQuery, StreamQuery,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -587,7 +587,14 @@ impl SqliteLogStore {
         if let Some(snapshot) = &request.snapshot {
             self.insert_snapshot(&mut *tx, snapshot).await?;
         }
-        self.checked_positions(request, positions)
+        let positions = self.checked_positions(request, positions)?;
+        request
+            .run_transactional(
+                positions.iter().copied(),
+                &mut AppendTx::new("sqlite", Some(&mut *tx)),
+            )
+            .await?;
+        Ok(positions)
     }
 
     /// Check the positions an append got back, inside its transaction (so a mismatch rolls
@@ -887,6 +894,10 @@ impl LogStore for SqliteLogStore {
 
     fn checkpoints(&self) -> Option<&dyn fluvius_core::CheckpointStore> {
         Some(self)
+    }
+
+    fn runs_transactional_handlers(&self) -> bool {
+        true
     }
 
     fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {

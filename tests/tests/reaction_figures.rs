@@ -50,22 +50,16 @@ async fn catch_up(store: Arc<dyn LogStore>, label: &str, events: u64) {
     let mut written = 0;
     while written < events {
         let id = AggregateId::new();
-        let request = fluvius_core::AppendRequest {
-            resource: "account".into(),
-            aggregate_id: id,
-            expected_version: 0,
-            events: (1..=100u64)
-                .map(|v| {
-                    let mut e = Event::example();
-                    e.resource = "account".into();
-                    e.aggregate_id = id;
-                    e.aggregate_version = v;
-                    e
-                })
-                .collect(),
-            command: None,
-            snapshot: None,
-        };
+        let events = (1..=100u64)
+            .map(|v| {
+                let mut e = Event::example();
+                e.resource = "account".into();
+                e.aggregate_id = id;
+                e.aggregate_version = v;
+                e
+            })
+            .collect();
+        let request = fluvius_core::AppendRequest::new("account", id, 0, events);
         store.append(request).await.unwrap();
         written += 100;
     }

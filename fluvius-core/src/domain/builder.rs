@@ -8,11 +8,16 @@ use std::time::Duration;
 use crate::aggregate::Aggregate;
 use crate::command::Command;
 use crate::dispatch::{DispatchOptions, Dispatcher};
+use crate::error::DomainError;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::handler::{check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration};
+use crate::future::BoxFuture;
+use crate::handler::{
+    check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration, Pattern,
+};
 use crate::logstore::LogStore;
 use crate::projection::Projection;
+use crate::transactional::{AppendTx, TransactionalFn, TransactionalHandlers};
 use crate::upcast::{UpcastFn, UpcasterRegistration, Upcasters, UpcastingStore};
 
 use super::cache::AggregateCache;
@@ -99,6 +104,7 @@ pub struct DomainBuilder {
     snapshot_every: HashMap<std::any::TypeId, u64>,
     dispatch: DispatchOptions,
     projections: Vec<Arc<dyn Projection>>,
+    transactional: Vec<Result<(String, Pattern, Box<TransactionalFn>)>>,
     /// Filled with the domain once built, for saga handlers.
     saga_domain: tokio::sync::watch::Sender<Option<std::sync::Weak<Inner>>>,
 }
@@ -128,6 +134,7 @@ impl DomainBuilder {
             snapshot_every: HashMap::new(),
             dispatch: DispatchOptions::default(),
             projections: Vec::new(),
+            transactional: Vec::new(),
             saga_domain: tokio::sync::watch::Sender::new(None),
         }
     }
@@ -191,6 +198,42 @@ impl DomainBuilder {
         Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
     {
         self.handlers.push(HandlerEntry::from_fn(name, pattern, handler));
+        self
+    }
+
+    /// Register a transactional handler: it runs inside the transaction of every append whose
+    /// events match `pattern` (an event key, `"*"` or a prefix such as `"user-*"`), after the
+    /// version check and before the commit, and an `Err` refuses the command
+    /// ([`Error::RefusedByHandler`]) with nothing stored. See [`crate::transactional`] for what
+    /// it gets and the rules; `name` must be unique among the domain's transactional handlers.
+    ///
+    /// The handler is a closure taking the event and the append's [`AppendTx`] and returning a
+    /// boxed future (`Box::pin(async move { … })`) that may borrow both:
+    ///
+    /// ```
+    /// # use fluvius_core::{AppendTx, DomainError, Event};
+    /// # fn demo(builder: fluvius_core::DomainBuilder) -> fluvius_core::DomainBuilder {
+    /// builder.transactional_handler("audit-backend", "*", |event: &Event, tx: &mut AppendTx<'_>| {
+    ///     Box::pin(async move {
+    ///         tracing::debug!(key = %event.key, backend = tx.backend(), "inside the append");
+    ///         Ok::<(), DomainError>(())
+    ///     })
+    /// })
+    /// # }
+    /// ```
+    pub fn transactional_handler<F>(mut self, name: &str, pattern: &str, handler: F) -> Self
+    where
+        F: for<'a, 'b> Fn(
+                &'a Event,
+                &'a mut AppendTx<'b>,
+            ) -> BoxFuture<'a, std::result::Result<(), DomainError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let entry = Pattern::parse(pattern)
+            .map(|pattern| (name.to_owned(), pattern, crate::transactional::boxed(handler)));
+        self.transactional.push(entry);
         self
     }
 
@@ -345,6 +388,15 @@ impl DomainBuilder {
             )));
         }
         let upcasters = Arc::new(upcasters);
+        let transactional =
+            TransactionalHandlers::new(self.transactional.into_iter().collect::<Result<Vec<_>>>()?)?;
+        if !transactional.is_empty() && !store.runs_transactional_handlers() {
+            return Err(Error::Config(format!(
+                "the `{}` log store cannot run transactional handlers ({:?})",
+                store.backend(),
+                transactional
+            )));
+        }
         let raw_store = store.clone();
         let store: Arc<dyn LogStore> = if upcasters.is_empty() {
             store
@@ -389,6 +441,7 @@ impl DomainBuilder {
                 retry: self.retry,
                 dispatcher,
                 max_payload_bytes: self.max_payload_bytes,
+                transactional: (!transactional.is_empty()).then_some(transactional),
             }),
         };
         self.saga_domain.send_replace(Some(Arc::downgrade(&domain.inner)));

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::id::AggregateId;
 use crate::logstore::{CommandRecord, LogStore, StreamQuery};
 use crate::response::Response;
+use crate::transactional::TransactionalHandlers;
 use crate::upcast::Upcasters;
 
 use registry::ErasedAggregate;
@@ -55,6 +56,8 @@ struct Inner {
     retry: RetryPolicy,
     dispatcher: Dispatcher,
     max_payload_bytes: usize,
+    /// Run inside the transaction of appends they want (`None`: there are none).
+    transactional: Option<TransactionalHandlers>,
 }
 
 impl Domain {
@@ -158,6 +161,7 @@ impl Domain {
             max_payload_bytes: inner.max_payload_bytes,
             cache: &route.cache,
             snapshot_every: route.snapshot_every,
+            transactional: inner.transactional.as_ref(),
         };
         let mut attempts = 1;
         let outcome = loop {
@@ -190,10 +194,10 @@ impl Domain {
                     })?;
                     return self.replay(record, command.return_state).await;
                 }
-                Err(e @ (Error::Rejected(_) | Error::Conflict { .. })) => {
+                Err(e @ (Error::Rejected(_) | Error::Conflict { .. } | Error::RefusedByHandler { .. })) => {
                     // The id was not recorded when we looked, but a concurrent run of the same
                     // command may have been recorded since: then this run saw that run's state
-                    // (and was refused, or conflicted). Answer as the first run did.
+                    // or writes (and was refused, or conflicted). Answer as the first run did.
                     if let Ok(Some(record)) = inner.store.get_command(command.id).await {
                         return self.replay(record, command.return_state).await;
                     }

@@ -10,6 +10,7 @@ use crate::event::{Event, Metadata};
 use crate::id::AggregateId;
 use crate::logstore::{AppendRequest, CommandRecord, LogStore, StreamQuery};
 use crate::payload::Payload;
+use crate::transactional::TransactionalHandlers;
 
 use super::cache::AggregateCache;
 use super::registry::decide;
@@ -24,6 +25,8 @@ pub(crate) struct AttemptContext<'a> {
     pub(crate) cache: &'a AggregateCache,
     /// Take a snapshot every this many events (`None`: never).
     pub(crate) snapshot_every: Option<u64>,
+    /// The domain's transactional handlers, if it has any.
+    pub(crate) transactional: Option<&'a TransactionalHandlers>,
 }
 
 /// The result of a successful attempt.
@@ -194,6 +197,9 @@ async fn attempt_once<A: Aggregate>(
     // Append with the expected version (the snapshot in the same transaction).
     let mut request = AppendRequest::new(ctx.resource, aggregate_id, version, events).with_command(record);
     request.snapshot = snapshot;
+    if let Some(handlers) = ctx.transactional.filter(|h| h.wants(&request.events)) {
+        request.transactional = Some(handlers.clone());
+    }
     // Everything that can fail is done before the append: after it, the command has happened.
     let state_json = command
         .return_state

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
+use crate::transactional::AppendTx;
 
 /// A log store in process memory. Safe under concurrent use; nothing survives the process.
 ///
@@ -28,6 +29,9 @@ use crate::id::AggregateId;
 pub struct MemoryLogStore {
     inner: RwLock<Inner>,
     checkpoints: MemoryCheckpointStore,
+    /// Held by every append; across the transactional handlers' awaits by an append that has
+    /// some, so no other append can make it fail after its handlers said yes.
+    gate: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -57,28 +61,38 @@ impl MemoryLogStore {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn append_sync(&self, request: AppendRequest) -> Result<Vec<Event>> {
-        request.validate()?;
-        let mut inner = self.write();
-        let inner = &mut *inner;
+    /// Refuse a duplicate command or a version mismatch (under the lock of the caller).
+    fn check(inner: &Inner, request: &AppendRequest) -> Result<()> {
         if let Some(cmd) = &request.command {
             if inner.commands.contains_key(&cmd.id) {
                 return Err(Error::DuplicateCommand { command_id: cmd.id });
             }
         }
-        let key = (request.resource.clone(), request.aggregate_id);
-        let actual = inner.streams.get(&key).map_or(0, |v| v.len() as u64);
+        let actual = inner
+            .streams
+            .get(&(request.resource.clone(), request.aggregate_id))
+            .map_or(0, |v| v.len() as u64);
         if actual != request.expected_version {
             return Err(Error::Conflict {
-                resource: request.resource,
+                resource: request.resource.clone(),
                 aggregate_id: request.aggregate_id,
                 expected: request.expected_version,
                 actual,
             });
         }
+        Ok(())
+    }
+
+    /// Append under the write lock; the caller holds the gate.
+    fn append_sync(&self, request: AppendRequest) -> Result<Vec<Event>> {
+        request.validate()?;
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        Self::check(inner, &request)?;
         if request.events.is_empty() {
             return Ok(Vec::new());
         }
+        let key = (request.resource, request.aggregate_id);
         let stream = inner.streams.entry(key).or_default();
         let mut stored = Vec::with_capacity(request.events.len());
         for mut event in request.events {
@@ -101,14 +115,48 @@ impl MemoryLogStore {
     }
 }
 
+impl MemoryLogStore {
+    /// An append with transactional handlers: check, run the handlers on the events at the
+    /// positions they will get, then append. The gate keeps every other append out meanwhile,
+    /// so the append cannot fail after the handlers accepted it.
+    async fn append_transactional(&self, request: AppendRequest) -> Result<Vec<Event>> {
+        request.validate()?;
+        let _gate = self.gate.lock().await;
+        let head = {
+            let inner = self.read();
+            Self::check(&inner, &request)?;
+            inner.log.len() as u64
+        };
+        let positions = head + 1..=head + request.events.len() as u64;
+        request
+            .run_transactional(positions, &mut AppendTx::new("memory", None))
+            .await?;
+        self.append_sync(request)
+    }
+}
+
 impl LogStore for MemoryLogStore {
     fn backend(&self) -> &'static str {
         "memory"
     }
 
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Event>>> {
-        let result = self.append_sync(request);
-        Box::pin(async move { result })
+        if request.transactional.is_some() {
+            return Box::pin(self.append_transactional(request));
+        }
+        // The common case: the gate is free, append at once.
+        if let Ok(_gate) = self.gate.try_lock() {
+            let result = self.append_sync(request);
+            return Box::pin(async move { result });
+        }
+        Box::pin(async move {
+            let _gate = self.gate.lock().await;
+            self.append_sync(request)
+        })
+    }
+
+    fn runs_transactional_handlers(&self) -> bool {
+        true
     }
 
     fn read_stream<'a>(

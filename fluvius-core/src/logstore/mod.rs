@@ -33,9 +33,14 @@ use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
 use crate::payload::Payload;
+use crate::transactional::{AppendTx, TransactionalHandlers};
 
 /// A batch of events for one stream, appended atomically.
+///
+/// Build one with [`AppendRequest::new`] and the `with_*` methods (the struct is
+/// `#[non_exhaustive]`: fields are added as stores learn new things).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AppendRequest {
     /// The resource of the stream.
     pub resource: String,
@@ -51,6 +56,11 @@ pub struct AppendRequest {
     /// A snapshot of the aggregate's state at the version of one of `events`, stored in the same
     /// transaction.
     pub snapshot: Option<Snapshot>,
+    /// Handlers to run inside the append's transaction, after the version check and before
+    /// the commit; a refusal rolls the append back (see [`crate::transactional`]). Only set
+    /// on stores whose [`runs_transactional_handlers`](LogStore::runs_transactional_handlers)
+    /// is true.
+    pub transactional: Option<TransactionalHandlers>,
 }
 
 impl AppendRequest {
@@ -70,6 +80,7 @@ impl AppendRequest {
             events,
             command: None,
             snapshot: None,
+            transactional: None,
         }
     }
 
@@ -83,6 +94,43 @@ impl AppendRequest {
     pub fn with_snapshot(mut self, snapshot: Snapshot) -> Self {
         self.snapshot = Some(snapshot);
         self
+    }
+
+    /// Run `handlers` inside the append's transaction (see [`crate::transactional`]).
+    pub fn with_transactional(mut self, handlers: TransactionalHandlers) -> Self {
+        self.transactional = Some(handlers);
+        self
+    }
+
+    /// The events as they are being written at positions `first_position..`, for the
+    /// [transactional handlers](crate::transactional) to see (`None` when there are none, or
+    /// none wants these events). For log store implementations, with
+    /// [`run_transactional`](Self::run_transactional).
+    pub fn events_at(&self, positions: impl IntoIterator<Item = u64>) -> Vec<Event> {
+        self.events
+            .iter()
+            .zip(positions)
+            .map(|(e, position)| Event {
+                position,
+                ..e.clone()
+            })
+            .collect()
+    }
+
+    /// Run the request's transactional handlers, if any want its events, on the events as
+    /// written at `positions` (one per event, in order), inside the open transaction `tx`.
+    /// An error means the store must roll the append back and return it.
+    pub async fn run_transactional(
+        &self,
+        positions: impl IntoIterator<Item = u64>,
+        tx: &mut AppendTx<'_>,
+    ) -> Result<()> {
+        match &self.transactional {
+            Some(handlers) if handlers.wants(&self.events) => {
+                handlers.run(&self.events_at(positions), tx).await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Check the request's shape: every event belongs to the stream and versions are dense
@@ -276,6 +324,14 @@ pub trait LogStore: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`append`](Self::append) runs [`AppendRequest::transactional`] handlers inside
+    /// its transaction (see [`crate::transactional`]). The default is `false`: a domain with
+    /// transactional handlers refuses to build on such a store rather than skip them. Every
+    /// backend of this workspace runs them; wrappers must forward this method.
+    fn runs_transactional_handlers(&self) -> bool {
+        false
+    }
+
     /// The position of the last event [`read_all`](Self::read_all) can return now (0 for an
     /// empty log). The default pages through the log; backends answer directly.
     fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
@@ -371,6 +427,9 @@ impl<T: LogStore + ?Sized> LogStore for Arc<T> {
 
     fn checkpoints(&self) -> Option<&dyn CheckpointStore> {
         (**self).checkpoints()
+    }
+    fn runs_transactional_handlers(&self) -> bool {
+        (**self).runs_transactional_handlers()
     }
     fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
         (**self).head_position()

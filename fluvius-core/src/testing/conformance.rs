@@ -24,7 +24,9 @@
 //! in order while writers run, concurrent batches not interleaved), command idempotency
 //! records, and exact round trips of payloads (unicode, `u64::MAX`, `i64::MIN`, nesting, key
 //! order, 1 MiB) and timestamps (microseconds), and snapshots (exact round trip, written in the
-//! same transaction as their events, the latest at or before a version and a time).
+//! same transaction as their events, the latest at or before a version and a time), and
+//! transactional handlers (run inside the append at the stored positions, a refusal rolls back
+//! its append alone).
 //!
 //! `read_all` may lag behind commits on some backends (PostgreSQL hides transactions newer
 //! than the oldest one still running, so a reader never skips a late commit). The cases that
@@ -46,6 +48,8 @@ use crate::future::BoxFuture;
 use crate::id::AggregateId;
 use crate::logstore::{AppendRequest, LogStore, Snapshot, SnapshotQuery, StreamQuery};
 use crate::payload::Payload;
+use crate::transactional::{boxed, AppendTx, TransactionalHandlers};
+use crate::DomainError;
 
 /// How long a case waits for appended events to become visible to `read_all`.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -122,6 +126,9 @@ macro_rules! conformance_tests {
             snapshot_round_trip
             snapshot_is_written_with_its_events_or_not_at_all
             latest_snapshot_at_or_before_version_and_time
+            transactional_handlers_see_events_at_their_positions
+            transactional_refusal_writes_nothing
+            transactional_refusal_fails_only_its_append
         );
     };
 }
@@ -1129,4 +1136,219 @@ pub async fn latest_snapshot_at_or_before_version_and_time<F: StoreFactory>(fact
             .map(|s| s.version),
         Some(8)
     );
+}
+
+// ----- transactional handlers ----------------------------------------------------------------
+
+/// What a recording transactional handler saw: (backend, aggregate, version, position).
+type Seen = Arc<std::sync::Mutex<Vec<(&'static str, AggregateId, u64, u64)>>>;
+
+/// One handler, `"recorder"`, on every event: records what it sees, and refuses an event
+/// whose version is `refuse_version` or whose aggregate is in `refuse_aggregates`.
+fn recorder(
+    seen: Seen,
+    refuse_version: Option<u64>,
+    refuse_aggregates: HashSet<AggregateId>,
+) -> TransactionalHandlers {
+    let refuse_aggregates = Arc::new(refuse_aggregates);
+    let handler = boxed(move |event: &Event, tx: &mut AppendTx<'_>| {
+        let seen = seen.clone();
+        let refuse_aggregates = refuse_aggregates.clone();
+        Box::pin(async move {
+            seen.lock().unwrap().push((
+                tx.backend(),
+                event.aggregate_id,
+                event.aggregate_version,
+                event.position,
+            ));
+            if Some(event.aggregate_version) == refuse_version
+                || refuse_aggregates.contains(&event.aggregate_id)
+            {
+                return Err(DomainError::new(
+                    "refused_here",
+                    format!("no version {}", event.aggregate_version),
+                ));
+            }
+            Ok(())
+        })
+    });
+    let never = boxed(|event: &Event, _tx: &mut AppendTx<'_>| {
+        let key = event.key.clone();
+        Box::pin(async move { Err(DomainError::rejected(format!("`other-*` must not see `{key}`"))) })
+    });
+    TransactionalHandlers::new(vec![
+        ("recorder".into(), crate::handler::Pattern::All, handler),
+        (
+            "other".into(),
+            crate::handler::Pattern::Prefix("other-".into()),
+            never,
+        ),
+    ])
+    .expect("two distinct names")
+}
+
+fn assert_refused(result: crate::Result<Vec<Event>>, what: &str) {
+    match result {
+        Err(Error::RefusedByHandler { handler, reason }) => {
+            assert_eq!(handler, "recorder", "{what}: the refusing handler is named");
+            assert_eq!(
+                reason.code(),
+                "refused_here",
+                "{what}: the handler's reason is kept"
+            );
+        }
+        Err(other) => panic!("{what}: expected RefusedByHandler, got {other} ({other:?})"),
+        Ok(events) => panic!(
+            "{what}: expected a refusal, but {} events were appended",
+            events.len()
+        ),
+    }
+}
+
+/// A store runs the request's transactional handlers inside the append: each matching event
+/// once, in version order, at the position it is stored at; handlers whose pattern does not
+/// match are not called.
+pub async fn transactional_handlers_see_events_at_their_positions<F: StoreFactory>(factory: &F) {
+    let store = factory.create().await;
+    assert!(
+        store.runs_transactional_handlers(),
+        "every backend runs transactional handlers"
+    );
+    let seen = Seen::default();
+    let handlers = recorder(seen.clone(), None, HashSet::new());
+    let id = AggregateId::new();
+    append_ok(&store, request("thing", id, 0, 2)).await;
+    let stored = append_ok(
+        &store,
+        request("thing", id, 2, 3).with_transactional(handlers.clone()),
+    )
+    .await;
+    let want: Vec<_> = stored
+        .iter()
+        .map(|e| (store.backend(), id, e.aggregate_version, e.position))
+        .collect();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        want,
+        "one call per event, at its version and position"
+    );
+    assert_eq!(versions(&stored), vec![3, 4, 5]);
+    assert_eq!(store.get_events("thing", id).await.unwrap().len(), 5);
+}
+
+/// A refusal rolls the whole append back (events, command record, snapshot) and is reported
+/// as `RefusedByHandler`; a stale or duplicate append fails as before, without running the
+/// handlers; the stream can then be appended to as if the refused append never happened.
+pub async fn transactional_refusal_writes_nothing<F: StoreFactory>(factory: &F) {
+    let store = factory.create().await;
+    let seen = Seen::default();
+    let id = AggregateId::new();
+    let first = append_ok(&store, request("thing", id, 0, 1)).await;
+
+    let mut refused =
+        request("thing", id, 1, 3).with_transactional(recorder(seen.clone(), Some(3), HashSet::new()));
+    let record = command_record(&refused);
+    refused.command = Some(record.clone());
+    refused.snapshot = Some(snapshot_of(&refused, 1));
+    assert_refused(store.append(refused).await, "refused at version 3");
+    assert_eq!(
+        seen.lock().unwrap().iter().map(|s| s.2).collect::<Vec<_>>(),
+        vec![2, 3],
+        "handlers stop at the first refusal"
+    );
+    assert_eq!(
+        store.get_events("thing", id).await.unwrap(),
+        first,
+        "no event of a refused append is stored"
+    );
+    assert_eq!(
+        store.get_command(record.id).await.unwrap(),
+        None,
+        "nor its command record"
+    );
+    assert_eq!(
+        latest(&store, "thing", id, None, None).await,
+        None,
+        "nor its snapshot"
+    );
+
+    // Failures found before the handlers run do not run them.
+    seen.lock().unwrap().clear();
+    let stale = request("thing", id, 0, 1).with_transactional(recorder(seen.clone(), None, HashSet::new()));
+    assert_conflict(store.append(stale).await, 0, 1);
+    let mut accepted = request("thing", id, 1, 1);
+    let accepted_record = command_record(&accepted);
+    accepted.command = Some(accepted_record.clone());
+    append_ok(&store, accepted).await;
+    let mut duplicate =
+        request("thing", id, 2, 1).with_transactional(recorder(seen.clone(), None, HashSet::new()));
+    let mut dup_record = command_record(&duplicate);
+    dup_record.id = accepted_record.id;
+    duplicate.command = Some(dup_record);
+    match store.append(duplicate).await {
+        Err(Error::DuplicateCommand { command_id }) => assert_eq!(command_id, accepted_record.id),
+        other => panic!("expected DuplicateCommand, got {other:?}"),
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a conflict or duplicate is found before the handlers run"
+    );
+
+    // The refused versions are free: the stream continues at version 3.
+    let next = append_ok(
+        &store,
+        request("thing", id, 2, 1).with_transactional(recorder(seen.clone(), None, HashSet::new())),
+    )
+    .await;
+    assert_eq!(versions(&next), vec![3]);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// Concurrent appends on different streams (which a store may write in one transaction):
+/// a refusal fails its own append only; every other append is stored, and the log holds
+/// exactly the accepted events.
+pub async fn transactional_refusal_fails_only_its_append<F: StoreFactory>(factory: &F) {
+    const WRITERS: usize = 24;
+    let store = Arc::new(factory.create().await);
+    let ids: Vec<AggregateId> = (0..WRITERS).map(|_| AggregateId::new()).collect();
+    let refused: HashSet<AggregateId> = ids.iter().copied().step_by(3).collect();
+    let seen = Seen::default();
+    let handlers = recorder(seen.clone(), None, refused.clone());
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            let mut req = request("thing", id, 0, 2).with_transactional(handlers.clone());
+            req.command = Some(command_record(&req));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (id, store.append(req).await)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (id, result) = task.await.expect("writer panicked");
+        if refused.contains(&id) {
+            assert_refused(result, "a refused writer");
+        } else {
+            let stored = result.unwrap_or_else(|e| panic!("an accepted writer failed: {e} ({e:?})"));
+            assert_eq!(versions(&stored), vec![1, 2]);
+        }
+    }
+    let accepted = WRITERS - refused.len();
+    let all = read_all_settled(&*store, accepted * 2).await;
+    assert_eq!(
+        all.len(),
+        accepted * 2,
+        "exactly the accepted appends are in the log"
+    );
+    assert!(
+        all.iter().all(|e| !refused.contains(&e.aggregate_id)),
+        "no refused event is in the log"
+    );
+    for id in &ids {
+        let n = store.get_events("thing", *id).await.unwrap().len();
+        assert_eq!(n, if refused.contains(id) { 0 } else { 2 });
+    }
 }

@@ -81,6 +81,7 @@ pub fn request(
             .collect(),
         command: None,
         snapshot: None,
+        transactional: None,
     }
 }
 
@@ -170,6 +171,9 @@ impl<S: LogStore> LogStore for WithCleanup<S> {
 
     fn checkpoints(&self) -> Option<&dyn crate::CheckpointStore> {
         self.store.checkpoints()
+    }
+    fn runs_transactional_handlers(&self) -> bool {
+        self.store.runs_transactional_handlers()
     }
     fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
         self.store.head_position()
