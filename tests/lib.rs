@@ -435,8 +435,6 @@ pub fn ids(events: &[Event]) -> Vec<Uuid> {
 ///   (so `n` commands load the same version before any of them appends);
 /// - `inject_rivals(n)`: the next `n` appends are each preceded by a rival append of the same
 ///   events under another command id (another writer that got there first);
-/// - `hide_commands(n)`: the next `n` command look-ups answer "not seen" (a look-up that ran
-///   just before a concurrent writer recorded the command).
 ///
 /// - `hold_next_append()`: the next append commits, then does not return until the returned
 ///   semaphore gets a permit (a commit whose acknowledgement is slow to reach its caller);
@@ -450,7 +448,6 @@ pub struct ProbeStore {
     hold: Mutex<Option<Arc<Semaphore>>>,
     committed: Arc<Notify>,
     rivals: AtomicUsize,
-    hidden: AtomicUsize,
     reads: AtomicUsize,
     appends: AtomicUsize,
     conflicts: AtomicUsize,
@@ -482,11 +479,6 @@ impl ProbeStore {
     /// Precede each of the next `n` appends with a rival append.
     pub fn inject_rivals(&self, n: usize) {
         self.rivals.store(n, Ordering::SeqCst);
-    }
-
-    /// Answer "not seen" to the next `n` command look-ups.
-    pub fn hide_commands(&self, n: usize) {
-        self.hidden.store(n, Ordering::SeqCst);
     }
 
     /// Stream reads so far (one per load attempt, plus replays and `Domain::load`).
@@ -580,9 +572,6 @@ impl LogStore for ProbeStore {
     }
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, fluvius_core::Result<Option<CommandRecord>>> {
-        if Self::take_one(&self.hidden) {
-            return Box::pin(async { Ok(None) });
-        }
         self.inner.get_command(command_id)
     }
 

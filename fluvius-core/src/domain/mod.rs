@@ -145,10 +145,10 @@ impl Domain {
             policy(&command).map_err(|reason| Error::Forbidden { reason })?;
         }
 
-        // Idempotency: a command id seen before gets its first response.
-        if let Some(record) = inner.store.get_command(command.id).await? {
-            return self.replay(record, command.return_state).await;
-        }
+        // Idempotency: a command id seen before gets its first response. The store records
+        // command ids in the append's transaction and refuses a second append with the same id
+        // (`DuplicateCommand`), so the lookup waits until an attempt did not append: a fresh
+        // command (the common case) costs no extra read.
 
         let aggregate_id = command.aggregate_id.unwrap_or_default();
         let span = tracing::Span::current();
@@ -194,19 +194,25 @@ impl Domain {
                     })?;
                     return self.replay(record, command.return_state).await;
                 }
-                Err(e @ (Error::Rejected(_) | Error::Conflict { .. } | Error::RefusedByHandler { .. })) => {
-                    // The id was not recorded when we looked, but a concurrent run of the same
-                    // command may have been recorded since: then this run saw that run's state
-                    // or writes (and was refused, or conflicted). Answer as the first run did.
+                Err(e) => {
+                    // This command may have been processed before (a retry by the caller), or
+                    // concurrently: then this run saw that run's state or writes (and was
+                    // refused, or conflicted). Answer as the first run did.
                     if let Ok(Some(record)) = inner.store.get_command(command.id).await {
                         return self.replay(record, command.return_state).await;
                     }
                     return Err(e);
                 }
-                Err(e) => return Err(e),
             }
         };
         span.record("attempts", attempts);
+        if outcome.events.is_empty() {
+            // No append, so no duplicate check: a repeated command that decided nothing this
+            // time gets its first response if it had one.
+            if let Some(record) = inner.store.get_command(command.id).await? {
+                return self.replay(record, command.return_state).await;
+            }
+        }
 
         // 7. Dispatch after commit.
         inner.dispatcher.dispatch(&outcome.events);

@@ -34,15 +34,31 @@ pub struct MemoryLogStore {
     gate: tokio::sync::Mutex<()>,
 }
 
+/// One stream of an aggregate id: its resource and the indexes of its events in the log.
+type Stream = (Box<str>, Vec<usize>);
+
 #[derive(Default)]
 struct Inner {
     /// The global log; position `p` is at index `p - 1`.
     log: Vec<Arc<Event>>,
-    /// Per stream, the indexes of its events in `log`, in version order.
-    streams: HashMap<(String, AggregateId), Vec<usize>>,
+    /// Per aggregate id, its streams (one per resource, nearly always one): the indexes of
+    /// each stream's events in `log`, in version order. Keyed by id alone so a lookup hashes
+    /// 16 bytes and allocates nothing.
+    streams: HashMap<AggregateId, Vec<Stream>>,
     commands: HashMap<Uuid, Box<CommandRecord>>,
     /// Per stream, its snapshots in version order.
     snapshots: HashMap<(String, AggregateId), Vec<Snapshot>>,
+}
+
+impl Inner {
+    /// The event indexes of one stream, if it has events.
+    fn stream(&self, resource: &str, aggregate_id: AggregateId) -> Option<&[usize]> {
+        self.streams
+            .get(&aggregate_id)?
+            .iter()
+            .find(|(r, _)| **r == *resource)
+            .map(|(_, indexes)| indexes.as_slice())
+    }
 }
 
 impl MemoryLogStore {
@@ -69,8 +85,7 @@ impl MemoryLogStore {
             }
         }
         let actual = inner
-            .streams
-            .get(&(request.resource.clone(), request.aggregate_id))
+            .stream(&request.resource, request.aggregate_id)
             .map_or(0, |v| v.len() as u64);
         if actual != request.expected_version {
             return Err(Error::Conflict {
@@ -92,8 +107,18 @@ impl MemoryLogStore {
         if request.events.is_empty() {
             return Ok(Vec::new());
         }
-        let key = (request.resource, request.aggregate_id);
-        let stream = inner.streams.entry(key).or_default();
+        let streams = inner.streams.entry(request.aggregate_id).or_default();
+        let at = match streams.iter().position(|(r, _)| **r == *request.resource) {
+            Some(i) => i,
+            None => {
+                streams.push((
+                    request.resource.into_boxed_str(),
+                    Vec::with_capacity(request.events.len()),
+                ));
+                streams.len() - 1
+            }
+        };
+        let stream = &mut streams[at].1;
         let mut stored = Vec::with_capacity(request.events.len());
         for mut event in request.events {
             let index = inner.log.len();
@@ -166,7 +191,7 @@ impl LogStore for MemoryLogStore {
         query: StreamQuery,
     ) -> BoxFuture<'a, Result<Vec<Event>>> {
         let inner = self.read();
-        let events = match inner.streams.get(&(resource.to_owned(), aggregate_id)) {
+        let events = match inner.stream(resource, aggregate_id) {
             None => Vec::new(),
             Some(indexes) => {
                 let start = query.from_version.map_or(0, |v| v.saturating_sub(1) as usize);
