@@ -77,3 +77,12 @@ pub async fn domain(store: impl LogStore) -> Domain {
         .await
         .expect("benchmark domain")
 }
+
+/// `BenchUser::create` on a fresh aggregate.
+pub fn create_fresh() -> Command {
+    BenchUser::create_command(
+        AggregateId::new(),
+        "bench user".into(),
+        "bench@example.org".into(),
+    )
+}

@@ -2,15 +2,24 @@
 //! figures and ratios (ours vs. a baseline or a peer measured in the same run).
 //!
 //! `cargo bench -p fluvius-benches --bench report` (add `-- --quick` for a smaller run,
-//! `-- --only memory|sqlite|postgres|rss` for one section). The PostgreSQL section runs when
-//! `FLUVIUS_TEST_PG_URL` is set, and prints a note otherwise.
+//! `-- --only memory|sqlite|rss|dispatch|postgres` for one section). PostgreSQL (its own
+//! section, and the dispatch figures on it) runs when `FLUVIUS_TEST_PG_URL` is set, and prints a
+//! note otherwise.
+//!
+//! Two sections run in child processes of the report (the same binary, `--child …`), which
+//! hand their figures back on stderr: the in-memory comparison, with stdout on `/dev/null`
+//! (cqrs-es's `MemStore` prints two lines per command), and the peak RSS, which needs a fresh
+//! high-water mark.
 
 #![allow(missing_docs)]
 
+mod dispatch;
 mod peers;
+mod rss;
 mod sql;
 
 use std::hint::black_box;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fluvius_benches::{BenchUser, UserCreated, UserRenamed};
@@ -35,17 +44,50 @@ impl Workload {
     }
 }
 
-/// Best of `runs` timings of `f` (the least disturbed run on a noisy machine).
-async fn best_of<F, Fut>(runs: usize, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Duration>,
-{
-    let mut best = Duration::MAX;
-    for _ in 0..runs {
-        best = best.min(f().await);
+/// The prefix of the line a child process reports its figures on (stderr).
+const CHILD_REPORT: &str = "CHILD-REPORT ";
+
+/// The `key=value` figures a child process reported.
+struct ChildReport(Vec<(String, f64)>);
+
+impl ChildReport {
+    fn get(&self, key: &str) -> f64 {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(f64::NAN, |(_, v)| *v)
     }
-    best
+}
+
+/// Run this report binary again as `--child <args…>`, with stdout on `/dev/null`, and read
+/// the figures it reports on stderr (see [`report_to_parent`]).
+fn run_child(args: &[&str]) -> Result<ChildReport, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the report's path: {e}"))?;
+    let output = std::process::Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run the child: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(CHILD_REPORT))
+        .ok_or_else(|| format!("{}: {}", output.status, stderr.trim()))?;
+    Ok(ChildReport(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+            .collect(),
+    ))
+}
+
+/// In a child process: hand `fields` to the parent (on stderr: stdout is `/dev/null`).
+fn report_to_parent(fields: &[(&str, f64)]) {
+    let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!("{CHILD_REPORT}{}", fields.join(" "));
 }
 
 fn ns_per(d: Duration, n: usize) -> f64 {
@@ -124,23 +166,84 @@ async fn cqrs_es_memory(w: Workload) -> Duration {
     start.elapsed()
 }
 
-async fn in_memory(rows: &mut Vec<Row>, quick: bool) {
+/// The two lines cqrs-es's `MemStore` prints per command (`loading: …` in `load_events`,
+/// `storing: …` in `commit`), alone: what they cost even with stdout on `/dev/null`.
+fn cqrs_es_prints(w: Workload) -> Duration {
+    let start = Instant::now();
+    for _ in 0..w.aggregates {
+        let id = AggregateId::new().to_string();
+        for version in 0..=w.renames {
+            println!("loading: {} events for aggregate ID '{}'", version, &id);
+            println!("storing: {} new events for aggregate ID '{}'", 1, &id);
+        }
+    }
+    start.elapsed()
+}
+
+/// Best of `runs` timings of `f` (the least disturbed run on a noisy machine). The runs of one
+/// contender are consecutive, so each reuses the heap its previous run freed.
+async fn best_of<F, Fut>(runs: usize, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        best = best.min(f().await);
+    }
+    best
+}
+
+/// In a child process with stdout on `/dev/null`: the baseline, Fluvius and cqrs-es on the same
+/// workload, the best of `runs` each.
+async fn in_memory_child(aggregates: usize, runs: usize) {
     let w = Workload {
-        aggregates: if quick { 1_000 } else { 5_000 },
+        aggregates,
         renames: 3,
     };
-    let n = w.commands();
-    let runs = if quick { 2 } else { 5 };
     let base = best_of(runs, || async { baseline(w) }).await;
     let ours = best_of(runs, || fluvius_memory(w)).await;
     let peer = best_of(runs, || cqrs_es_memory(w)).await;
-    let section = "in-memory process_command (create + 3 renames per aggregate)";
-    let b = ns_per(base, n);
-    let o = ns_per(ours, n);
-    let p = ns_per(peer, n);
+    let prints = best_of(runs, || async { cqrs_es_prints(w) }).await;
+    let n = w.commands();
+    report_to_parent(&[
+        ("commands", n as f64),
+        ("baseline", ns_per(base, n)),
+        ("fluvius", ns_per(ours, n)),
+        ("cqrs_es", ns_per(peer, n)),
+        ("prints", ns_per(prints, n)),
+    ]);
+}
+
+fn in_memory(rows: &mut Vec<Row>, quick: bool) {
+    let aggregates = if quick { 1_000 } else { 5_000 };
+    let runs = if quick { 2 } else { 5 };
+    let section =
+        "in-memory process_command (create + 3 renames per aggregate; child process, stdout on /dev/null)";
+    let r = match run_child(&["memory", &aggregates.to_string(), &runs.to_string()]) {
+        Ok(r) => r,
+        Err(e) => {
+            rows.push(Row {
+                section,
+                name: "in-memory comparison".into(),
+                value: format!("child failed: {e}"),
+                ratio: String::new(),
+            });
+            return;
+        }
+    };
+    let (b, o, p, prints) = (
+        r.get("baseline"),
+        r.get("fluvius"),
+        r.get("cqrs_es"),
+        r.get("prints"),
+    );
     rows.push(Row {
         section,
-        name: format!("baseline: serialize payload + push ({n} cmds)"),
+        name: format!(
+            "baseline: serialize payload + push ({} cmds, best of {runs})",
+            r.get("commands")
+        ),
         value: format!("{b:.0} ns/cmd"),
         ratio: "1.00x".into(),
     });
@@ -155,6 +258,16 @@ async fn in_memory(rows: &mut Vec<Row>, quick: bool) {
         name: "cqrs-es 0.5 MemStore".into(),
         value: format!("{p:.0} ns/cmd ({:.0} cmds/s)", 1e9 / p),
         ratio: format!("{:.2}x baseline; fluvius is {:.2}x its speed", p / b, p / o),
+    });
+    rows.push(Row {
+        section,
+        name: "of which cqrs-es's two println! per command, to /dev/null (measured alone)".into(),
+        value: format!("{prints:.0} ns/cmd"),
+        ratio: format!(
+            "{:.0}% of cqrs-es's time; estimate without them: fluvius is {:.2}x its speed",
+            100.0 * prints / p,
+            (p - prints) / o
+        ),
     });
 }
 
@@ -171,15 +284,29 @@ fn print(rows: &[Row]) {
     }
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
-        let total = args[i + 2].parse().expect("--rss-child <url> <events>");
-        tokio::runtime::Builder::new_current_thread()
+/// Run the child process named by `args` (after `--child`).
+fn child(args: &[String]) {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let number = |i: usize| -> usize { arg(i).parse().expect("a number") };
+    match arg(0) {
+        "memory" => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("tokio runtime")
-            .block_on(sql::rss_child(&args[i + 1], total));
+            .block_on(in_memory_child(number(1), number(2))),
+        "rss" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(rss::child(arg(1), number(2), arg(3))),
+        other => panic!("unknown child process `{other}`"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        child(&args[i + 1..]);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -192,6 +319,16 @@ fn main() {
         commands: if quick { 400 } else { 2_000 },
         append_events: if quick { 2_000 } else { 10_000 },
     };
+    let dispatch_memory = dispatch::Sizes {
+        catch_up: if quick { 20_000 } else { 200_000 },
+        sequential: if quick { 200 } else { 1_000 },
+        concurrent: if quick { 2_000 } else { 50_000 },
+    };
+    let dispatch_sql = dispatch::Sizes {
+        catch_up: if quick { 10_000 } else { 50_000 },
+        sequential: if quick { 100 } else { 500 },
+        concurrent: if quick { 400 } else { 2_000 },
+    };
     let mut notes = Vec::new();
     let mut summary = Vec::new();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -199,9 +336,15 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let mut rows = Vec::new();
+    if (run("postgres") || run("dispatch")) && sql::PostgresSchemas::from_env(true).is_none() {
+        notes.push(
+            "PostgreSQL NOT RUN: set FLUVIUS_TEST_PG_URL (e.g. postgres://postgres@127.0.0.1:5432/test)"
+                .to_owned(),
+        );
+    }
     runtime.block_on(async {
         if run("memory") {
-            in_memory(&mut rows, quick).await;
+            in_memory(&mut rows, quick);
         }
         if run("sqlite") {
             let off = sql::SqliteFiles::new(false);
@@ -212,21 +355,26 @@ fn main() {
         }
         if run("rss") {
             let files = sql::SqliteFiles::new(true);
-            sql::rss(&mut rows, &files, if quick { 100_000 } else { 1_000_000 }).await;
+            rss::measure(&mut rows, &files, if quick { 100_000 } else { 1_000_000 }).await;
+        }
+        if run("dispatch") {
+            dispatch::measure(&mut rows, &dispatch::Memory, dispatch_memory).await;
+            dispatch::measure(&mut rows, &sql::SqliteFiles::new(true), dispatch_sql).await;
+            if let Some(pg) = sql::PostgresSchemas::from_env(true) {
+                dispatch::measure(&mut rows, &pg, dispatch_sql).await;
+                pg.cleanup().await;
+            }
         }
         if run("postgres") {
-            match (sql::PostgresSchemas::from_env(false), sql::PostgresSchemas::from_env(true)) {
-                (Some(off_pg), Some(on_pg)) => {
-                    let off = sql::measure(&mut rows, &off_pg, sizes).await;
-                    off_pg.cleanup().await;
-                    let on = sql::measure(&mut rows, &on_pg, sizes).await;
-                    on_pg.cleanup().await;
-                    sql::summary(&mut summary, "PostgreSQL", off, on);
-                }
-                _ => notes.push(
-                    "PostgreSQL NOT RUN: set FLUVIUS_TEST_PG_URL (e.g. postgres://postgres@127.0.0.1:5432/test)"
-                        .into(),
-                ),
+            if let (Some(off_pg), Some(on_pg)) = (
+                sql::PostgresSchemas::from_env(false),
+                sql::PostgresSchemas::from_env(true),
+            ) {
+                let off = sql::measure(&mut rows, &off_pg, sizes).await;
+                off_pg.cleanup().await;
+                let on = sql::measure(&mut rows, &on_pg, sizes).await;
+                on_pg.cleanup().await;
+                sql::summary(&mut summary, "PostgreSQL", off, on);
             }
         }
     });

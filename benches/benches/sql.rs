@@ -79,7 +79,7 @@ pub trait Opener {
     fn open(&self) -> BoxFuture<'_, Arc<dyn LogStore>>;
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -87,13 +87,28 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank - 1]
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Read the whole log with `read_all` in pages of `page`, calling `each` with the number of
+/// events read so far after every page: (events read, last position).
+pub async fn read_through(store: &dyn LogStore, page: usize, mut each: impl FnMut(usize)) -> (usize, u64) {
+    let mut after = 0;
+    let mut read = 0;
+    loop {
+        let events = store.read_all(after, page).await.expect("read_all");
+        let Some(last) = events.last() else { break };
+        after = last.position;
+        read += events.len();
+        each(read);
+    }
+    (read, after)
 }
 
 /// `total` create commands on distinct aggregates from `concurrency` tasks: (elapsed, sorted
 /// latencies).
-async fn distinct(domain: Arc<Domain>, concurrency: usize, total: usize) -> (Duration, Vec<Duration>) {
+pub async fn distinct(domain: Arc<Domain>, concurrency: usize, total: usize) -> (Duration, Vec<Duration>) {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -105,11 +120,7 @@ async fn distinct(domain: Arc<Domain>, concurrency: usize, total: usize) -> (Dur
             while next.fetch_add(1, Ordering::Relaxed) < total as u64 {
                 let t = Instant::now();
                 domain
-                    .process_command(BenchUser::create_command(
-                        AggregateId::new(),
-                        "bench user".into(),
-                        "bench@example.org".into(),
-                    ))
+                    .process_command(fluvius_benches::create_fresh())
                     .await
                     .expect("create");
                 latencies.push(t.elapsed());
@@ -265,18 +276,9 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
         });
     }
     let start = Instant::now();
-    let mut after = 0;
-    let mut read = 0;
-    loop {
-        let page = store.read_all(after, 1_000).await.expect("read_all");
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        read += page.len();
-        if read >= written {
-            break;
-        }
-    }
+    let (read, _) = read_through(&*store, 1_000, |_| {}).await;
     let elapsed = start.elapsed();
+    assert_eq!(read, written, "read_all returns every appended event");
     rows.push(Row {
         section,
         name: format!("read_all, pages of 1 000 ({read} events)"),
@@ -432,114 +434,4 @@ impl Opener for PostgresSchemas {
             Arc::new(store) as Arc<dyn LogStore>
         })
     }
-}
-
-/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), in KiB.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// In a child process (a fresh high-water mark): stream every event of the SQLite database
-/// at `url` through `read_all` in pages of 1 000, and print the peak RSS after opening, after
-/// a tenth of the events, and at the end.
-pub async fn rss_child(url: &str, total: usize) {
-    let store = fluvius_sql::SqliteLogStore::open(url).await.expect("open SQLite");
-    let opened = peak_rss_kib();
-    let mut tenth = 0;
-    let mut after = 0;
-    let mut read = 0;
-    let start = Instant::now();
-    loop {
-        let page = store.read_all(after, 1_000).await.expect("read_all");
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        read += page.len();
-        if tenth == 0 && read >= total / 10 {
-            tenth = peak_rss_kib();
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "RSS opened={opened} tenth={tenth} end={} events={read} secs={secs:.3}",
-        peak_rss_kib()
-    );
-}
-
-/// Fill an SQLite file with `total` events (batches of 1 000, `synchronous = NORMAL`: the fill
-/// is not measured), then stream them in a child process and report its peak RSS.
-pub async fn rss(rows: &mut Vec<Row>, files: &SqliteFiles, total: usize) {
-    let url = format!("sqlite://{}", files.dir().join("rss.db").display());
-    {
-        let store = fluvius_sql::SqliteLogStore::builder(&url)
-            .synchronous(fluvius_sql::Synchronous::Normal)
-            .open()
-            .await
-            .expect("open SQLite");
-        let mut written = 0;
-        while written < total {
-            let n = (total - written).min(1_000);
-            store
-                .append(fluvius_core::testing::request(
-                    "rss",
-                    AggregateId::new(),
-                    0,
-                    n as u64,
-                ))
-                .await
-                .expect("append");
-            written += n;
-        }
-        store.close().await;
-    }
-    let exe = std::env::current_exe().expect("the report's path");
-    let output = std::process::Command::new(exe)
-        .args(["--rss-child", &url, &total.to_string()])
-        .output()
-        .expect("run the RSS child");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RSS ")) else {
-        rows.push(Row {
-            section: "memory: read_all streaming (SQLite, child process)",
-            name: "peak RSS".into(),
-            value: format!("child failed: {}", String::from_utf8_lossy(&output.stderr)),
-            ratio: String::new(),
-        });
-        return;
-    };
-    let field = |key: &str| -> f64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let (opened, tenth, end) = (field("opened"), field("tenth"), field("end"));
-    let section = "memory: read_all streaming (SQLite, child process, pages of 1 000)";
-    rows.push(Row {
-        section,
-        name: format!(
-            "peak RSS (VmHWM) after open / after {} events / after all {}",
-            total / 10,
-            total
-        ),
-        value: format!(
-            "{:.1} / {:.1} / {:.1} MiB ({:.0} events/s)",
-            opened / 1024.0,
-            tenth / 1024.0,
-            end / 1024.0,
-            field("events") / field("secs")
-        ),
-        ratio: format!(
-            "growth over the last 90%: {:.1} MiB ({:.2}x the peak at 10%)",
-            (end - tenth) / 1024.0,
-            end / tenth.max(1.0)
-        ),
-    });
 }
