@@ -1,7 +1,7 @@
 //! The in-memory log store: for tests, examples and single-process tools.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use uuid::Uuid;
 
@@ -34,13 +34,49 @@ pub struct MemoryLogStore {
     gate: tokio::sync::Mutex<()>,
 }
 
+/// The global log in fixed-size chunks: appending never moves stored events (no large copies
+/// as the log grows) and costs no allocation per event.
+#[derive(Default)]
+struct Log {
+    chunks: Vec<Vec<Event>>,
+    len: usize,
+}
+
+impl Log {
+    const CHUNK: usize = 4096;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, event: Event) {
+        if self.len % Self::CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(Self::CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(event);
+            self.len += 1;
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<&Event> {
+        self.chunks.get(index / Self::CHUNK)?.get(index % Self::CHUNK)
+    }
+
+    /// The events at indexes `start..end` (clamped to the log).
+    fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &Event> {
+        let end = end.min(self.len);
+        (start.min(end)..end).filter_map(|i| self.get(i))
+    }
+}
+
 /// One stream of an aggregate id: its resource and the indexes of its events in the log.
 type Stream = (Box<str>, Vec<usize>);
 
 #[derive(Default)]
 struct Inner {
     /// The global log; position `p` is at index `p - 1`.
-    log: Vec<Arc<Event>>,
+    log: Log,
     /// Per aggregate id, its streams (one per resource, nearly always one): the indexes of
     /// each stream's events in `log`, in version order. Keyed by id alone so a lookup hashes
     /// 16 bytes and allocates nothing.
@@ -124,8 +160,7 @@ impl MemoryLogStore {
             let index = inner.log.len();
             event.position = index as u64 + 1;
             stream.push(index);
-            let event = Arc::new(event);
-            stored.push(Event::clone(&event));
+            stored.push(event.clone());
             inner.log.push(event);
         }
         if let Some(cmd) = request.command {
@@ -198,7 +233,7 @@ impl LogStore for MemoryLogStore {
                 indexes
                     .iter()
                     .skip(start)
-                    .map(|&i| &*inner.log[i])
+                    .filter_map(|&i| inner.log.get(i))
                     .take_while(|e| query.to_version.is_none_or(|v| e.aggregate_version <= v))
                     .filter(|e| query.matches(e))
                     .cloned()
@@ -213,7 +248,7 @@ impl LogStore for MemoryLogStore {
         let inner = self.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(inner.log.len());
         let end = start.saturating_add(limit).min(inner.log.len());
-        let events = inner.log[start..end].iter().map(|e| Event::clone(e)).collect();
+        let events = inner.log.range(start, end).cloned().collect();
         drop(inner);
         Box::pin(async move { Ok(events) })
     }
