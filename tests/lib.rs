@@ -436,6 +436,8 @@ pub fn ids(events: &[Event]) -> Vec<Uuid> {
 /// - `inject_rivals(n)`: the next `n` appends are each preceded by a rival append of the same
 ///   events under another command id (another writer that got there first);
 ///
+/// - `delay_appends(d)`: every append first sleeps for `d` (so concurrent commands interleave
+///   between their load and their append);
 /// - `hold_next_append()`: the next append commits, then does not return until the returned
 ///   semaphore gets a permit (a commit whose acknowledgement is slow to reach its caller);
 ///   `committed()` is notified once it has committed.
@@ -448,6 +450,7 @@ pub struct ProbeStore {
     hold: Mutex<Option<Arc<Semaphore>>>,
     committed: Arc<Notify>,
     rivals: AtomicUsize,
+    delay: Mutex<Option<std::time::Duration>>,
     reads: AtomicUsize,
     appends: AtomicUsize,
     conflicts: AtomicUsize,
@@ -479,6 +482,11 @@ impl ProbeStore {
     /// Precede each of the next `n` appends with a rival append.
     pub fn inject_rivals(&self, n: usize) {
         self.rivals.store(n, Ordering::SeqCst);
+    }
+
+    /// Make every append sleep for `delay` before it writes.
+    pub fn delay_appends(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = Some(delay);
     }
 
     /// Stream reads so far (one per load attempt, plus replays and `Domain::load`).
@@ -534,7 +542,11 @@ impl LogStore for ProbeStore {
             rival
         });
         let hold = self.hold.lock().unwrap().take();
+        let delay = *self.delay.lock().unwrap();
         Box::pin(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
             if let Some(rival) = rival {
                 self.inner.append(rival).await.expect("the rival append succeeds");
             }
@@ -593,11 +605,14 @@ impl LogStore for ProbeStore {
 pub async fn probe_domain(store: &Arc<ProbeStore>, retry: fluvius_core::RetryPolicy) -> Domain {
     // No aggregate cache: every attempt loads from the store, so a rival injected before an
     // append is a race the attempt really lost (a conflict on a *cached* state is treated as
-    // a stale entry and reloaded once for free, which would blur the attempt counts).
+    // a stale entry and reloaded once for free, which would blur the attempt counts). No
+    // per-aggregate turns: the commands these tests line up on one aggregate must race, as
+    // commands from different processes do.
     builder()
         .logstore_arc(store.clone())
         .retry(retry)
         .aggregate_cache(0)
+        .aggregate_turns(false)
         .build()
         .await
         .expect("domain builds")

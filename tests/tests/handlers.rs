@@ -530,9 +530,11 @@ async fn bad_patterns_and_missing_store_are_config_errors() {
 async fn handlers_see_one_aggregate_s_events_in_version_order_even_when_commits_return_late() {
     let store = ProbeStore::new();
     let seen = Seen::new();
+    // No per-aggregate turns: the two commands must interleave as if from two processes.
     let domain = builder()
         .logstore_arc(store.clone())
         .handler("all", "*", seen.handler())
+        .aggregate_turns(false)
         .build()
         .await
         .unwrap();

@@ -105,6 +105,7 @@ pub struct DomainBuilder {
     dispatch: DispatchOptions,
     projections: Vec<Arc<dyn Projection>>,
     transactional: Vec<Result<(String, Pattern, Box<TransactionalFn>)>>,
+    aggregate_turns: bool,
     /// Filled with the domain once built, for saga handlers.
     saga_domain: tokio::sync::watch::Sender<Option<std::sync::Weak<Inner>>>,
 }
@@ -135,6 +136,7 @@ impl DomainBuilder {
             dispatch: DispatchOptions::default(),
             projections: Vec::new(),
             transactional: Vec::new(),
+            aggregate_turns: true,
             saga_domain: tokio::sync::watch::Sender::new(None),
         }
     }
@@ -315,6 +317,17 @@ impl DomainBuilder {
         self
     }
 
+    /// Whether commands for the same aggregate take turns inside this domain (default: on).
+    ///
+    /// With turns, a command starts once the previous command on its aggregate has appended,
+    /// so a hot aggregate queues instead of conflicting (commands from other processes still
+    /// race and are retried per the [`RetryPolicy`]). Off, concurrent commands on one aggregate
+    /// race like commands from different processes: all but one conflict, and are retried.
+    pub fn aggregate_turns(mut self, on: bool) -> Self {
+        self.aggregate_turns = on;
+        self
+    }
+
     /// Take a snapshot of aggregate `A` every `n` events, whatever
     /// [`Aggregate::SNAPSHOT_EVERY`] says (0 turns its snapshots off). Applies to every resource
     /// `A` is registered under.
@@ -442,6 +455,7 @@ impl DomainBuilder {
                 dispatcher,
                 max_payload_bytes: self.max_payload_bytes,
                 transactional: (!transactional.is_empty()).then_some(transactional),
+                turns: self.aggregate_turns.then(super::turns::Turns::new),
             }),
         };
         self.saga_domain.send_replace(Some(Arc::downgrade(&domain.inner)));

@@ -5,6 +5,7 @@ mod cache;
 mod pipeline;
 mod registry;
 mod snapshot;
+mod turns;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ struct Inner {
     max_payload_bytes: usize,
     /// Run inside the transaction of appends they want (`None`: there are none).
     transactional: Option<TransactionalHandlers>,
+    /// Per-aggregate turns (`None`: commands on one aggregate race, see
+    /// [`DomainBuilder::aggregate_turns`]).
+    turns: Option<turns::Turns>,
 }
 
 impl Domain {
@@ -163,6 +167,11 @@ impl Domain {
             snapshot_every: route.snapshot_every,
             transactional: inner.transactional.as_ref(),
         };
+        // Wait for this aggregate's turn (held until the outcome is known).
+        let turn = match &inner.turns {
+            Some(turns) => Some(turns.take(&resource, aggregate_id).await),
+            None => None,
+        };
         let mut attempts = 1;
         let outcome = loop {
             match aggregate
@@ -205,6 +214,7 @@ impl Domain {
                 }
             }
         };
+        drop(turn);
         span.record("attempts", attempts);
         if outcome.events.is_empty() {
             // No append, so no duplicate check: a repeated command that decided nothing this
