@@ -11,8 +11,8 @@
 //! - **At-least-once**: the checkpoint moves only after the handler succeeded (or the event was
 //!   parked); a crash between the two delivers the event again.
 //! - **Retries**: a failing or panicking invocation is retried with jittered exponential
-//!   backoff ([`RetryPolicy`], per handler); after the last attempt the event is *parked*
-//!   ([`DeadLetter`]) and the handler moves on. Parked events are listed and retried through
+//!   backoff ([`RetryPolicy`]: the domain's default, or a handler's own, [`HandlerRetry`]);
+//!   after the last attempt the event is *parked* ([`DeadLetter`]) and the handler moves on. Parked events are listed and retried through
 //!   `Domain::parked` and `Domain::retry_parked`.
 //! - **One instance per handler**: before reading, a task claims its handler's checkpoint with
 //!   a lease ([`lease`](DispatchOptions::lease)); every advance renews it. Another app instance
@@ -35,7 +35,7 @@ use crate::checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
 use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::handler::HandlerEntry;
+use crate::handler::{HandlerEntry, HandlerRetry};
 use crate::logstore::LogStore;
 use crate::projection::Projection;
 
@@ -69,12 +69,14 @@ pub enum StartFrom {
 ///
 /// ```
 /// use std::time::Duration;
-/// use fluvius_core::{DispatchOptions, RetryPolicy, StartFrom};
+/// use fluvius_core::{DispatchOptions, HandlerRetry, StartFrom};
 /// let options = DispatchOptions::default()
 ///     .poll_interval(Duration::from_millis(200))
-///     .handler_retry("send-welcome-email", RetryPolicy::attempts(5))
+///     // Five attempts for this one, with the default backoff.
+///     .handler_retry("send-welcome-email", HandlerRetry::attempts(5))
 ///     .handler_start("audit-export", StartFrom::Now);
 /// assert_eq!(options.retry_for("send-welcome-email").max_attempts, 5);
+/// assert_eq!(options.retry_for("audit-export").max_attempts, 3, "the default");
 /// ```
 #[derive(Clone, Debug)]
 pub struct DispatchOptions {
@@ -84,7 +86,7 @@ pub struct DispatchOptions {
     instance_id: String,
     retry: RetryPolicy,
     start: StartFrom,
-    per_handler: HashMap<String, (Option<RetryPolicy>, Option<StartFrom>)>,
+    per_handler: HashMap<String, (HandlerRetry, Option<StartFrom>)>,
 }
 
 impl Default for DispatchOptions {
@@ -135,7 +137,10 @@ impl DispatchOptions {
         self
     }
 
-    /// The retry policy of every handler without its own.
+    /// The retry policy of every handler without its own: how many attempts an event gets,
+    /// and the backoff between them, before it is parked. A handler's own policy
+    /// ([`DomainBuilder::handler_with_retry`](crate::DomainBuilder::handler_with_retry),
+    /// `#[event_handler("…", max_attempts = 5)]`) overrides the settings it gives.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -147,9 +152,12 @@ impl DispatchOptions {
         self
     }
 
-    /// The retry policy of one handler.
-    pub fn handler_retry(mut self, handler: &str, retry: RetryPolicy) -> Self {
-        self.per_handler.entry(handler.to_owned()).or_default().0 = Some(retry);
+    /// The retry policy of one handler or projection, by name: a whole [`RetryPolicy`], or
+    /// some settings ([`HandlerRetry`]). It overrides the handler's own policy (from
+    /// [`DomainBuilder::handler_with_retry`](crate::DomainBuilder::handler_with_retry) or
+    /// `#[event_handler]`) setting by setting, and the default ([`retry`](Self::retry)).
+    pub fn handler_retry(mut self, handler: &str, retry: impl Into<HandlerRetry>) -> Self {
+        self.per_handler.entry(handler.to_owned()).or_default().0 = retry.into();
         self
     }
 
@@ -159,12 +167,32 @@ impl DispatchOptions {
         self
     }
 
-    /// The retry policy that applies to `handler`.
+    /// The retry policy these options give `handler`: what was set for its name over the
+    /// default. A handler with a policy of its own gets [`retry_with`](Self::retry_with).
     pub fn retry_for(&self, handler: &str) -> RetryPolicy {
+        self.retry_with(handler, HandlerRetry::new())
+    }
+
+    /// The retry policy of `handler` whose own policy is `own`: what was set for its name, over
+    /// `own`, over the default.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fluvius_core::{DispatchOptions, HandlerRetry, RetryPolicy};
+    /// let options = DispatchOptions::default()
+    ///     .retry(RetryPolicy::attempts(3))
+    ///     .handler_retry("billing", HandlerRetry::attempts(10));
+    /// let own = HandlerRetry::attempts(5).base_backoff(Duration::from_millis(100));
+    /// assert_eq!(options.retry_with("mailer", own).max_attempts, 5, "its own beats the default");
+    /// let billing = options.retry_with("billing", own);
+    /// assert_eq!(billing.max_attempts, 10, "the options' word on this name beats its own");
+    /// assert_eq!(billing.base_backoff, Duration::from_millis(100), "its own beats the default");
+    /// ```
+    pub fn retry_with(&self, handler: &str, own: HandlerRetry) -> RetryPolicy {
         self.per_handler
             .get(handler)
-            .and_then(|h| h.0)
-            .unwrap_or(self.retry)
+            .map_or(own, |h| h.0.or(own))
+            .over(self.retry)
     }
 
     /// Where `handler` starts if it has no checkpoint.
@@ -321,7 +349,7 @@ impl Dispatcher {
                     StartFrom::Now => now_head,
                 };
                 Arc::new(Worker {
-                    retry: options.retry_for(&entry.name),
+                    retry: options.retry_with(&entry.name, entry.retry),
                     entry,
                     start,
                     counters: Counters::default(),

@@ -1,13 +1,13 @@
 //! Handler dispatch with explicitly registered handlers: patterns, several handlers per key,
-//! failure and panic isolation, retries and parking, `wait_idle`, log order per aggregate,
-//! start-from-now, reset, configuration errors.
+//! failure and panic isolation, retries and parking (with the domain's policy or a handler's
+//! own), `wait_idle`, log order per aggregate, start-from-now, reset, configuration errors.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fluvius_core::prelude::*;
-use fluvius_core::{DispatchOptions, HandlerStats, RetryPolicy, StartFrom};
+use fluvius_core::{DispatchOptions, HandlerRetry, HandlerStats, RetryPolicy, StartFrom};
 use fluvius_tests::*;
 use tokio::sync::Semaphore;
 
@@ -258,6 +258,89 @@ async fn a_failing_or_panicking_handler_is_retried_then_parks_and_never_fails_th
     create_user(&domain, "Bob").await;
     domain.wait_idle().await;
     assert_eq!(stats(&domain, "a-witness").succeeded, 7);
+}
+
+/// A handler that records every attempt and always fails.
+fn always_failing(attempts: &Seen) -> impl Fn(Arc<Event>) -> std::future::Ready<Result<(), HandlerError>> {
+    let attempts = attempts.clone();
+    move |event| {
+        attempts.push(event);
+        std::future::ready(Err(HandlerError::msg("downstream unavailable")))
+    }
+}
+
+#[tokio::test]
+async fn a_handler_with_its_own_retry_policy_is_tried_that_often_then_parked() {
+    let (own, default, never, overridden) = (Seen::new(), Seen::new(), Seen::new(), Seen::new());
+    let quick = |attempts| {
+        HandlerRetry::attempts(attempts)
+            .base_backoff(Duration::from_millis(1))
+            .max_backoff(Duration::from_millis(2))
+    };
+    let domain = builder()
+        .logstore(MemoryLogStore::new())
+        // The domain's default: three attempts.
+        .dispatch(quick_retries().handler_retry("overridden", HandlerRetry::attempts(2)))
+        .handler_with_retry("own", "account-opened", quick(5), always_failing(&own))
+        .handler("default", "account-opened", always_failing(&default))
+        .handler_with_retry(
+            "never",
+            "account-opened",
+            RetryPolicy::never(),
+            always_failing(&never),
+        )
+        // Its own five attempts, but the options set two for its name: the options win.
+        .handler_with_retry(
+            "overridden",
+            "account-opened",
+            quick(5),
+            always_failing(&overridden),
+        )
+        .build()
+        .await
+        .unwrap();
+    open_account(&domain, 0).await;
+    open_account(&domain, 0).await;
+    domain.wait_idle().await;
+
+    let opened: Vec<Event> = all_events(&domain).await;
+    assert_eq!(opened.len(), 2);
+    for (name, seen, attempts) in [
+        ("own", &own, 5),
+        ("default", &default, 3),
+        ("never", &never, 1),
+        ("overridden", &overridden, 2),
+    ] {
+        let expected: Vec<uuid::Uuid> = opened
+            .iter()
+            .flat_map(|e| std::iter::repeat_n(e.id, attempts as usize))
+            .collect();
+        assert_eq!(
+            seen.ids(),
+            expected,
+            "{name}: {attempts} attempts per event, in order"
+        );
+        let s = stats(&domain, name);
+        assert_eq!(
+            (s.succeeded, s.failed, s.parked),
+            (0, 2 * u64::from(attempts), 2),
+            "{name}"
+        );
+        let parked = domain.parked(Some(name)).await.unwrap();
+        assert_eq!(
+            parked
+                .iter()
+                .map(|l| (l.position, l.attempts))
+                .collect::<Vec<_>>(),
+            opened.iter().map(|e| (e.position, attempts)).collect::<Vec<_>>(),
+            "{name}: every event parked after its last attempt"
+        );
+        assert_eq!(
+            domain.handler_checkpoint(name).await.unwrap(),
+            Some(opened[1].position),
+            "{name} moved on"
+        );
+    }
 }
 
 #[tokio::test]
