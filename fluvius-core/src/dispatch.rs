@@ -15,9 +15,15 @@
 //!   after the last attempt the event is *parked* ([`DeadLetter`]) and the handler moves on. Parked events are listed and retried through
 //!   `Domain::parked` and `Domain::retry_parked`.
 //! - **One instance per handler**: before reading, a task claims its handler's checkpoint with
-//!   a lease ([`lease`](DispatchOptions::lease)); every advance renews it. Another app instance
-//!   on the same database finds the claim held and waits; it takes over when the lease expires
-//!   (the holder died). Keep the lease well above the longest handler invocation.
+//!   a lease ([`lease`](DispatchOptions::lease)). The holder renews it every third of the lease:
+//!   by advancing the checkpoint, between events, and in the background while a handler call
+//!   (or a retry backoff, or a projection page) runs — so a call longer than the lease is never
+//!   taken over. Another app instance on the same database finds the claim held and waits; it
+//!   takes over when the lease expires (the holder died or stalled). A holder that finds its
+//!   claim lost finishes the call under way, then stops: no further attempt, nothing parked,
+//!   the checkpoint not moved (the new holder delivers the event again), a warning logged, and
+//!   [`HandlerStats::claims_lost`] counts it. The lease bounds how long a dead instance's
+//!   handlers wait, not how long a call may take.
 //!
 //! A store without checkpoints ([`LogStore::checkpoints`] is `None`) gets checkpoints in
 //! memory: same semantics within the process, nothing durable.
@@ -52,6 +58,10 @@ pub struct HandlerStats {
     pub panicked: u64,
     /// Events given up on after the last attempt and parked as dead letters.
     pub parked: u64,
+    /// Times this process found its claim on the handler lost while working on it (another
+    /// instance took the handler over, or its checkpoint was reset) and stopped without moving
+    /// the checkpoint.
+    pub claims_lost: u64,
 }
 
 /// Where a handler without a checkpoint starts reading the log.
@@ -125,7 +135,9 @@ impl DispatchOptions {
     }
 
     /// How long a claim on a handler's checkpoint lasts without renewal (default 30 s): after
-    /// an instance dies, another takes over its handlers within this time.
+    /// an instance dies, another takes over its handlers within this time. The holder renews
+    /// its claims every third of it, also while a handler call runs, so a call may take longer
+    /// than the lease.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(10));
         self
@@ -210,6 +222,7 @@ struct Counters {
     failed: AtomicU64,
     panicked: AtomicU64,
     parked: AtomicU64,
+    claims_lost: AtomicU64,
 }
 
 /// The checkpoints in use: the store's own, or a private in-memory set.
@@ -464,6 +477,7 @@ impl Dispatcher {
                 failed: w.counters.failed.load(Ordering::Relaxed),
                 panicked: w.counters.panicked.load(Ordering::Relaxed),
                 parked: w.counters.parked.load(Ordering::Relaxed),
+                claims_lost: w.counters.claims_lost.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -541,12 +555,160 @@ impl Dispatcher {
     }
 }
 
+/// This instance's claim on a follower's checkpoint, kept alive by time.
+///
+/// It is renewed once a third of the lease has passed since it was taken or last renewed (a
+/// checkpoint advance renews it too): between events, and in the background while a handler
+/// call, a retry backoff or a projection page runs ([`Claim::keep`]), so that work longer than
+/// the lease is never taken over by another instance. Once found lost (another instance took
+/// over, or the checkpoint was reset) it stays lost: the follower stops without moving the
+/// checkpoint, and claims again.
+struct Claim<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+    /// Where a handler without a checkpoint starts (claiming creates it there).
+    start: u64,
+    /// For a handler, the checkpoint as this holder stored it: the claim is kept only while the
+    /// checkpoint stays there. `None` for a projection, which keeps its own position.
+    at: Option<u64>,
+    /// When the next renewal is due.
+    due: Instant,
+    lost: bool,
+    /// Counts the claims found lost (a handler's [`HandlerStats::claims_lost`]).
+    losses: Option<&'a AtomicU64>,
+}
+
+impl<'a> Claim<'a> {
+    /// A projection's claim, taken by a request sent at `asked`.
+    fn projection(shared: &'a Shared, name: &'a str, asked: Instant) -> Self {
+        Self {
+            shared,
+            name,
+            start: 0,
+            at: None,
+            due: asked + shared.lease / 3,
+            lost: false,
+            losses: None,
+        }
+    }
+
+    /// A handler's claim, taken by a request sent at `asked`, with its checkpoint at `at`.
+    fn handler(shared: &'a Shared, worker: &'a Worker, asked: Instant, at: u64) -> Self {
+        Self {
+            start: worker.start,
+            at: Some(at),
+            losses: Some(&worker.counters.claims_lost),
+            ..Self::projection(shared, &worker.entry.name, asked)
+        }
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Record the outcome of a renewal or an advance sent at `asked`. The store measures the
+    /// new lease from when it got the request, no earlier than `asked`: the next renewal is
+    /// due a third of the lease after `asked`.
+    fn settle(&mut self, asked: Instant, kept: bool) {
+        if kept {
+            self.due = asked + self.shared.lease / 3;
+        } else {
+            self.lost = true;
+            if let Some(losses) = self.losses {
+                losses.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(follower = self.name, "lost the claim on the checkpoint");
+        }
+    }
+
+    /// Claim again, which renews the lease if this instance still holds it. On an error the
+    /// next try is due a little later.
+    async fn renew(&mut self) -> Result<()> {
+        let cps = self.shared.checkpoints.get();
+        let asked = Instant::now();
+        match cps
+            .claim(self.name, &self.shared.owner, self.start, self.shared.lease)
+            .await
+        {
+            Ok(position) => {
+                self.settle(
+                    asked,
+                    position.is_some() && (self.at.is_none() || position == self.at),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.due = Instant::now() + self.shared.lease / 12;
+                Err(e)
+            }
+        }
+    }
+
+    /// Renew if it is due. Whether the claim is still held.
+    async fn renew_if_due(&mut self) -> Result<bool> {
+        if !self.lost && Instant::now() >= self.due {
+            self.renew().await?;
+        }
+        Ok(!self.lost)
+    }
+
+    /// Move a handler's checkpoint from `from` to `to` (renewing the claim). Whether the claim
+    /// is still held; if not, nothing moved.
+    async fn advance(&mut self, from: u64, to: u64) -> Result<bool> {
+        if self.lost {
+            return Ok(false);
+        }
+        let cps = self.shared.checkpoints.get();
+        let asked = Instant::now();
+        let kept = cps
+            .advance(self.name, &self.shared.owner, from, to, self.shared.lease)
+            .await?;
+        if kept {
+            self.at = Some(to);
+        }
+        self.settle(asked, kept);
+        Ok(kept)
+    }
+
+    /// Run `work` to its end, renewing the claim whenever it is due meanwhile. A renewal that
+    /// fails is tried again; one that finds the claim lost is logged and not tried again (the
+    /// caller checks [`is_lost`](Self::is_lost) afterwards).
+    async fn keep<F: std::future::Future>(&mut self, work: F) -> F::Output {
+        tokio::pin!(work);
+        loop {
+            if self.lost {
+                return work.await;
+            }
+            tokio::select! {
+                biased;
+                output = &mut work => return output,
+                () = tokio::time::sleep_until(self.due.into()) => {
+                    match self.renew().await {
+                        Ok(()) if self.lost => tracing::warn!(
+                            follower = self.name,
+                            "lost the claim while working (another instance took over, or the \
+                             checkpoint was reset): the checkpoint will not move"
+                        ),
+                        Ok(()) => {}
+                        Err(e) => tracing::warn!(
+                            follower = self.name,
+                            error = %e,
+                            "cannot renew the claim while working; trying again"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
     let name = worker.name.as_str();
     loop {
         let notified = shared.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let asked = Instant::now();
         match shared
             .checkpoints
             .get()
@@ -554,7 +716,8 @@ async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
             .await
         {
             Ok(Some(_)) => {
-                if let Err(e) = follow(&worker, &shared).await {
+                let mut claim = Claim::projection(&shared, name, asked);
+                if let Err(e) = follow(&worker, &shared, &mut claim).await {
                     tracing::warn!(projection = name, error = %e, "projection stopped; retrying later");
                 }
             }
@@ -565,48 +728,50 @@ async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
     }
 }
 
-/// Apply pages until the log is exhausted, each with retries.
-async fn follow(worker: &ProjectionWorker, shared: &Shared) -> Result<()> {
+/// Apply pages until the log is exhausted (or the claim is lost), each with retries.
+async fn follow(worker: &ProjectionWorker, shared: &Shared, claim: &mut Claim<'_>) -> Result<()> {
     let name = worker.name.as_str();
-    let cps = shared.checkpoints.get();
     let _busy = worker.busy.lock().await;
     let mut position = worker.projection.position().await?;
     worker.progress.send_replace(position);
-    let mut renewed = Instant::now();
     loop {
         let page = shared.store.read_all(position, shared.page_size).await?;
         let Some(last) = page.last().map(|e| e.position) else {
             return Ok(());
         };
-        if renewed.elapsed() >= shared.lease / 3 {
-            if cps.claim(name, &shared.owner, 0, shared.lease).await?.is_none() {
-                return Ok(());
-            }
-            renewed = Instant::now();
+        if !claim.renew_if_due().await? {
+            return Ok(());
         }
         let max = worker.retry.max_attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            let span = tracing::info_span!(
-                "fluvius.projection",
-                projection = name,
-                from = position,
-                to = last,
-                events = page.len(),
-                attempt,
-            );
-            match worker.projection.apply(position, &page).instrument(span).await {
-                Ok(()) => break,
-                Err(e) if attempt < max => {
-                    tracing::warn!(projection = name, attempt, error = %e, "projection page failed; retrying");
-                    tokio::time::sleep(worker.retry.backoff(attempt)).await;
-                    attempt += 1;
+        let apply = async {
+            let mut attempt = 1;
+            loop {
+                let span = tracing::info_span!(
+                    "fluvius.projection",
+                    projection = name,
+                    from = position,
+                    to = last,
+                    events = page.len(),
+                    attempt,
+                );
+                match worker.projection.apply(position, &page).instrument(span).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if attempt < max => {
+                        tracing::warn!(projection = name, attempt, error = %e, "projection page failed; retrying");
+                        tokio::time::sleep(worker.retry.backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
-        }
+        };
+        // The projection moves its own position with the page: once applied, it counts.
+        claim.keep(apply).await?;
         position = last;
         worker.progress.send_replace(position);
+        if claim.is_lost() {
+            return Ok(());
+        }
     }
 }
 
@@ -625,6 +790,7 @@ async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
         tokio::pin!(notified);
         notified.as_mut().enable();
         let cps = shared.checkpoints.get();
+        let asked = Instant::now();
         let position = match cps.claim(name, &shared.owner, worker.start, shared.lease).await {
             Ok(Some(position)) => position,
             Ok(None) => {
@@ -639,21 +805,21 @@ async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
             }
         };
         worker.progress.send_replace(position);
-        if let Err(e) = drain(&worker, &shared, position).await {
+        let mut claim = Claim::handler(&shared, &worker, asked, position);
+        if let Err(e) = drain(&worker, &shared, &mut claim, position).await {
             tracing::warn!(handler = name, error = %e, "handler dispatch interrupted");
         }
         pause(notified, shared.poll_interval).await;
     }
 }
 
-/// Process pages until the log is exhausted. Returns early (Ok) if the claim was lost.
+/// Process pages until the log is exhausted. Returns early (Ok) if the claim was lost, without
+/// moving the checkpoint.
 ///
 /// The checkpoint moves after each page, and within a long page at least every second (or a
 /// third of the lease): a crash redelivers at most that much, and a fast handler pays one
 /// checkpoint write per page rather than per event.
-async fn drain(worker: &Worker, shared: &Shared, mut stored: u64) -> Result<()> {
-    let name = worker.entry.name.as_str();
-    let cps = shared.checkpoints.get();
+async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, mut stored: u64) -> Result<()> {
     let flush_every = (shared.lease / 3).min(Duration::from_secs(1));
     let mut flushed = Instant::now();
     loop {
@@ -666,31 +832,25 @@ async fn drain(worker: &Worker, shared: &Shared, mut stored: u64) -> Result<()> 
             if !worker.entry.pattern.matches(&event.key) {
                 continue;
             }
-            if flushed.elapsed() >= flush_every {
-                // Move the checkpoint (or at least renew the lease) before going on.
-                let kept = if handled > stored {
-                    cps.advance(name, &shared.owner, stored, handled, shared.lease)
-                        .await?
-                } else {
-                    cps.claim(name, &shared.owner, worker.start, shared.lease).await? == Some(stored)
-                };
-                if !kept {
-                    tracing::debug!(handler = name, "lost the claim on the checkpoint");
+            // Move the checkpoint if it is time to, or at least keep the claim.
+            if handled > stored && flushed.elapsed() >= flush_every {
+                if !claim.advance(stored, handled).await? {
                     return Ok(());
                 }
                 stored = handled;
                 worker.progress.send_replace(stored);
                 flushed = Instant::now();
+            } else if !claim.renew_if_due().await? {
+                return Ok(());
             }
             let position = event.position;
-            deliver(worker, shared, Arc::new(event)).await?;
+            deliver(worker, shared, claim, Arc::new(event)).await?;
+            if claim.is_lost() {
+                return Ok(());
+            }
             handled = position;
         }
-        if !cps
-            .advance(name, &shared.owner, stored, last, shared.lease)
-            .await?
-        {
-            tracing::debug!(handler = name, "lost the claim on the checkpoint");
+        if !claim.advance(stored, last).await? {
             return Ok(());
         }
         stored = last;
@@ -699,19 +859,29 @@ async fn drain(worker: &Worker, shared: &Shared, mut stored: u64) -> Result<()> 
     }
 }
 
-/// Run the handler on one event with retries; park it after the last attempt. Errors only when
-/// the event could not be parked (the checkpoint must not move then).
-async fn deliver(worker: &Worker, shared: &Shared, event: Arc<Event>) -> Result<()> {
+/// Run the handler on one event with retries, keeping the claim meanwhile; park it after the
+/// last attempt. Stops early, parking nothing, if the claim is lost (the new holder delivers
+/// the event again). Errors only when the event could not be parked (the checkpoint must not
+/// move then).
+async fn deliver(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, event: Arc<Event>) -> Result<()> {
     let max = worker.retry.max_attempts.max(1);
     let mut last_error = String::new();
     for attempt in 1..=max {
-        match invoke_once(worker, event.clone(), attempt).await {
+        match claim.keep(invoke_once(worker, event.clone(), attempt)).await {
             Ok(()) => return Ok(()),
             Err(e) => last_error = e,
         }
-        if attempt < max {
-            tokio::time::sleep(worker.retry.backoff(attempt)).await;
+        if claim.is_lost() {
+            return Ok(());
         }
+        if attempt < max {
+            claim
+                .keep(tokio::time::sleep(worker.retry.backoff(attempt)))
+                .await;
+        }
+    }
+    if claim.is_lost() {
+        return Ok(());
     }
     let letter = DeadLetter {
         handler: worker.entry.name.clone(),
@@ -722,7 +892,7 @@ async fn deliver(worker: &Worker, shared: &Shared, event: Arc<Event>) -> Result<
         error: last_error,
         parked_at: crate::clock::now(),
     };
-    shared.checkpoints.get().park(letter).await?;
+    claim.keep(shared.checkpoints.get().park(letter)).await?;
     worker.counters.parked.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(
         handler = %worker.entry.name,

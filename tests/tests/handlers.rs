@@ -110,6 +110,7 @@ async fn handlers_see_the_events_their_pattern_selects_in_commit_order() {
             failed: 0,
             panicked: 0,
             parked: 0,
+            claims_lost: 0,
         }
     );
     assert_eq!(stats(&domain, "money").succeeded, 4);
@@ -204,6 +205,7 @@ async fn a_failing_or_panicking_handler_is_retried_then_parks_and_never_fails_th
             failed: 9,
             panicked: 0,
             parked: 3,
+            claims_lost: 0,
         }
     );
     assert_eq!(
@@ -214,6 +216,7 @@ async fn a_failing_or_panicking_handler_is_retried_then_parks_and_never_fails_th
             failed: 0,
             panicked: 9,
             parked: 3,
+            claims_lost: 0,
         }
     );
     for name in ["a-witness", "z-witness"] {
