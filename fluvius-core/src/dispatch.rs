@@ -9,11 +9,14 @@
 //!   store's append hint if it has one (PostgreSQL `LISTEN`), and every
 //!   [`poll_interval`](DispatchOptions::poll_interval) — polling is the source of truth.
 //! - **At-least-once**: the checkpoint moves only after the handler succeeded (or the event was
-//!   parked); a crash between the two delivers the event again.
+//!   parked), after each page and within one every
+//!   [`checkpoint_every`](DispatchOptions::checkpoint_every) events or
+//!   [`checkpoint_interval`](DispatchOptions::checkpoint_interval); a crash delivers again what
+//!   was handled since it last moved.
 //! - **Retries**: a failing or panicking invocation is retried with jittered exponential
 //!   backoff ([`RetryPolicy`]: the domain's default, or a handler's own, [`HandlerRetry`]);
-//!   after the last attempt the event is *parked* ([`DeadLetter`]) and the handler moves on. Parked events are listed and retried through
-//!   `Domain::parked` and `Domain::retry_parked`.
+//!   after the last attempt the event is *parked* ([`DeadLetter`]) and the handler moves on.
+//!   Parked events are listed and retried through `Domain::parked` and `Domain::retry_parked`.
 //! - **One instance per handler**: before reading, a task claims its handler's checkpoint with
 //!   a lease ([`lease`](DispatchOptions::lease)). The holder renews it every third of the lease:
 //!   by advancing the checkpoint, between events, and in the background while a handler call
@@ -92,6 +95,8 @@ pub enum StartFrom {
 pub struct DispatchOptions {
     poll_interval: Duration,
     page_size: usize,
+    checkpoint_events: usize,
+    checkpoint_interval: Duration,
     lease: Duration,
     instance_id: String,
     retry: RetryPolicy,
@@ -100,12 +105,15 @@ pub struct DispatchOptions {
 }
 
 impl Default for DispatchOptions {
-    /// Poll every 500 ms, pages of 256 events, 30 s leases, a random instance id, 3 attempts
-    /// per event with backoff from 50 ms to 2 s, new handlers start from the beginning.
+    /// Poll every 500 ms, pages of 256 events, checkpoints moved after each page and at least
+    /// every second, 30 s leases, a random instance id, 3 attempts per event with backoff from
+    /// 50 ms to 2 s, new handlers start from the beginning.
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(500),
             page_size: 256,
+            checkpoint_events: usize::MAX,
+            checkpoint_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             instance_id: uuid::Uuid::new_v4().to_string(),
             retry: RetryPolicy {
@@ -131,6 +139,31 @@ impl DispatchOptions {
     /// How many events one `read_all` fetches (default 256).
     pub fn page_size(mut self, size: usize) -> Self {
         self.page_size = size.max(1);
+        self
+    }
+
+    /// Move a handler's checkpoint after every `events` events it handled (at least 1), not
+    /// only after each page. A crash delivers again what was handled since the checkpoint last
+    /// moved (and the event in flight): this bounds it to `events`, for a checkpoint write
+    /// every `events` events. By default the checkpoint moves after each page and at least
+    /// every [`checkpoint_interval`](Self::checkpoint_interval): a fast handler pays one write
+    /// per page.
+    ///
+    /// ```
+    /// use fluvius_core::DispatchOptions;
+    /// // Side effects that are costly to repeat: at most one event is delivered again.
+    /// let options = DispatchOptions::default().checkpoint_every(1);
+    /// # drop(options);
+    /// ```
+    pub fn checkpoint_every(mut self, events: usize) -> Self {
+        self.checkpoint_events = events.max(1);
+        self
+    }
+
+    /// Move a handler's checkpoint at least this often while it works through a page (default
+    /// 1 s), so that a crash during a long page delivers again at most this much work.
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
         self
     }
 
@@ -271,6 +304,8 @@ struct Shared {
     owner: String,
     poll_interval: Duration,
     page_size: usize,
+    checkpoint_events: usize,
+    checkpoint_interval: Duration,
     lease: Duration,
 }
 
@@ -343,6 +378,8 @@ impl Dispatcher {
             owner: options.instance_id.clone(),
             poll_interval: options.poll_interval.min(options.lease / 3),
             page_size: options.page_size,
+            checkpoint_events: options.checkpoint_events,
+            checkpoint_interval: options.checkpoint_interval,
             lease: options.lease,
         });
         let now_head = if entries
@@ -816,31 +853,25 @@ async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
 /// Process pages until the log is exhausted. Returns early (Ok) if the claim was lost, without
 /// moving the checkpoint.
 ///
-/// The checkpoint moves after each page, and within a long page at least every second (or a
-/// third of the lease): a crash redelivers at most that much, and a fast handler pays one
-/// checkpoint write per page rather than per event.
+/// The checkpoint moves after each page, and within a page after every
+/// [`checkpoint_every`](DispatchOptions::checkpoint_every) events handled or
+/// [`checkpoint_interval`](DispatchOptions::checkpoint_interval): a crash delivers again at
+/// most that much, and by default a fast handler pays one checkpoint write per page rather than
+/// per event.
 async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, mut stored: u64) -> Result<()> {
-    let flush_every = (shared.lease / 3).min(Duration::from_secs(1));
     let mut flushed = Instant::now();
+    // Events handled since the checkpoint last moved.
+    let mut pending = 0;
     loop {
         let page = shared.store.read_all(stored, shared.page_size).await?;
         let Some(last) = page.last().map(|e| e.position) else {
             return Ok(());
         };
-        let mut handled = stored;
         for event in page {
             if !worker.entry.pattern.matches(&event.key) {
                 continue;
             }
-            // Move the checkpoint if it is time to, or at least keep the claim.
-            if handled > stored && flushed.elapsed() >= flush_every {
-                if !claim.advance(stored, handled).await? {
-                    return Ok(());
-                }
-                stored = handled;
-                worker.progress.send_replace(stored);
-                flushed = Instant::now();
-            } else if !claim.renew_if_due().await? {
+            if !claim.renew_if_due().await? {
                 return Ok(());
             }
             let position = event.position;
@@ -848,14 +879,25 @@ async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, mut stor
             if claim.is_lost() {
                 return Ok(());
             }
-            handled = position;
+            pending += 1;
+            if pending >= shared.checkpoint_events || flushed.elapsed() >= shared.checkpoint_interval {
+                if !claim.advance(stored, position).await? {
+                    return Ok(());
+                }
+                stored = position;
+                worker.progress.send_replace(stored);
+                (flushed, pending) = (Instant::now(), 0);
+            }
         }
-        if !claim.advance(stored, last).await? {
-            return Ok(());
+        // The rest of the page: events handled since the last move, and those not selected.
+        if last > stored {
+            if !claim.advance(stored, last).await? {
+                return Ok(());
+            }
+            stored = last;
+            worker.progress.send_replace(stored);
+            (flushed, pending) = (Instant::now(), 0);
         }
-        stored = last;
-        worker.progress.send_replace(stored);
-        flushed = Instant::now();
     }
 }
 
