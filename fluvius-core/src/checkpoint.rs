@@ -10,7 +10,9 @@
 //! move it; an instance that dies simply stops renewing, and another takes over when the lease
 //! has expired. Every [`advance`](CheckpointStore::advance) is a compare-and-set on
 //! (owner, position) and renews the lease, so an instance that lost its claim finds out at its
-//! next advance and stops.
+//! next advance and stops. The dispatcher also renews a claim (by claiming again) every third
+//! of the lease while it works, a long handler call included, so only a dead or stalled holder
+//! loses it.
 //!
 //! Events a handler could not process after its last retry are *parked* as
 //! [`DeadLetter`]s: the checkpoint moves on, and the parked events can be listed and retried

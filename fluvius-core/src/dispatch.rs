@@ -9,15 +9,24 @@
 //!   store's append hint if it has one (PostgreSQL `LISTEN`), and every
 //!   [`poll_interval`](DispatchOptions::poll_interval) — polling is the source of truth.
 //! - **At-least-once**: the checkpoint moves only after the handler succeeded (or the event was
-//!   parked); a crash between the two delivers the event again.
+//!   parked), after each page and within one every
+//!   [`checkpoint_every`](DispatchOptions::checkpoint_every) events or
+//!   [`checkpoint_interval`](DispatchOptions::checkpoint_interval); a crash delivers again what
+//!   was handled since it last moved.
 //! - **Retries**: a failing or panicking invocation is retried with jittered exponential
-//!   backoff ([`RetryPolicy`], per handler); after the last attempt the event is *parked*
-//!   ([`DeadLetter`]) and the handler moves on. Parked events are listed and retried through
-//!   `Domain::parked` and `Domain::retry_parked`.
+//!   backoff ([`RetryPolicy`]: the domain's default, or a handler's own, [`HandlerRetry`]);
+//!   after the last attempt the event is *parked* ([`DeadLetter`]) and the handler moves on.
+//!   Parked events are listed and retried through `Domain::parked` and `Domain::retry_parked`.
 //! - **One instance per handler**: before reading, a task claims its handler's checkpoint with
-//!   a lease ([`lease`](DispatchOptions::lease)); every advance renews it. Another app instance
-//!   on the same database finds the claim held and waits; it takes over when the lease expires
-//!   (the holder died). Keep the lease well above the longest handler invocation.
+//!   a lease ([`lease`](DispatchOptions::lease)). The holder renews it every third of the lease:
+//!   by advancing the checkpoint, between events, and in the background while a handler call
+//!   (or a retry backoff, or a projection page) runs — so a call longer than the lease is never
+//!   taken over. Another app instance on the same database finds the claim held and waits; it
+//!   takes over when the lease expires (the holder died or stalled). A holder that finds its
+//!   claim lost finishes the call under way, then stops: no further attempt, nothing parked,
+//!   the checkpoint not moved (the new holder delivers the event again), a warning logged, and
+//!   [`HandlerStats::claims_lost`] counts it. The lease bounds how long a dead instance's
+//!   handlers wait, not how long a call may take.
 //!
 //! A store without checkpoints ([`LogStore::checkpoints`] is `None`) gets checkpoints in
 //! memory: same semantics within the process, nothing durable.
@@ -35,7 +44,7 @@ use crate::checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
 use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::handler::HandlerEntry;
+use crate::handler::{HandlerEntry, HandlerRetry};
 use crate::logstore::LogStore;
 use crate::projection::Projection;
 
@@ -52,6 +61,10 @@ pub struct HandlerStats {
     pub panicked: u64,
     /// Events given up on after the last attempt and parked as dead letters.
     pub parked: u64,
+    /// Times this process found its claim on the handler lost while working on it (another
+    /// instance took the handler over, or its checkpoint was reset) and stopped without moving
+    /// the checkpoint.
+    pub claims_lost: u64,
 }
 
 /// Where a handler without a checkpoint starts reading the log.
@@ -69,31 +82,38 @@ pub enum StartFrom {
 ///
 /// ```
 /// use std::time::Duration;
-/// use fluvius_core::{DispatchOptions, RetryPolicy, StartFrom};
+/// use fluvius_core::{DispatchOptions, HandlerRetry, StartFrom};
 /// let options = DispatchOptions::default()
 ///     .poll_interval(Duration::from_millis(200))
-///     .handler_retry("send-welcome-email", RetryPolicy::attempts(5))
+///     // Five attempts for this one, with the default backoff.
+///     .handler_retry("send-welcome-email", HandlerRetry::attempts(5))
 ///     .handler_start("audit-export", StartFrom::Now);
 /// assert_eq!(options.retry_for("send-welcome-email").max_attempts, 5);
+/// assert_eq!(options.retry_for("audit-export").max_attempts, 3, "the default");
 /// ```
 #[derive(Clone, Debug)]
 pub struct DispatchOptions {
     poll_interval: Duration,
     page_size: usize,
+    checkpoint_events: usize,
+    checkpoint_interval: Duration,
     lease: Duration,
     instance_id: String,
     retry: RetryPolicy,
     start: StartFrom,
-    per_handler: HashMap<String, (Option<RetryPolicy>, Option<StartFrom>)>,
+    per_handler: HashMap<String, (HandlerRetry, Option<StartFrom>)>,
 }
 
 impl Default for DispatchOptions {
-    /// Poll every 500 ms, pages of 256 events, 30 s leases, a random instance id, 3 attempts
-    /// per event with backoff from 50 ms to 2 s, new handlers start from the beginning.
+    /// Poll every 500 ms, pages of 256 events, checkpoints moved after each page and at least
+    /// every second, 30 s leases, a random instance id, 3 attempts per event with backoff from
+    /// 50 ms to 2 s, new handlers start from the beginning.
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(500),
             page_size: 256,
+            checkpoint_events: usize::MAX,
+            checkpoint_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             instance_id: uuid::Uuid::new_v4().to_string(),
             retry: RetryPolicy {
@@ -122,8 +142,35 @@ impl DispatchOptions {
         self
     }
 
+    /// Move a handler's checkpoint after every `events` events it handled (at least 1), not
+    /// only after each page. A crash delivers again what was handled since the checkpoint last
+    /// moved (and the event in flight): this bounds it to `events`, for a checkpoint write
+    /// every `events` events. By default the checkpoint moves after each page and at least
+    /// every [`checkpoint_interval`](Self::checkpoint_interval): a fast handler pays one write
+    /// per page.
+    ///
+    /// ```
+    /// use fluvius_core::DispatchOptions;
+    /// // Side effects that are costly to repeat: at most one event is delivered again.
+    /// let options = DispatchOptions::default().checkpoint_every(1);
+    /// # drop(options);
+    /// ```
+    pub fn checkpoint_every(mut self, events: usize) -> Self {
+        self.checkpoint_events = events.max(1);
+        self
+    }
+
+    /// Move a handler's checkpoint at least this often while it works through a page (default
+    /// 1 s), so that a crash during a long page delivers again at most this much work.
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
     /// How long a claim on a handler's checkpoint lasts without renewal (default 30 s): after
-    /// an instance dies, another takes over its handlers within this time.
+    /// an instance dies, another takes over its handlers within this time. The holder renews
+    /// its claims every third of it, also while a handler call runs, so a call may take longer
+    /// than the lease.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(10));
         self
@@ -135,7 +182,10 @@ impl DispatchOptions {
         self
     }
 
-    /// The retry policy of every handler without its own.
+    /// The retry policy of every handler without its own: how many attempts an event gets,
+    /// and the backoff between them, before it is parked. A handler's own policy
+    /// ([`DomainBuilder::handler_with_retry`](crate::DomainBuilder::handler_with_retry),
+    /// `#[event_handler("…", max_attempts = 5)]`) overrides the settings it gives.
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -147,9 +197,12 @@ impl DispatchOptions {
         self
     }
 
-    /// The retry policy of one handler.
-    pub fn handler_retry(mut self, handler: &str, retry: RetryPolicy) -> Self {
-        self.per_handler.entry(handler.to_owned()).or_default().0 = Some(retry);
+    /// The retry policy of one handler or projection, by name: a whole [`RetryPolicy`], or
+    /// some settings ([`HandlerRetry`]). It overrides the handler's own policy (from
+    /// [`DomainBuilder::handler_with_retry`](crate::DomainBuilder::handler_with_retry) or
+    /// `#[event_handler]`) setting by setting, and the default ([`retry`](Self::retry)).
+    pub fn handler_retry(mut self, handler: &str, retry: impl Into<HandlerRetry>) -> Self {
+        self.per_handler.entry(handler.to_owned()).or_default().0 = retry.into();
         self
     }
 
@@ -159,12 +212,32 @@ impl DispatchOptions {
         self
     }
 
-    /// The retry policy that applies to `handler`.
+    /// The retry policy these options give `handler`: what was set for its name over the
+    /// default. A handler with a policy of its own gets [`retry_with`](Self::retry_with).
     pub fn retry_for(&self, handler: &str) -> RetryPolicy {
+        self.retry_with(handler, HandlerRetry::new())
+    }
+
+    /// The retry policy of `handler` whose own policy is `own`: what was set for its name, over
+    /// `own`, over the default.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fluvius_core::{DispatchOptions, HandlerRetry, RetryPolicy};
+    /// let options = DispatchOptions::default()
+    ///     .retry(RetryPolicy::attempts(3))
+    ///     .handler_retry("billing", HandlerRetry::attempts(10));
+    /// let own = HandlerRetry::attempts(5).base_backoff(Duration::from_millis(100));
+    /// assert_eq!(options.retry_with("mailer", own).max_attempts, 5, "its own beats the default");
+    /// let billing = options.retry_with("billing", own);
+    /// assert_eq!(billing.max_attempts, 10, "the options' word on this name beats its own");
+    /// assert_eq!(billing.base_backoff, Duration::from_millis(100), "its own beats the default");
+    /// ```
+    pub fn retry_with(&self, handler: &str, own: HandlerRetry) -> RetryPolicy {
         self.per_handler
             .get(handler)
-            .and_then(|h| h.0)
-            .unwrap_or(self.retry)
+            .map_or(own, |h| h.0.or(own))
+            .over(self.retry)
     }
 
     /// Where `handler` starts if it has no checkpoint.
@@ -182,6 +255,7 @@ struct Counters {
     failed: AtomicU64,
     panicked: AtomicU64,
     parked: AtomicU64,
+    claims_lost: AtomicU64,
 }
 
 /// The checkpoints in use: the store's own, or a private in-memory set.
@@ -230,6 +304,8 @@ struct Shared {
     owner: String,
     poll_interval: Duration,
     page_size: usize,
+    checkpoint_events: usize,
+    checkpoint_interval: Duration,
     lease: Duration,
 }
 
@@ -302,6 +378,8 @@ impl Dispatcher {
             owner: options.instance_id.clone(),
             poll_interval: options.poll_interval.min(options.lease / 3),
             page_size: options.page_size,
+            checkpoint_events: options.checkpoint_events,
+            checkpoint_interval: options.checkpoint_interval,
             lease: options.lease,
         });
         let now_head = if entries
@@ -321,7 +399,7 @@ impl Dispatcher {
                     StartFrom::Now => now_head,
                 };
                 Arc::new(Worker {
-                    retry: options.retry_for(&entry.name),
+                    retry: options.retry_with(&entry.name, entry.retry),
                     entry,
                     start,
                     counters: Counters::default(),
@@ -436,6 +514,7 @@ impl Dispatcher {
                 failed: w.counters.failed.load(Ordering::Relaxed),
                 panicked: w.counters.panicked.load(Ordering::Relaxed),
                 parked: w.counters.parked.load(Ordering::Relaxed),
+                claims_lost: w.counters.claims_lost.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -513,12 +592,160 @@ impl Dispatcher {
     }
 }
 
+/// This instance's claim on a follower's checkpoint, kept alive by time.
+///
+/// It is renewed once a third of the lease has passed since it was taken or last renewed (a
+/// checkpoint advance renews it too): between events, and in the background while a handler
+/// call, a retry backoff or a projection page runs ([`Claim::keep`]), so that work longer than
+/// the lease is never taken over by another instance. Once found lost (another instance took
+/// over, or the checkpoint was reset) it stays lost: the follower stops without moving the
+/// checkpoint, and claims again.
+struct Claim<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+    /// Where a handler without a checkpoint starts (claiming creates it there).
+    start: u64,
+    /// For a handler, the checkpoint as this holder stored it: the claim is kept only while the
+    /// checkpoint stays there. `None` for a projection, which keeps its own position.
+    at: Option<u64>,
+    /// When the next renewal is due.
+    due: Instant,
+    lost: bool,
+    /// Counts the claims found lost (a handler's [`HandlerStats::claims_lost`]).
+    losses: Option<&'a AtomicU64>,
+}
+
+impl<'a> Claim<'a> {
+    /// A projection's claim, taken by a request sent at `asked`.
+    fn projection(shared: &'a Shared, name: &'a str, asked: Instant) -> Self {
+        Self {
+            shared,
+            name,
+            start: 0,
+            at: None,
+            due: asked + shared.lease / 3,
+            lost: false,
+            losses: None,
+        }
+    }
+
+    /// A handler's claim, taken by a request sent at `asked`, with its checkpoint at `at`.
+    fn handler(shared: &'a Shared, worker: &'a Worker, asked: Instant, at: u64) -> Self {
+        Self {
+            start: worker.start,
+            at: Some(at),
+            losses: Some(&worker.counters.claims_lost),
+            ..Self::projection(shared, &worker.entry.name, asked)
+        }
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// Record the outcome of a renewal or an advance sent at `asked`. The store measures the
+    /// new lease from when it got the request, no earlier than `asked`: the next renewal is
+    /// due a third of the lease after `asked`.
+    fn settle(&mut self, asked: Instant, kept: bool) {
+        if kept {
+            self.due = asked + self.shared.lease / 3;
+        } else {
+            self.lost = true;
+            if let Some(losses) = self.losses {
+                losses.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(follower = self.name, "lost the claim on the checkpoint");
+        }
+    }
+
+    /// Claim again, which renews the lease if this instance still holds it. On an error the
+    /// next try is due a little later.
+    async fn renew(&mut self) -> Result<()> {
+        let cps = self.shared.checkpoints.get();
+        let asked = Instant::now();
+        match cps
+            .claim(self.name, &self.shared.owner, self.start, self.shared.lease)
+            .await
+        {
+            Ok(position) => {
+                self.settle(
+                    asked,
+                    position.is_some() && (self.at.is_none() || position == self.at),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.due = Instant::now() + self.shared.lease / 12;
+                Err(e)
+            }
+        }
+    }
+
+    /// Renew if it is due. Whether the claim is still held.
+    async fn renew_if_due(&mut self) -> Result<bool> {
+        if !self.lost && Instant::now() >= self.due {
+            self.renew().await?;
+        }
+        Ok(!self.lost)
+    }
+
+    /// Move a handler's checkpoint from `from` to `to` (renewing the claim). Whether the claim
+    /// is still held; if not, nothing moved.
+    async fn advance(&mut self, from: u64, to: u64) -> Result<bool> {
+        if self.lost {
+            return Ok(false);
+        }
+        let cps = self.shared.checkpoints.get();
+        let asked = Instant::now();
+        let kept = cps
+            .advance(self.name, &self.shared.owner, from, to, self.shared.lease)
+            .await?;
+        if kept {
+            self.at = Some(to);
+        }
+        self.settle(asked, kept);
+        Ok(kept)
+    }
+
+    /// Run `work` to its end, renewing the claim whenever it is due meanwhile. A renewal that
+    /// fails is tried again; one that finds the claim lost is logged and not tried again (the
+    /// caller checks [`is_lost`](Self::is_lost) afterwards).
+    async fn keep<F: std::future::Future>(&mut self, work: F) -> F::Output {
+        tokio::pin!(work);
+        loop {
+            if self.lost {
+                return work.await;
+            }
+            tokio::select! {
+                biased;
+                output = &mut work => return output,
+                () = tokio::time::sleep_until(self.due.into()) => {
+                    match self.renew().await {
+                        Ok(()) if self.lost => tracing::warn!(
+                            follower = self.name,
+                            "lost the claim while working (another instance took over, or the \
+                             checkpoint was reset): the checkpoint will not move"
+                        ),
+                        Ok(()) => {}
+                        Err(e) => tracing::warn!(
+                            follower = self.name,
+                            error = %e,
+                            "cannot renew the claim while working; trying again"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
     let name = worker.name.as_str();
     loop {
         let notified = shared.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let asked = Instant::now();
         match shared
             .checkpoints
             .get()
@@ -526,7 +753,8 @@ async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
             .await
         {
             Ok(Some(_)) => {
-                if let Err(e) = follow(&worker, &shared).await {
+                let mut claim = Claim::projection(&shared, name, asked);
+                if let Err(e) = follow(&worker, &shared, &mut claim).await {
                     tracing::warn!(projection = name, error = %e, "projection stopped; retrying later");
                 }
             }
@@ -537,48 +765,50 @@ async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
     }
 }
 
-/// Apply pages until the log is exhausted, each with retries.
-async fn follow(worker: &ProjectionWorker, shared: &Shared) -> Result<()> {
+/// Apply pages until the log is exhausted (or the claim is lost), each with retries.
+async fn follow(worker: &ProjectionWorker, shared: &Shared, claim: &mut Claim<'_>) -> Result<()> {
     let name = worker.name.as_str();
-    let cps = shared.checkpoints.get();
     let _busy = worker.busy.lock().await;
     let mut position = worker.projection.position().await?;
     worker.progress.send_replace(position);
-    let mut renewed = Instant::now();
     loop {
         let page = shared.store.read_all(position, shared.page_size).await?;
         let Some(last) = page.last().map(|e| e.position) else {
             return Ok(());
         };
-        if renewed.elapsed() >= shared.lease / 3 {
-            if cps.claim(name, &shared.owner, 0, shared.lease).await?.is_none() {
-                return Ok(());
-            }
-            renewed = Instant::now();
+        if !claim.renew_if_due().await? {
+            return Ok(());
         }
         let max = worker.retry.max_attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            let span = tracing::info_span!(
-                "fluvius.projection",
-                projection = name,
-                from = position,
-                to = last,
-                events = page.len(),
-                attempt,
-            );
-            match worker.projection.apply(position, &page).instrument(span).await {
-                Ok(()) => break,
-                Err(e) if attempt < max => {
-                    tracing::warn!(projection = name, attempt, error = %e, "projection page failed; retrying");
-                    tokio::time::sleep(worker.retry.backoff(attempt)).await;
-                    attempt += 1;
+        let apply = async {
+            let mut attempt = 1;
+            loop {
+                let span = tracing::info_span!(
+                    "fluvius.projection",
+                    projection = name,
+                    from = position,
+                    to = last,
+                    events = page.len(),
+                    attempt,
+                );
+                match worker.projection.apply(position, &page).instrument(span).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if attempt < max => {
+                        tracing::warn!(projection = name, attempt, error = %e, "projection page failed; retrying");
+                        tokio::time::sleep(worker.retry.backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
-        }
+        };
+        // The projection moves its own position with the page: once applied, it counts.
+        claim.keep(apply).await?;
         position = last;
         worker.progress.send_replace(position);
+        if claim.is_lost() {
+            return Ok(());
+        }
     }
 }
 
@@ -597,6 +827,7 @@ async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
         tokio::pin!(notified);
         notified.as_mut().enable();
         let cps = shared.checkpoints.get();
+        let asked = Instant::now();
         let position = match cps.claim(name, &shared.owner, worker.start, shared.lease).await {
             Ok(Some(position)) => position,
             Ok(None) => {
@@ -611,79 +842,88 @@ async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
             }
         };
         worker.progress.send_replace(position);
-        if let Err(e) = drain(&worker, &shared, position).await {
+        let mut claim = Claim::handler(&shared, &worker, asked, position);
+        if let Err(e) = drain(&worker, &shared, &mut claim, position).await {
             tracing::warn!(handler = name, error = %e, "handler dispatch interrupted");
         }
         pause(notified, shared.poll_interval).await;
     }
 }
 
-/// Process pages until the log is exhausted. Returns early (Ok) if the claim was lost.
+/// Process pages until the log is exhausted. Returns early (Ok) if the claim was lost, without
+/// moving the checkpoint.
 ///
-/// The checkpoint moves after each page, and within a long page at least every second (or a
-/// third of the lease): a crash redelivers at most that much, and a fast handler pays one
-/// checkpoint write per page rather than per event.
-async fn drain(worker: &Worker, shared: &Shared, mut stored: u64) -> Result<()> {
-    let name = worker.entry.name.as_str();
-    let cps = shared.checkpoints.get();
-    let flush_every = (shared.lease / 3).min(Duration::from_secs(1));
+/// The checkpoint moves after each page, and within a page after every
+/// [`checkpoint_every`](DispatchOptions::checkpoint_every) events handled or
+/// [`checkpoint_interval`](DispatchOptions::checkpoint_interval): a crash delivers again at
+/// most that much, and by default a fast handler pays one checkpoint write per page rather than
+/// per event.
+async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, mut stored: u64) -> Result<()> {
     let mut flushed = Instant::now();
+    // Events handled since the checkpoint last moved.
+    let mut pending = 0;
     loop {
         let page = shared.store.read_all(stored, shared.page_size).await?;
         let Some(last) = page.last().map(|e| e.position) else {
             return Ok(());
         };
-        let mut handled = stored;
         for event in page {
             if !worker.entry.pattern.matches(&event.key) {
                 continue;
             }
-            if flushed.elapsed() >= flush_every {
-                // Move the checkpoint (or at least renew the lease) before going on.
-                let kept = if handled > stored {
-                    cps.advance(name, &shared.owner, stored, handled, shared.lease)
-                        .await?
-                } else {
-                    cps.claim(name, &shared.owner, worker.start, shared.lease).await? == Some(stored)
-                };
-                if !kept {
-                    tracing::debug!(handler = name, "lost the claim on the checkpoint");
-                    return Ok(());
-                }
-                stored = handled;
-                worker.progress.send_replace(stored);
-                flushed = Instant::now();
+            if !claim.renew_if_due().await? {
+                return Ok(());
             }
             let position = event.position;
-            deliver(worker, shared, Arc::new(event)).await?;
-            handled = position;
+            deliver(worker, shared, claim, Arc::new(event)).await?;
+            if claim.is_lost() {
+                return Ok(());
+            }
+            pending += 1;
+            if pending >= shared.checkpoint_events || flushed.elapsed() >= shared.checkpoint_interval {
+                if !claim.advance(stored, position).await? {
+                    return Ok(());
+                }
+                stored = position;
+                worker.progress.send_replace(stored);
+                (flushed, pending) = (Instant::now(), 0);
+            }
         }
-        if !cps
-            .advance(name, &shared.owner, stored, last, shared.lease)
-            .await?
-        {
-            tracing::debug!(handler = name, "lost the claim on the checkpoint");
-            return Ok(());
+        // The rest of the page: events handled since the last move, and those not selected.
+        if last > stored {
+            if !claim.advance(stored, last).await? {
+                return Ok(());
+            }
+            stored = last;
+            worker.progress.send_replace(stored);
+            (flushed, pending) = (Instant::now(), 0);
         }
-        stored = last;
-        worker.progress.send_replace(stored);
-        flushed = Instant::now();
     }
 }
 
-/// Run the handler on one event with retries; park it after the last attempt. Errors only when
-/// the event could not be parked (the checkpoint must not move then).
-async fn deliver(worker: &Worker, shared: &Shared, event: Arc<Event>) -> Result<()> {
+/// Run the handler on one event with retries, keeping the claim meanwhile; park it after the
+/// last attempt. Stops early, parking nothing, if the claim is lost (the new holder delivers
+/// the event again). Errors only when the event could not be parked (the checkpoint must not
+/// move then).
+async fn deliver(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, event: Arc<Event>) -> Result<()> {
     let max = worker.retry.max_attempts.max(1);
     let mut last_error = String::new();
     for attempt in 1..=max {
-        match invoke_once(worker, event.clone(), attempt).await {
+        match claim.keep(invoke_once(worker, event.clone(), attempt)).await {
             Ok(()) => return Ok(()),
             Err(e) => last_error = e,
         }
-        if attempt < max {
-            tokio::time::sleep(worker.retry.backoff(attempt)).await;
+        if claim.is_lost() {
+            return Ok(());
         }
+        if attempt < max {
+            claim
+                .keep(tokio::time::sleep(worker.retry.backoff(attempt)))
+                .await;
+        }
+    }
+    if claim.is_lost() {
+        return Ok(());
     }
     let letter = DeadLetter {
         handler: worker.entry.name.clone(),
@@ -694,7 +934,7 @@ async fn deliver(worker: &Worker, shared: &Shared, event: Arc<Event>) -> Result<
         error: last_error,
         parked_at: crate::clock::now(),
     };
-    shared.checkpoints.get().park(letter).await?;
+    claim.keep(shared.checkpoints.get().park(letter)).await?;
     worker.counters.parked.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(
         handler = %worker.entry.name,

@@ -101,7 +101,7 @@ pub use domain::{Domain, DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEF
 pub use error::{DomainError, Error, Result};
 pub use event::{Event, Metadata};
 pub use future::BoxFuture;
-pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration, Pattern};
+pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration, HandlerRetry, Pattern};
 pub use id::AggregateId;
 pub use logstore::{
     AppendRequest, CommandRecord, LogStore, MemoryLogStore, Snapshot, SnapshotQuery, StreamQuery,

@@ -14,6 +14,7 @@ use crate::apply::ApplyMethod;
 use crate::case::{kebab, screaming};
 use crate::ctxt::Ctxt;
 use crate::item::keyword_span;
+use crate::lit::int_at_least;
 
 mod kw {
     syn::custom_keyword!(resource);
@@ -32,25 +33,6 @@ struct AggregateAttr {
 }
 
 const EXPECTED_KEYS: &str = "expected `resource = \"...\"`, `snapshot_every = N` or `state_version = N`";
-
-/// A positive integer literal for `key`; `what` says which values are allowed.
-fn positive_int<N>(input: ParseStream<'_>, key: &str, what: &str) -> syn::Result<N>
-where
-    N: std::str::FromStr + PartialOrd + From<u8>,
-    N::Err: std::fmt::Display,
-{
-    let lit: syn::Lit = input.parse()?;
-    let syn::Lit::Int(int) = &lit else {
-        return Err(syn::Error::new_spanned(
-            &lit,
-            format!("`{key}` must be an integer literal, e.g. `{key} = 100`"),
-        ));
-    };
-    match int.base10_parse::<N>() {
-        Ok(n) if n >= N::from(1) => Ok(n),
-        _ => Err(syn::Error::new_spanned(int, format!("`{key}` must be {what}"))),
-    }
-}
 
 impl Parse for AggregateAttr {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -73,10 +55,12 @@ impl Parse for AggregateAttr {
             } else if input.peek(kw::snapshot_every) {
                 let key: kw::snapshot_every = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let n = positive_int::<u64>(
+                let (n, _) = int_at_least::<u64>(
                     input,
                     "snapshot_every",
+                    1,
                     "a positive number of events (leave it out for no snapshots)",
+                    100,
                 )?;
                 if attr.snapshot_every.replace(n).is_some() {
                     return Err(syn::Error::new_spanned(
@@ -87,8 +71,13 @@ impl Parse for AggregateAttr {
             } else if input.peek(kw::state_version) {
                 let key: kw::state_version = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let n =
-                    positive_int::<u32>(input, "state_version", "a version from 1 to 4294967295 (a u32)")?;
+                let (n, _) = int_at_least::<u32>(
+                    input,
+                    "state_version",
+                    1,
+                    "a version from 1 to 4294967295 (a u32)",
+                    2,
+                )?;
                 if attr.state_version.replace(n).is_some() {
                     return Err(syn::Error::new_spanned(
                         key,

@@ -1,24 +1,73 @@
-//! `#[event_handler("pattern")]`: register an async fn with `inventory`.
+//! `#[event_handler("pattern", name = "…", max_attempts = N, base_backoff_ms = N,
+//! max_backoff_ms = N)]`: parse the attribute into a model, check the function, then register
+//! it with `inventory`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Lit, LitStr, ReturnType, Token, Type};
-
-use crate::item::keyword_span;
+use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Lit, LitInt, LitStr, ReturnType, Token, Type};
 
 use crate::ctxt::Ctxt;
+use crate::item::keyword_span;
+use crate::lit::int_at_least;
 
-mod kw {
-    syn::custom_keyword!(name);
-}
+const OPTIONS: &str = "expected `name = \"...\"`, `max_attempts = N`, `base_backoff_ms = N` or \
+                       `max_backoff_ms = N` after the pattern";
 
-/// `"pattern"` optionally followed by `, name = "stable-name"`.
+/// The attribute: a pattern, then options in any order.
 struct HandlerAttr {
     pattern: Expr,
+    /// `name = "stable-name"`.
     name: Option<LitStr>,
+    retry: RetryAttr,
+}
+
+/// The handler's own retry policy, as far as the attribute gives it (the rest comes from the
+/// domain's `DispatchOptions`): `fluvius_core::HandlerRetry`.
+#[derive(Default)]
+struct RetryAttr {
+    /// `max_attempts = N`: 1 to `u32::MAX` attempts in all.
+    max_attempts: Option<u32>,
+    /// `base_backoff_ms = N`: the pause before the first retry, with its literal.
+    base_backoff_ms: Option<(u64, LitInt)>,
+    /// `max_backoff_ms = N`: the cap on one pause.
+    max_backoff_ms: Option<u64>,
+}
+
+impl RetryAttr {
+    /// A `fluvius_core::HandlerRetry` expression (a constant: it goes in a static).
+    fn expr(&self, krate: &TokenStream) -> TokenStream {
+        let mut expr = quote! { #krate::HandlerRetry::new() };
+        if let Some(n) = self.max_attempts {
+            expr = quote! { #expr.max_attempts(#n) };
+        }
+        if let Some((ms, _)) = &self.base_backoff_ms {
+            expr = quote! { #expr.base_backoff(::core::time::Duration::from_millis(#ms)) };
+        }
+        if let Some(ms) = self.max_backoff_ms {
+            expr = quote! { #expr.max_backoff(::core::time::Duration::from_millis(#ms)) };
+        }
+        expr
+    }
+}
+
+/// Store the value of option `key`, unless it was given before.
+fn once<T>(slot: &mut Option<T>, key: &Ident, value: T) -> syn::Result<()> {
+    if slot.replace(value).is_some() {
+        return Err(syn::Error::new_spanned(
+            key,
+            format!("`{key}` is specified more than once"),
+        ));
+    }
+    Ok(())
+}
+
+/// `= value`, the value read by `value`.
+fn value<T>(input: ParseStream<'_>, value: impl FnOnce(ParseStream<'_>) -> syn::Result<T>) -> syn::Result<T> {
+    input.parse::<Token![=]>()?;
+    value(input)
 }
 
 impl Parse for HandlerAttr {
@@ -31,35 +80,67 @@ impl Parse for HandlerAttr {
         }
         let pattern: Expr = input.parse()?;
         let mut name = None;
+        let mut retry = RetryAttr::default();
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
                 break;
             }
-            if input.peek(kw::name) {
-                let key: kw::name = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let lit: LitStr = input.parse()?;
-                if name.is_some() {
-                    return Err(syn::Error::new_spanned(key, "`name` is specified more than once"));
+            if !input.peek(Ident::peek_any) {
+                return Err(input.error(OPTIONS));
+            }
+            let key: Ident = input.call(Ident::parse_any)?;
+            let ms = |input: ParseStream<'_>| {
+                int_at_least::<u64>(
+                    input,
+                    &key.to_string(),
+                    0,
+                    "a whole number of milliseconds (0 or more)",
+                    100,
+                )
+            };
+            match key.to_string().as_str() {
+                "name" => {
+                    let lit: LitStr = value(input, |input| input.parse())?;
+                    if lit.value().is_empty() {
+                        return Err(syn::Error::new_spanned(&lit, "`name` must not be empty"));
+                    }
+                    once(&mut name, &key, lit)?;
                 }
-                if lit.value().is_empty() {
-                    return Err(syn::Error::new_spanned(&lit, "`name` must not be empty"));
+                "max_attempts" => {
+                    let (n, _) = value(input, |input| {
+                        int_at_least::<u32>(
+                            input,
+                            "max_attempts",
+                            1,
+                            "from 1 to 4294967295: the attempts in all, the first included (1 = no retry)",
+                            5,
+                        )
+                    })?;
+                    once(&mut retry.max_attempts, &key, n)?;
                 }
-                name = Some(lit);
-            } else if input.peek(Ident::peek_any) {
-                let key: Ident = input.call(Ident::parse_any)?;
-                return Err(syn::Error::new_spanned(
-                    &key,
-                    format!(
-                        "unknown #[event_handler] argument `{key}`: expected `name = \"...\"` after the pattern"
-                    ),
-                ));
-            } else {
-                return Err(input.error("expected `name = \"...\"` after the pattern"));
+                "base_backoff_ms" => once(&mut retry.base_backoff_ms, &key, value(input, ms)?)?,
+                "max_backoff_ms" => once(&mut retry.max_backoff_ms, &key, value(input, ms)?.0)?,
+                _ => {
+                    return Err(syn::Error::new_spanned(
+                        &key,
+                        format!("unknown #[event_handler] argument `{key}`: {OPTIONS}"),
+                    ))
+                }
             }
         }
-        Ok(HandlerAttr { pattern, name })
+        if let (Some((base, lit)), Some(max)) = (&retry.base_backoff_ms, retry.max_backoff_ms) {
+            if *base > max {
+                return Err(syn::Error::new_spanned(
+                    lit,
+                    format!(
+                        "`base_backoff_ms` ({base}) is above `max_backoff_ms` ({max}): \
+                         every pause would be cut to the cap"
+                    ),
+                ));
+            }
+        }
+        Ok(HandlerAttr { pattern, name, retry })
     }
 }
 
@@ -159,19 +240,21 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     if let Err(errors) = cx.check() {
         return quote! { #func #errors };
     }
-    let Some(pattern) = pattern else {
+    // The pattern comes from the attribute: with it, the attribute parsed.
+    let (Some(pattern), Some(attr)) = (pattern, attr) else {
         return quote! { #func };
     };
 
     let ident = &sig.ident;
-    let name = match attr.and_then(|a| a.name) {
+    let krate = quote!(::fluvius_core);
+    let retry = attr.retry.expr(&krate);
+    let name = match attr.name {
         Some(lit) => quote! { #lit },
         None => {
             let fn_name = ident.to_string();
             quote! { ::core::concat!(::core::module_path!(), "::", #fn_name) }
         }
     };
-    let krate = quote!(::fluvius_core);
     let output_span = match &sig.output {
         ReturnType::Type(_, ty) => ty.span(),
         ReturnType::Default => ident.span(),
@@ -207,6 +290,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
                     module: ::core::module_path!(),
                     file: ::core::file!(),
                     line: ::core::line!(),
+                    retry: #retry,
                     handler: __fluvius_handler_shim,
                 }
             }

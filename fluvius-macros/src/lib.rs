@@ -9,6 +9,7 @@ mod case;
 mod ctxt;
 mod event_handler;
 mod item;
+mod lit;
 mod upcast;
 
 use proc_macro::TokenStream;
@@ -40,6 +41,15 @@ pub fn apply(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Register an `async fn(&Event) -> Result<(), HandlerError>` as an event handler at link time:
 /// `#[event_handler("user-created")]`, `#[event_handler("*")]`, `#[event_handler("user-*", name = "…")]`.
+///
+/// After the pattern, in any order:
+/// - `name = "…"`: the handler's stable name (its checkpoint's name; default
+///   `module::path::fn_name`);
+/// - `max_attempts = N` (1 or more; 1 = no retry), `base_backoff_ms = N` (the pause before the
+///   first retry, doubled with each) and `max_backoff_ms = N` (the cap on one pause): the
+///   handler's own retry policy before an event is parked for it,
+///   `fluvius_core::HandlerRetry`. Each one left out comes from the domain's
+///   `DispatchOptions::retry`; `DispatchOptions::handler_retry` overrides them by name.
 #[proc_macro_attribute]
 pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     event_handler::expand(attr.into(), item.into()).into()

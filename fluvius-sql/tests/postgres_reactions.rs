@@ -1,7 +1,9 @@
 //! Durable reactions on PostgreSQL: two app instances (two domains, two pools, one schema)
 //! share the handlers — every event is handled, no handler ever runs in both instances at
 //! once — and when one instance dies (its runtime stops without releasing anything), the
-//! other takes its handlers over once the leases expire, from the stored checkpoints.
+//! other takes its handlers over once the leases expire, from the stored checkpoints. A
+//! handler call that lasts several leases keeps its claim (renewed in the background) and is
+//! never taken over.
 //!
 //! Needs `FLUVIUS_TEST_PG_URL` (see `postgres.rs`); prints "NOT RUN" and returns without it.
 #![cfg(feature = "postgres")]
@@ -55,6 +57,19 @@ impl Journal {
 }
 
 async fn instance(url: &str, schema: &str, name: &'static str, journal: Arc<Journal>) -> Domain {
+    // Long enough for a concurrent invocation in the other instance to overlap.
+    instance_with(url, schema, name, journal, LEASE, Duration::from_millis(2)).await
+}
+
+/// An instance whose claims last `lease` and whose handler calls each take `call`.
+async fn instance_with(
+    url: &str,
+    schema: &str,
+    name: &'static str,
+    journal: Arc<Journal>,
+    lease: Duration,
+    call: Duration,
+) -> Domain {
     let store = PostgresLogStore::builder(url)
         .schema(schema)
         .max_connections(6)
@@ -69,7 +84,7 @@ async fn instance(url: &str, schema: &str, name: &'static str, journal: Arc<Jour
         .dispatch(
             DispatchOptions::default()
                 .instance_id(name)
-                .lease(LEASE)
+                .lease(lease)
                 .poll_interval(Duration::from_millis(50)),
         );
     for handler in HANDLERS {
@@ -81,14 +96,35 @@ async fn instance(url: &str, schema: &str, name: &'static str, journal: Arc<Jour
                     journal.overlaps.fetch_add(1, Ordering::SeqCst);
                 }
                 journal.calls.lock().unwrap().push((handler, name, event.id));
-                // Long enough for a concurrent invocation in the other instance to overlap.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(call).await;
                 journal.running[handler].store(false, Ordering::SeqCst);
                 Ok::<(), HandlerError>(())
             }
         });
     }
     builder.build().await.expect("the domain builds")
+}
+
+/// Wait (generously) until `owner` holds a live claim on some handler.
+async fn holds_a_claim(url: &str, schema: &str, owner: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let query = format!(
+        "SELECT count(*) FROM \"{schema}\".fluvius_checkpoints WHERE owner = $1 AND lease_until > now()"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: i64 = sqlx::query_scalar(&query)
+            .bind(owner)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count claims");
+        if held > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{owner} never claimed a handler");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn add(domain: &Domain, id: AggregateId) {
@@ -98,16 +134,29 @@ async fn add(domain: &Domain, id: AggregateId) {
         .expect("add");
 }
 
-/// Wait (generously) until every handler has seen every event in the log.
-async fn all_seen(store: &dyn LogStore, journal: &Journal) -> HashSet<Uuid> {
-    let log: HashSet<Uuid> = store
-        .read_all(0, usize::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+/// Wait (generously) until the log shows `expected` events (a commit shows once every
+/// transaction that started before it has ended, in other tests too) and every handler has
+/// seen each of them.
+async fn all_seen(store: &dyn LogStore, journal: &Journal, expected: usize) -> HashSet<Uuid> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log: HashSet<Uuid> = store
+            .read_all(0, usize::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        if log.len() >= expected {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {expected} events show",
+            log.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for handler in HANDLERS {
         while !log.is_subset(&journal.seen(handler)) {
             assert!(Instant::now() < deadline, "{handler} did not see every event");
@@ -127,11 +176,8 @@ fn two_instances_share_handlers_one_at_a_time_and_take_over_when_one_dies() {
     let Some(url) = main.block_on(pg::url()) else {
         return;
     };
-    let schema = pg::schema_name();
-    let _guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
+    let guard = SchemaGuard::fresh(&url);
+    let schema = guard.schema.clone();
     let journal = Journal::new();
     // Instance A lives on a runtime of its own, so that it can "die": the runtime stops, its
     // tasks vanish mid-flight, nothing is released.
@@ -141,6 +187,8 @@ fn two_instances_share_handlers_one_at_a_time_and_take_over_when_one_dies() {
         .build()
         .unwrap();
     let a = runtime_a.block_on(instance(&url, &schema, "a", journal.clone()));
+    // Let A claim before B starts (on a busy machine its tasks may be slow to run).
+    main.block_on(holds_a_claim(&url, &schema, "a"));
     let b = main.block_on(instance(&url, &schema, "b", journal.clone()));
 
     main.block_on(async {
@@ -158,7 +206,7 @@ fn two_instances_share_handlers_one_at_a_time_and_take_over_when_one_dies() {
             add(&b, ids[2 + i % 2]).await;
         }
         writer_a.await.unwrap();
-        let log = all_seen(b.logstore().as_ref(), &journal).await;
+        let log = all_seen(b.logstore().as_ref(), &journal, 120).await;
         assert_eq!(log.len(), 120);
         b.wait_idle().await;
         assert_eq!(
@@ -190,7 +238,7 @@ fn two_instances_share_handlers_one_at_a_time_and_take_over_when_one_dies() {
         for _ in 0..20 {
             add(&b, id).await;
         }
-        let log = all_seen(b.logstore().as_ref(), &journal).await;
+        let log = all_seen(b.logstore().as_ref(), &journal, 140).await;
         assert_eq!(log.len(), 140);
         b.wait_idle().await;
         assert_eq!(journal.overlaps.load(Ordering::SeqCst), 0);
@@ -226,6 +274,62 @@ fn two_instances_share_handlers_one_at_a_time_and_take_over_when_one_dies() {
     });
 }
 
+/// Every handler call lasts three leases: the holder renews its claim in the background while
+/// the call runs, so the other instance never takes a handler over (no call of a handler overlaps
+/// another, none is repeated) and every event is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_call_longer_than_the_lease_is_never_taken_over() {
+    let Some(url) = pg::url().await else {
+        return;
+    };
+    let guard = SchemaGuard::fresh(&url);
+    let schema = guard.schema.clone();
+    let lease = Duration::from_millis(300);
+    let call = lease * 3;
+    let journal = Journal::new();
+    let a = instance_with(&url, &schema, "a", journal.clone(), lease, call).await;
+    let b = instance_with(&url, &schema, "b", journal.clone(), lease, call).await;
+    let ids = [AggregateId::new(), AggregateId::new()];
+    for i in 0..4 {
+        let writer = if i % 2 == 0 { &a } else { &b };
+        add(writer, ids[i % 2]).await;
+    }
+    let log = all_seen(a.logstore().as_ref(), &journal, 4).await;
+    assert_eq!(log.len(), 4);
+    for domain in [&a, &b] {
+        tokio::time::timeout(Duration::from_secs(60), domain.wait_idle())
+            .await
+            .expect("the handlers never caught up");
+    }
+    assert_eq!(
+        journal.overlaps.load(Ordering::SeqCst),
+        0,
+        "a handler ran in both instances at once"
+    );
+    let head = a.logstore().head_position().await.unwrap();
+    for handler in HANDLERS {
+        let calls: Vec<Uuid> = {
+            let calls = journal.calls.lock().unwrap();
+            calls.iter().filter(|c| c.0 == handler).map(|c| c.2).collect()
+        };
+        assert_eq!(
+            calls.len(),
+            log.len(),
+            "{handler}: each event once, none taken over"
+        );
+        assert_eq!(
+            journal.instances_of(handler).len(),
+            1,
+            "{handler} stayed where it was"
+        );
+        assert_eq!(
+            a.handler_checkpoint(handler).await.unwrap(),
+            Some(head),
+            "{handler}"
+        );
+    }
+}
+
 /// A handler in one instance is woken by `LISTEN/NOTIFY` when another instance appends: its
 /// poll interval (and lease) are far longer than the deadline. Prints the lag from the append's
 /// return to the handler's invocation.
@@ -234,11 +338,8 @@ async fn notify_wakes_a_handler_when_another_instance_appends() {
     let Some(url) = pg::url().await else {
         return;
     };
-    let schema = pg::schema_name();
-    let _guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
+    let guard = SchemaGuard::fresh(&url);
+    let schema = guard.schema.clone();
     let connect = || async {
         PostgresLogStore::builder(&url)
             .schema(&schema)
@@ -359,11 +460,8 @@ async fn a_sql_projection_commits_its_position_with_its_rows_and_rebuilds() {
     let Some(url) = pg::url().await else {
         return;
     };
-    let schema = pg::schema_name();
-    let _guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
+    let guard = SchemaGuard::fresh(&url);
+    let schema = guard.schema.clone();
     let store = PostgresLogStore::builder(&url)
         .schema(&schema)
         .connect()

@@ -1,12 +1,12 @@
 //! Handlers registered at link time with `#[event_handler]`, picked up by every domain built
-//! without `.without_global_handlers()`.
+//! without `.without_global_handlers()`; one with a retry policy of its own.
 
 use std::sync::Mutex;
 
 use fluvius_core::prelude::*;
 use std::time::Duration;
 
-use fluvius_core::{global_handlers, DispatchOptions, RetryPolicy};
+use fluvius_core::{global_handlers, DispatchOptions, HandlerRetry, RetryPolicy};
 use fluvius_tests::*;
 use uuid::Uuid;
 
@@ -57,6 +57,19 @@ async fn on_withdrawal(event: &Event) -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// Five attempts of its own, where the domain's default (below) is three.
+#[event_handler(
+    "user-renamed",
+    name = "flaky-renames",
+    max_attempts = 5,
+    base_backoff_ms = 1,
+    max_backoff_ms = 2
+)]
+async fn on_rename(event: &Event) -> Result<(), HandlerError> {
+    record("flaky-renames", event);
+    Err(HandlerError::msg("renames are not supported downstream"))
+}
+
 fn global_builder() -> fluvius_core::DomainBuilder {
     Domain::builder()
         .namespace("test")
@@ -78,6 +91,7 @@ fn the_handlers_are_registered() {
     assert_eq!(
         regs,
         [
+            ("flaky-renames", "user-renamed", "global_handlers"),
             ("flaky-withdrawals", "money-withdrawn", "global_handlers"),
             ("global_handlers::on_everything", "*", "global_handlers"),
             (
@@ -88,6 +102,15 @@ fn the_handlers_are_registered() {
             ("user-prefix", "user-*", "global_handlers"),
         ]
     );
+    for reg in global_handlers() {
+        let own = match reg.name {
+            "flaky-renames" => HandlerRetry::attempts(5)
+                .base_backoff(Duration::from_millis(1))
+                .max_backoff(Duration::from_millis(2)),
+            _ => HandlerRetry::new(),
+        };
+        assert_eq!(reg.retry, own, "{}", reg.name);
+    }
 }
 
 #[tokio::test]
@@ -140,6 +163,29 @@ async fn global_handlers_run_for_the_events_they_select() {
     let parked = domain.parked(Some("flaky-withdrawals")).await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].event_key, "money-withdrawn");
+
+    // Its own policy: five attempts (the default above gave three), then parked.
+    let renamed = of(&|k| k == "user-renamed");
+    assert_eq!(seen_by("flaky-renames", &log), [renamed[0]; 5]);
+    let renames = find("flaky-renames");
+    assert_eq!(
+        (
+            renames.succeeded,
+            renames.failed,
+            renames.panicked,
+            renames.parked
+        ),
+        (0, 5, 0, 1),
+        "five attempts, then parked"
+    );
+    let parked = domain.parked(Some("flaky-renames")).await.unwrap();
+    assert_eq!(
+        parked
+            .iter()
+            .map(|l| (l.event_id, l.attempts))
+            .collect::<Vec<_>>(),
+        [(renamed[0], 5)]
+    );
 }
 
 #[tokio::test]
@@ -150,7 +196,10 @@ async fn global_handlers_can_be_filtered_or_left_out() {
         .await
         .unwrap();
     let names: Vec<_> = domain.handler_stats().into_iter().map(|s| s.name).collect();
-    assert_eq!(names, ["global_handlers::on_user_created", "user-prefix"]);
+    assert_eq!(
+        names,
+        ["flaky-renames", "global_handlers::on_user_created", "user-prefix"]
+    );
     create_user(&domain, "Bo").await;
     domain.wait_idle().await;
     let log = all_events(&domain).await;

@@ -1,13 +1,13 @@
 //! Handler dispatch with explicitly registered handlers: patterns, several handlers per key,
-//! failure and panic isolation, retries and parking, `wait_idle`, log order per aggregate,
-//! start-from-now, reset, configuration errors.
+//! failure and panic isolation, retries and parking (with the domain's policy or a handler's
+//! own), `wait_idle`, log order per aggregate, start-from-now, reset, configuration errors.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fluvius_core::prelude::*;
-use fluvius_core::{DispatchOptions, HandlerStats, RetryPolicy, StartFrom};
+use fluvius_core::{DispatchOptions, HandlerRetry, HandlerStats, RetryPolicy, StartFrom};
 use fluvius_tests::*;
 use tokio::sync::Semaphore;
 
@@ -110,6 +110,7 @@ async fn handlers_see_the_events_their_pattern_selects_in_commit_order() {
             failed: 0,
             panicked: 0,
             parked: 0,
+            claims_lost: 0,
         }
     );
     assert_eq!(stats(&domain, "money").succeeded, 4);
@@ -204,6 +205,7 @@ async fn a_failing_or_panicking_handler_is_retried_then_parks_and_never_fails_th
             failed: 9,
             panicked: 0,
             parked: 3,
+            claims_lost: 0,
         }
     );
     assert_eq!(
@@ -214,6 +216,7 @@ async fn a_failing_or_panicking_handler_is_retried_then_parks_and_never_fails_th
             failed: 0,
             panicked: 9,
             parked: 3,
+            claims_lost: 0,
         }
     );
     for name in ["a-witness", "z-witness"] {
@@ -258,6 +261,89 @@ async fn a_failing_or_panicking_handler_is_retried_then_parks_and_never_fails_th
     create_user(&domain, "Bob").await;
     domain.wait_idle().await;
     assert_eq!(stats(&domain, "a-witness").succeeded, 7);
+}
+
+/// A handler that records every attempt and always fails.
+fn always_failing(attempts: &Seen) -> impl Fn(Arc<Event>) -> std::future::Ready<Result<(), HandlerError>> {
+    let attempts = attempts.clone();
+    move |event| {
+        attempts.push(event);
+        std::future::ready(Err(HandlerError::msg("downstream unavailable")))
+    }
+}
+
+#[tokio::test]
+async fn a_handler_with_its_own_retry_policy_is_tried_that_often_then_parked() {
+    let (own, default, never, overridden) = (Seen::new(), Seen::new(), Seen::new(), Seen::new());
+    let quick = |attempts| {
+        HandlerRetry::attempts(attempts)
+            .base_backoff(Duration::from_millis(1))
+            .max_backoff(Duration::from_millis(2))
+    };
+    let domain = builder()
+        .logstore(MemoryLogStore::new())
+        // The domain's default: three attempts.
+        .dispatch(quick_retries().handler_retry("overridden", HandlerRetry::attempts(2)))
+        .handler_with_retry("own", "account-opened", quick(5), always_failing(&own))
+        .handler("default", "account-opened", always_failing(&default))
+        .handler_with_retry(
+            "never",
+            "account-opened",
+            RetryPolicy::never(),
+            always_failing(&never),
+        )
+        // Its own five attempts, but the options set two for its name: the options win.
+        .handler_with_retry(
+            "overridden",
+            "account-opened",
+            quick(5),
+            always_failing(&overridden),
+        )
+        .build()
+        .await
+        .unwrap();
+    open_account(&domain, 0).await;
+    open_account(&domain, 0).await;
+    domain.wait_idle().await;
+
+    let opened: Vec<Event> = all_events(&domain).await;
+    assert_eq!(opened.len(), 2);
+    for (name, seen, attempts) in [
+        ("own", &own, 5),
+        ("default", &default, 3),
+        ("never", &never, 1),
+        ("overridden", &overridden, 2),
+    ] {
+        let expected: Vec<uuid::Uuid> = opened
+            .iter()
+            .flat_map(|e| std::iter::repeat_n(e.id, attempts as usize))
+            .collect();
+        assert_eq!(
+            seen.ids(),
+            expected,
+            "{name}: {attempts} attempts per event, in order"
+        );
+        let s = stats(&domain, name);
+        assert_eq!(
+            (s.succeeded, s.failed, s.parked),
+            (0, 2 * u64::from(attempts), 2),
+            "{name}"
+        );
+        let parked = domain.parked(Some(name)).await.unwrap();
+        assert_eq!(
+            parked
+                .iter()
+                .map(|l| (l.position, l.attempts))
+                .collect::<Vec<_>>(),
+            opened.iter().map(|e| (e.position, attempts)).collect::<Vec<_>>(),
+            "{name}: every event parked after its last attempt"
+        );
+        assert_eq!(
+            domain.handler_checkpoint(name).await.unwrap(),
+            Some(opened[1].position),
+            "{name} moved on"
+        );
+    }
 }
 
 #[tokio::test]
@@ -377,6 +463,84 @@ async fn handlers_resume_from_their_checkpoint_in_a_new_domain() {
         ids(&log[6..]),
         "only the new event: the checkpoint was kept"
     );
+}
+
+/// Six events in one page; the handler "crashes" (hangs for good) on the fourth, and the domain
+/// is dropped. A new domain's handler of the same name starts from the checkpoint: what it gets
+/// again is what was handled since the checkpoint last moved, plus the event in flight.
+async fn redelivered_after_a_crash(options: DispatchOptions) -> (Option<u64>, Vec<String>) {
+    let store: Arc<MemoryLogStore> = Arc::new(MemoryLogStore::new());
+    workload(&builder().logstore_arc(store.clone()).build().await.unwrap()).await;
+    let (before, gate) = (Seen::new(), Arc::new(Semaphore::new(3)));
+    let first = builder()
+        .logstore_arc(store.clone())
+        .dispatch(options.checkpoint_interval(Duration::from_secs(3600)))
+        .handler("h", "*", {
+            let (before, gate) = (before.clone(), gate.clone());
+            move |event: Arc<Event>| {
+                before.push(event);
+                let gate = gate.clone();
+                async move {
+                    // The fourth call never ends (the semaphore is closed at the end).
+                    let _ = gate.acquire().await.map(|permit| permit.forget());
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while before.len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fourth call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let at_crash = first.handler_checkpoint("h").await.unwrap();
+    drop(first);
+
+    let after = Seen::new();
+    let second = builder()
+        .logstore_arc(store.clone())
+        .handler("h", "*", after.handler())
+        .build()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), second.wait_idle())
+        .await
+        .expect("the new domain caught up");
+    gate.close();
+    (at_crash, after.keys())
+}
+
+#[tokio::test]
+async fn checkpoint_every_bounds_what_a_crash_delivers_again() {
+    let log = {
+        let store = MemoryLogStore::new();
+        let domain = builder().logstore(store).build().await.unwrap();
+        workload(&domain).await;
+        all_events(&domain).await
+    };
+    assert_eq!(log.len(), 6);
+    // Positions and keys are the same in every fresh memory store: the events from the n-th on.
+    let from = |n: usize| {
+        let keys: Vec<String> = log[n - 1..].iter().map(|e| e.key.clone()).collect();
+        (Some(log[..n - 1].last().map_or(0, |e| e.position)), keys)
+    };
+
+    // By page (the time bound is out of reach here): the whole page again.
+    let again = redelivered_after_a_crash(DispatchOptions::default()).await;
+    assert_eq!(again, from(1));
+
+    // Every event: only the one in flight again.
+    let again = redelivered_after_a_crash(DispatchOptions::default().checkpoint_every(1)).await;
+    assert_eq!(again, from(4));
+
+    // Every second event: the third (handled, not yet recorded) and the one in flight again.
+    let again = redelivered_after_a_crash(DispatchOptions::default().checkpoint_every(2)).await;
+    assert_eq!(again, from(3));
 }
 
 #[tokio::test]

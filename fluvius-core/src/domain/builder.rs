@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::handler::{
-    check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration, Pattern,
+    check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration, HandlerRetry, Pattern,
 };
 use crate::logstore::LogStore;
 use crate::projection::Projection;
@@ -193,13 +193,63 @@ impl DomainBuilder {
     }
 
     /// Register a handler explicitly. `pattern` is an event key, `"*"` or a prefix such as
-    /// `"user-*"`; `name` must be unique in the domain.
-    pub fn handler<F, Fut>(mut self, name: &str, pattern: &str, handler: F) -> Self
+    /// `"user-*"`; `name` must be unique in the domain. It is retried as
+    /// [`DispatchOptions`] say; [`handler_with_retry`](Self::handler_with_retry) gives it a
+    /// policy of its own.
+    pub fn handler<F, Fut>(self, name: &str, pattern: &str, handler: F) -> Self
     where
         F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
     {
-        self.handlers.push(HandlerEntry::from_fn(name, pattern, handler));
+        self.handler_with_retry(name, pattern, HandlerRetry::new(), handler)
+    }
+
+    /// Register a handler explicitly with its own retry policy: how many attempts an event
+    /// gets, and the backoff between them, before it is parked for this handler. Settings left
+    /// unset in `retry` come from [`DispatchOptions::retry`]; a policy set for this name with
+    /// [`DispatchOptions::handler_retry`] overrides it (see [`HandlerRetry`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use fluvius_core::{Domain, Event, HandlerError, HandlerRetry, MemoryLogStore, RetryPolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fluvius_core::Error> {
+    /// let domain = Domain::builder()
+    ///     .logstore(MemoryLogStore::new())
+    ///     .without_global_handlers()
+    ///     // Five attempts, 100 ms then 200 ms, 400 ms, … (at most 5 s) between them.
+    ///     .handler_with_retry(
+    ///         "send-welcome-email",
+    ///         "user-created",
+    ///         HandlerRetry::attempts(5)
+    ///             .base_backoff(Duration::from_millis(100))
+    ///             .max_backoff(Duration::from_secs(5)),
+    ///         |event: Arc<Event>| async move { Ok::<(), HandlerError>(()) },
+    ///     )
+    ///     // A whole `RetryPolicy` works too: one attempt, then parked.
+    ///     .handler_with_retry("audit", "*", RetryPolicy::never(), |event: Arc<Event>| async move {
+    ///         Ok::<(), HandlerError>(())
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # drop(domain);
+    /// # Ok(()) }
+    /// ```
+    pub fn handler_with_retry<F, Fut>(
+        mut self,
+        name: &str,
+        pattern: &str,
+        retry: impl Into<HandlerRetry>,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(Arc<Event>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handlers
+            .push(HandlerEntry::from_fn(name, pattern, retry.into(), handler));
         self
     }
 
@@ -249,8 +299,11 @@ impl DomainBuilder {
     {
         let saga = Arc::new(saga);
         let domain = self.saga_domain.subscribe();
-        self.handlers
-            .push(HandlerEntry::from_fn(name, pattern, move |event| {
+        self.handlers.push(HandlerEntry::from_fn(
+            name,
+            pattern,
+            HandlerRetry::new(),
+            move |event| {
                 let (saga, mut domain) = (saga.clone(), domain.clone());
                 async move {
                     let weak = domain
@@ -264,7 +317,8 @@ impl DomainBuilder {
                         .ok_or_else(|| HandlerError::msg("the domain is gone"))?;
                     saga(Domain { inner }, event).await
                 }
-            }));
+            },
+        ));
         self
     }
 

@@ -95,6 +95,16 @@ pub struct SchemaGuard {
     pub schema: String,
 }
 
+impl SchemaGuard {
+    /// A fresh schema name on the server of `url`, dropped with the guard.
+    pub fn fresh(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            schema: schema_name(),
+        }
+    }
+}
+
 impl Drop for SchemaGuard {
     fn drop(&mut self) {
         drop_schema_blocking(self.url.clone(), self.schema.clone());
