@@ -17,6 +17,15 @@ pub mod domain {
 /// `--memory` → [`MemoryLogStore`]; `DATABASE_URL=postgres://…` → PostgreSQL;
 /// otherwise an embedded SQLite file `target/examples-data/<name>.db`, created fresh.
 pub async fn store_from_args(name: &str) -> Result<Arc<dyn LogStore>, fluvius_core::Error> {
+    store_from_args_with(name, &[]).await
+}
+
+/// [`store_from_args`], then run the `setup` statements (e.g. `CREATE TABLE IF NOT EXISTS …`
+/// for a table the example writes from a transactional handler) on a SQL store.
+pub async fn store_from_args_with(
+    name: &str,
+    setup: &[&str],
+) -> Result<Arc<dyn LogStore>, fluvius_core::Error> {
     if std::env::args().any(|a| a == "--memory") {
         println!("store: memory");
         return Ok(Arc::new(MemoryLogStore::new()));
@@ -25,6 +34,12 @@ pub async fn store_from_args(name: &str) -> Result<Arc<dyn LogStore>, fluvius_co
         if url.starts_with("postgres") {
             println!("store: PostgreSQL");
             let store = fluvius_sql::PostgresLogStore::connect(&url).await?;
+            for sql in setup {
+                sqlx::query(sql)
+                    .execute(store.pool())
+                    .await
+                    .map_err(|e| fluvius_core::Error::store("postgres", e.to_string(), None))?;
+            }
             return Ok(Arc::new(store));
         }
     }
@@ -36,6 +51,12 @@ pub async fn store_from_args(name: &str) -> Result<Arc<dyn LogStore>, fluvius_co
     }
     println!("store: SQLite {}", path.display());
     let store = fluvius_sql::SqliteLogStore::open(&format!("sqlite://{}", path.display())).await?;
+    for sql in setup {
+        sqlx::query(sql)
+            .execute(store.pool())
+            .await
+            .map_err(|e| fluvius_core::Error::store("sqlite", e.to_string(), None))?;
+    }
     Ok(Arc::new(store))
 }
 
