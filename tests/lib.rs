@@ -410,7 +410,7 @@ impl Seen {
 
     /// The keys of the events seen, in order.
     pub fn keys(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|e| e.key.clone()).collect()
+        self.0.lock().unwrap().iter().map(|e| e.key.to_string()).collect()
     }
 
     /// How many events were seen.

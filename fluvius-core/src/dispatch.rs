@@ -929,7 +929,7 @@ async fn deliver(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, event:
         handler: worker.entry.name.clone(),
         position: event.position,
         event_id: event.id,
-        event_key: event.key.clone(),
+        event_key: event.key.to_string(),
         attempts: max,
         error: last_error,
         parked_at: crate::clock::now(),

@@ -8,12 +8,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::id::AggregateId;
+use crate::name::Name;
 use crate::payload::Payload;
 
 /// One recorded event.
 ///
 /// Events are produced by actions and written by the log store; a value of this type is a copy
-/// of a log entry, so changing it never changes the log.
+/// of a log entry, so changing it never changes the log. Cloning one allocates nothing for its
+/// names ([`Name`]) or payloads ([`Payload`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Unique id (UUIDv7).
@@ -21,15 +23,15 @@ pub struct Event {
     /// Global position in the log, assigned by the store on append (1, 2, 3, …; 0 before).
     pub position: u64,
     /// The namespace of the domain that recorded it.
-    pub namespace: String,
+    pub namespace: Name,
     /// The resource (aggregate type) of the stream.
-    pub resource: String,
+    pub resource: Name,
     /// The aggregate (stream) it belongs to.
     pub aggregate_id: AggregateId,
     /// Version of the aggregate after this event: dense per aggregate, starting at 1.
     pub aggregate_version: u64,
     /// The event key, e.g. `"user-created"`.
-    pub key: String,
+    pub key: Name,
     /// Schema version of the payload (from `#[action(version = N)]`, default 1).
     pub schema_version: u32,
     /// The event data.
@@ -39,7 +41,7 @@ pub struct Event {
     /// The id of the command that produced it.
     pub command_id: Uuid,
     /// The action name of the command that produced it.
-    pub command_name: String,
+    pub command_name: Name,
     /// When it was recorded (UTC, microsecond precision).
     pub timestamp: DateTime<Utc>,
     /// Correlation, causation, user, tenant and free-form metadata.

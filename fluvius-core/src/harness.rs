@@ -45,6 +45,7 @@ use crate::command::Command;
 use crate::error::{Error, Result};
 use crate::event::{Event, Metadata};
 use crate::id::AggregateId;
+use crate::name::Name;
 use crate::payload::Payload;
 
 /// An event as a test states it: a key and a payload.
@@ -203,15 +204,15 @@ fn synthetic_event(resource: &str, aggregate_id: AggregateId, version: u64, give
         id,
         position: version,
         namespace: "test".into(),
-        resource: resource.to_owned(),
+        resource: resource.into(),
         aggregate_id,
         aggregate_version: version,
-        key: given.key.clone(),
+        key: given.key.as_str().into(),
         schema_version: 1,
         payload: Payload::from(&given.payload),
         args: Payload::null(),
         command_id: id,
-        command_name: String::new(),
+        command_name: Name::default(),
         timestamp: crate::clock::now(),
         metadata: Metadata::default(),
     }

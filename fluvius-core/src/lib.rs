@@ -83,6 +83,7 @@ mod handler;
 pub mod harness;
 mod id;
 mod logstore;
+mod name;
 mod payload;
 mod projection;
 mod response;
@@ -106,6 +107,7 @@ pub use id::AggregateId;
 pub use logstore::{
     AppendRequest, CommandRecord, LogStore, MemoryLogStore, Snapshot, SnapshotQuery, StreamQuery,
 };
+pub use name::Name;
 pub use payload::Payload;
 pub use projection::Projection;
 pub use response::Response;

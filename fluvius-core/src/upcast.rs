@@ -154,10 +154,10 @@ impl Upcasters {
 
     /// Lift one event to the current shape of its key.
     pub(crate) fn upcast(&self, mut event: Event) -> Result<Event> {
-        if let Some(new) = self.renames.get(&event.key) {
-            event.key = new.clone();
+        if let Some(new) = self.renames.get(event.key.as_str()) {
+            event.key = new.as_str().into();
         }
-        let Some(&current) = self.current.get(&event.key) else {
+        let Some(&current) = self.current.get(event.key.as_str()) else {
             return Ok(event);
         };
         if event.schema_version == current {
@@ -178,7 +178,7 @@ impl Upcasters {
             .to_value()
             .map_err(|e| upcast_error(&event, current, format!("stored payload is not JSON: {e}")))?;
         for from in event.schema_version..current {
-            let Some((step, _)) = self.steps.get(&(event.key.clone(), from)) else {
+            let Some((step, _)) = self.steps.get(&(event.key.to_string(), from)) else {
                 return Err(upcast_error(
                     &event,
                     current,
@@ -221,7 +221,7 @@ impl Upcasters {
 fn upcast_error(event: &Event, to: u32, message: String) -> Error {
     Error::Upcast {
         event_id: event.id,
-        key: event.key.clone(),
+        key: event.key.to_string(),
         from: event.schema_version,
         to,
         message,

@@ -585,7 +585,7 @@ impl PostgresLogStore {
             .await
         {
             Ok(actual) => fluvius_core::Error::Conflict {
-                resource: request.resource.clone(),
+                resource: request.resource.to_string(),
                 aggregate_id: request.aggregate_id,
                 expected: request.expected_version,
                 actual,
@@ -609,7 +609,7 @@ impl PostgresLogStore {
             .await?;
         if actual != request.expected_version {
             return Err(fluvius_core::Error::Conflict {
-                resource: request.resource.clone(),
+                resource: request.resource.to_string(),
                 aggregate_id: request.aggregate_id,
                 expected: request.expected_version,
                 actual,
@@ -1096,18 +1096,18 @@ fn decode_event(row: &PgRow) -> Result<Event, String> {
     Ok(Event {
         position: codec::to_u64(column(row, 0)?, "position")?,
         id: column(row, 1)?,
-        namespace: column(row, 2)?,
-        resource: column(row, 3)?,
+        namespace: column::<&str>(row, 2)?.into(),
+        resource: column::<&str>(row, 3)?.into(),
         aggregate_id: AggregateId::from_uuid(column(row, 4)?),
         aggregate_version: codec::to_u64(column(row, 5)?, "aggregate version")?,
-        key: column(row, 6)?,
+        key: column::<&str>(row, 6)?.into(),
         schema_version: u32::try_from(schema_version)
             .map_err(|_| format!("stored schema version {schema_version} is negative"))?,
         payload: Payload::from_json_unchecked(column::<String>(row, 8)?),
         args: Payload::from_json_unchecked(column::<String>(row, 9)?),
         metadata: codec::decode_metadata(column(row, 10)?)?,
         command_id: column(row, 11)?,
-        command_name: column(row, 12)?,
+        command_name: column::<&str>(row, 12)?.into(),
         timestamp: column(row, 13)?,
     })
 }
@@ -1115,10 +1115,10 @@ fn decode_event(row: &PgRow) -> Result<Event, String> {
 fn decode_command(row: &PgRow) -> Result<CommandRecord, String> {
     Ok(CommandRecord {
         id: column(row, 0)?,
-        namespace: column(row, 1)?,
-        resource: column(row, 2)?,
+        namespace: column::<&str>(row, 1)?.into(),
+        resource: column::<&str>(row, 2)?.into(),
         aggregate_id: AggregateId::from_uuid(column(row, 3)?),
-        action: column(row, 4)?,
+        action: column::<&str>(row, 4)?.into(),
         args: Payload::from_json_unchecked(column::<String>(row, 5)?),
         context: codec::decode_context(column(row, 6)?)?,
         version_before: codec::to_u64(column(row, 7)?, "version")?,

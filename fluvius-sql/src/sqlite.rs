@@ -359,7 +359,7 @@ impl SqliteLogStore {
 
     fn conflict(request: &AppendRequest, actual: u64) -> fluvius_core::Error {
         fluvius_core::Error::Conflict {
-            resource: request.resource.clone(),
+            resource: request.resource.to_string(),
             aggregate_id: request.aggregate_id,
             expected: request.expected_version,
             actual,
@@ -515,10 +515,10 @@ impl SqliteLogStore {
                  version_before, version_after, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .bind(record.id.to_string())
-            .bind(&record.namespace)
-            .bind(&record.resource)
+            .bind(record.namespace.as_str())
+            .bind(record.resource.as_str())
             .bind(record.aggregate_id.to_string())
-            .bind(&record.action)
+            .bind(record.action.as_str())
             .bind(record.args.as_str())
             .bind(&row.context)
             .bind(row.version_before)
@@ -808,18 +808,18 @@ fn decode_event(row: &SqliteRow) -> Result<Event, String> {
     Ok(Event {
         position: codec::to_u64(column(row, 0)?, "position")?,
         id: uuid_column(row, 1)?,
-        namespace: column(row, 2)?,
-        resource: column(row, 3)?,
+        namespace: column::<&str>(row, 2)?.into(),
+        resource: column::<&str>(row, 3)?.into(),
         aggregate_id: AggregateId::from_uuid(uuid_column(row, 4)?),
         aggregate_version: codec::to_u64(column(row, 5)?, "aggregate version")?,
-        key: column(row, 6)?,
+        key: column::<&str>(row, 6)?.into(),
         schema_version: u32::try_from(schema_version)
             .map_err(|_| format!("stored schema version {schema_version} is out of range"))?,
         payload: Payload::from_json_unchecked(column::<String>(row, 8)?),
         args: Payload::from_json_unchecked(column::<String>(row, 9)?),
         metadata: codec::decode_metadata(column(row, 10)?)?,
         command_id: uuid_column(row, 11)?,
-        command_name: column(row, 12)?,
+        command_name: column::<&str>(row, 12)?.into(),
         timestamp: time_column(row, 13)?,
     })
 }
@@ -827,10 +827,10 @@ fn decode_event(row: &SqliteRow) -> Result<Event, String> {
 fn decode_command(row: &SqliteRow) -> Result<CommandRecord, String> {
     Ok(CommandRecord {
         id: uuid_column(row, 0)?,
-        namespace: column(row, 1)?,
-        resource: column(row, 2)?,
+        namespace: column::<&str>(row, 1)?.into(),
+        resource: column::<&str>(row, 2)?.into(),
         aggregate_id: AggregateId::from_uuid(uuid_column(row, 3)?),
-        action: column(row, 4)?,
+        action: column::<&str>(row, 4)?.into(),
         args: Payload::from_json_unchecked(column::<String>(row, 5)?),
         context: codec::decode_context(column(row, 6)?)?,
         version_before: codec::to_u64(column(row, 7)?, "version")?,

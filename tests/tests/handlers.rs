@@ -526,7 +526,7 @@ async fn checkpoint_every_bounds_what_a_crash_delivers_again() {
     assert_eq!(log.len(), 6);
     // Positions and keys are the same in every fresh memory store: the events from the n-th on.
     let from = |n: usize| {
-        let keys: Vec<String> = log[n - 1..].iter().map(|e| e.key.clone()).collect();
+        let keys: Vec<String> = log[n - 1..].iter().map(|e| e.key.to_string()).collect();
         (Some(log[..n - 1].last().map_or(0, |e| e.position)), keys)
     };
 

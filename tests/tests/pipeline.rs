@@ -177,13 +177,13 @@ async fn schema_version_comes_from_the_action() {
 /// Strip what differs between two runs of the same command on different aggregates.
 fn shape(e: &Event) -> (String, String, u64, u32, Value, Value, String) {
     (
-        e.resource.clone(),
-        e.key.clone(),
+        e.resource.to_string(),
+        e.key.to_string(),
         e.aggregate_version,
         e.schema_version,
         e.payload.to_value().unwrap(),
         e.args.to_value().unwrap(),
-        e.command_name.clone(),
+        e.command_name.to_string(),
     )
 }
 

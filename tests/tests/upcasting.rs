@@ -85,7 +85,7 @@ async fn old_events_are_read_in_the_current_shape_everywhere() {
         .handler("collect", "*", move |e: Arc<Event>| {
             let seen = seen2.clone();
             async move {
-                seen.lock().unwrap().push((e.key.clone(), e.schema_version));
+                seen.lock().unwrap().push((e.key.to_string(), e.schema_version));
                 Ok(())
             }
         })

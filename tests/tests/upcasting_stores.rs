@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluvius_core::prelude::*;
+use fluvius_core::Name;
 use fluvius_core::{Metadata, UpcastError};
 use fluvius_sql::{PostgresLogStore, SqliteLogStore};
 use serde::{Deserialize, Serialize};
@@ -249,16 +250,16 @@ async fn old_rows_read_in_the_current_shape(store: Arc<dyn LogStore>, rows: &[Ol
         vec![
             // A new handler catches up from the start of the log: the old rows reach it lifted.
             (
-                "member-joined".to_owned(),
+                Name::from("member-joined"),
                 3,
                 json!({ "first": "Ada", "last": "Lovelace", "tier": "legacy" })
             ),
             (
-                "member-joined".to_owned(),
+                Name::from("member-joined"),
                 3,
                 json!({ "first": "Grace", "last": "Hopper", "tier": "legacy" })
             ),
-            ("member-renamed".to_owned(), 1, json!({ "first": "Augusta" })),
+            (Name::from("member-renamed"), 1, json!({ "first": "Augusta" })),
         ]
     );
     let member: Member = domain.load(rows[0].aggregate_id).await.unwrap();

@@ -16,6 +16,7 @@ use crate::handler::{
     check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration, HandlerRetry, Pattern,
 };
 use crate::logstore::LogStore;
+use crate::name::Name;
 use crate::projection::Projection;
 use crate::transactional::{AppendTx, TransactionalFn, TransactionalHandlers};
 use crate::upcast::{UpcastFn, UpcasterRegistration, Upcasters, UpcastingStore};
@@ -421,6 +422,7 @@ impl DomainBuilder {
                 None => agg.snapshot_every(),
             };
             let route = Route {
+                resource: Name::from(resource.as_str()),
                 aggregate: agg,
                 cache: AggregateCache::new(self.cache_capacity),
                 snapshot_every,
@@ -498,7 +500,7 @@ impl DomainBuilder {
         );
         let domain = Domain {
             inner: Arc::new(Inner {
-                namespace: self.namespace,
+                namespace: Name::from(self.namespace),
                 revision: self.revision,
                 aggregates,
                 store,

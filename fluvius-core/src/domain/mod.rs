@@ -21,6 +21,7 @@ use crate::command::Command;
 use crate::dispatch::{Dispatcher, HandlerStats};
 use crate::error::{Error, Result};
 use crate::id::AggregateId;
+use crate::name::Name;
 use crate::logstore::{CommandRecord, LogStore, StreamQuery};
 use crate::response::Response;
 use crate::transactional::TransactionalHandlers;
@@ -30,6 +31,8 @@ use registry::ErasedAggregate;
 
 /// One registered resource: its aggregate type, that resource's cache and snapshot interval.
 struct Route {
+    /// The resource name, shared by every event of the resource.
+    resource: Name,
     aggregate: Arc<dyn ErasedAggregate>,
     cache: cache::AggregateCache,
     snapshot_every: Option<u64>,
@@ -46,7 +49,7 @@ pub struct Domain {
 }
 
 struct Inner {
-    namespace: String,
+    namespace: Name,
     revision: u32,
     aggregates: HashMap<String, Route>,
     store: Arc<dyn LogStore>,
@@ -117,7 +120,7 @@ impl Domain {
         if let Some(ns) = &command.namespace {
             if *ns != inner.namespace {
                 return Err(Error::UnknownNamespace {
-                    expected: inner.namespace.clone(),
+                    expected: inner.namespace.to_string(),
                     got: ns.clone(),
                 });
             }
@@ -129,7 +132,7 @@ impl Domain {
                 resource: command.resource.clone(),
             })?;
         let aggregate = &route.aggregate;
-        ActionSpec::route(aggregate.action(&command.action), &command)?;
+        let spec = ActionSpec::route(aggregate.action(&command.action), &command)?;
         let args = command.args.to_payload().map_err(|e| match e {
             Error::InvalidPayload { path, message, .. } => Error::InvalidPayload {
                 action: command.action.clone(),
@@ -157,10 +160,11 @@ impl Domain {
         let aggregate_id = command.aggregate_id.unwrap_or_default();
         let span = tracing::Span::current();
         span.record("aggregate_id", tracing::field::display(aggregate_id));
-        let resource = command.resource.clone();
+        let resource = route.resource.clone();
         let ctx = pipeline::AttemptContext {
             namespace: &inner.namespace,
             resource: &resource,
+            action: Name::from_static(spec.name),
             args,
             max_payload_bytes: inner.max_payload_bytes,
             cache: &route.cache,
@@ -267,9 +271,9 @@ impl Domain {
             let route =
                 self.inner
                     .aggregates
-                    .get(&record.resource)
+                    .get(record.resource.as_str())
                     .ok_or_else(|| Error::UnknownResource {
-                        resource: record.resource.clone(),
+                        resource: record.resource.to_string(),
                     })?;
             Some(route.aggregate.state_json(&history)?)
         } else {
@@ -277,7 +281,7 @@ impl Domain {
         };
         Ok(Response {
             command_id: record.id,
-            resource: record.resource,
+            resource: record.resource.into(),
             aggregate_id: record.aggregate_id,
             version: record.version_after,
             events,

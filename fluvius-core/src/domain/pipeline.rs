@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Metadata};
 use crate::id::AggregateId;
 use crate::logstore::{AppendRequest, CommandRecord, LogStore, StreamQuery};
+use crate::name::Name;
 use crate::payload::Payload;
 use crate::transactional::TransactionalHandlers;
 
@@ -18,8 +19,10 @@ use super::snapshot;
 
 /// Everything an attempt needs that does not change between retries.
 pub(crate) struct AttemptContext<'a> {
-    pub(crate) namespace: &'a str,
-    pub(crate) resource: &'a str,
+    pub(crate) namespace: &'a Name,
+    pub(crate) resource: &'a Name,
+    /// The action's declared name (equal to the command's).
+    pub(crate) action: Name,
     pub(crate) args: Payload,
     pub(crate) max_payload_bytes: usize,
     pub(crate) cache: &'a AggregateCache,
@@ -97,7 +100,7 @@ async fn attempt_once<A: Aggregate>(
                 }
                 return Err((
                     Error::Conflict {
-                        resource: ctx.resource.to_owned(),
+                        resource: ctx.resource.to_string(),
                         aggregate_id,
                         expected,
                         actual: version,
@@ -154,16 +157,16 @@ async fn attempt_once<A: Aggregate>(
         events.push(Event {
             id: uuid::Uuid::now_v7(),
             position: 0,
-            namespace: ctx.namespace.to_owned(),
-            resource: ctx.resource.to_owned(),
+            namespace: ctx.namespace.clone(),
+            resource: ctx.resource.clone(),
             aggregate_id,
             aggregate_version: event_version,
-            key: new.key.to_owned(),
+            key: Name::from_static(new.key),
             schema_version: new.schema_version,
             payload: new.payload.clone(),
             args: ctx.args.clone(),
             command_id: command.id,
-            command_name: command.action.clone(),
+            command_name: ctx.action.clone(),
             timestamp,
             metadata: Metadata {
                 correlation_id,
@@ -177,10 +180,10 @@ async fn attempt_once<A: Aggregate>(
     let version_after = version + events.len() as u64;
     let record = CommandRecord {
         id: command.id,
-        namespace: ctx.namespace.to_owned(),
-        resource: ctx.resource.to_owned(),
+        namespace: ctx.namespace.clone(),
+        resource: ctx.resource.clone(),
         aggregate_id,
-        action: command.action.clone(),
+        action: ctx.action.clone(),
         args: ctx.args.clone(),
         context: command.context.clone(),
         version_before: version,
@@ -195,7 +198,7 @@ async fn attempt_once<A: Aggregate>(
     };
 
     // Append with the expected version (the snapshot in the same transaction).
-    let mut request = AppendRequest::new(ctx.resource, aggregate_id, version, events).with_command(record);
+    let mut request = AppendRequest::new(ctx.resource.clone(), aggregate_id, version, events).with_command(record);
     request.snapshot = snapshot;
     if let Some(handlers) = ctx.transactional.filter(|h| h.wants(&request.events)) {
         request.transactional = Some(handlers.clone());

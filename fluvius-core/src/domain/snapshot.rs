@@ -107,7 +107,7 @@ pub(crate) fn take<A: Aggregate>(state: &A, events: &[Event]) -> Option<Snapshot
     let last = events.last()?;
     match Payload::from_value(state) {
         Ok(payload) => Some(Snapshot {
-            resource: last.resource.clone(),
+            resource: last.resource.to_string(),
             aggregate_id: last.aggregate_id,
             version: last.aggregate_version,
             state_version: A::STATE_VERSION,

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
+use crate::name::Name;
 use crate::transactional::AppendTx;
 
 /// A log store in process memory. Safe under concurrent use; nothing survives the process.
@@ -71,7 +72,7 @@ impl Log {
 }
 
 /// One stream of an aggregate id: its resource and the indexes of its events in the log.
-type Stream = (Box<str>, Vec<usize>);
+type Stream = (Name, Vec<usize>);
 
 #[derive(Default)]
 struct Inner {
@@ -125,7 +126,7 @@ impl MemoryLogStore {
             .map_or(0, |v| v.len() as u64);
         if actual != request.expected_version {
             return Err(Error::Conflict {
-                resource: request.resource.clone(),
+                resource: request.resource.to_string(),
                 aggregate_id: request.aggregate_id,
                 expected: request.expected_version,
                 actual,
@@ -148,7 +149,7 @@ impl MemoryLogStore {
             Some(i) => i,
             None => {
                 streams.push((
-                    request.resource.into_boxed_str(),
+                    request.resource,
                     Vec::with_capacity(request.events.len()),
                 ));
                 streams.len() - 1

@@ -32,6 +32,7 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
+use crate::name::Name;
 use crate::payload::Payload;
 use crate::transactional::{AppendTx, TransactionalHandlers};
 
@@ -43,7 +44,7 @@ use crate::transactional::{AppendTx, TransactionalHandlers};
 #[non_exhaustive]
 pub struct AppendRequest {
     /// The resource of the stream.
-    pub resource: String,
+    pub resource: Name,
     /// The aggregate of the stream.
     pub aggregate_id: AggregateId,
     /// The stream's version before this append (0 for a new stream).
@@ -68,7 +69,7 @@ impl AppendRequest {
     /// `expected_version`, without a command record or a snapshot (set those fields, or use
     /// [`with_command`](Self::with_command) and [`with_snapshot`](Self::with_snapshot)).
     pub fn new(
-        resource: impl Into<String>,
+        resource: impl Into<Name>,
         aggregate_id: AggregateId,
         expected_version: u64,
         events: Vec<Event>,
@@ -239,13 +240,13 @@ pub struct CommandRecord {
     /// The command id.
     pub id: Uuid,
     /// The namespace of the domain that processed it.
-    pub namespace: String,
+    pub namespace: Name,
     /// The resource it addressed.
-    pub resource: String,
+    pub resource: Name,
     /// The aggregate it addressed.
     pub aggregate_id: AggregateId,
     /// The action name.
-    pub action: String,
+    pub action: Name,
     /// Its arguments.
     pub args: Payload,
     /// Its context.

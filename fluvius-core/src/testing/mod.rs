@@ -185,7 +185,7 @@ impl<S: LogStore> LogStore for WithCleanup<S> {
 pub fn snapshot_of(request: &AppendRequest, state_version: u32) -> Snapshot {
     let last = request.events.last().expect("a snapshot needs an appended event");
     Snapshot {
-        resource: request.resource.clone(),
+        resource: request.resource.to_string(),
         aggregate_id: request.aggregate_id,
         version: last.aggregate_version,
         state_version,
