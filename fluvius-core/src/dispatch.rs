@@ -14,8 +14,9 @@
 //! - **Panics**: a handler's future runs in its handler's task, polled under
 //!   `catch_unwind`: a panic is caught and counts as a failed attempt.
 //! - **At-least-once**: the checkpoint moves only after the handler succeeded (or the event was
-//!   parked), after each page and within one every
-//!   [`checkpoint_every`](DispatchOptions::checkpoint_every) events or
+//!   parked): after every page's worth of events read (a full page, or short pages adding up
+//!   to one), once the handler has caught up and no wake-up came for a few milliseconds, and
+//!   within that every [`checkpoint_every`](DispatchOptions::checkpoint_every) events or
 //!   [`checkpoint_interval`](DispatchOptions::checkpoint_interval); a crash delivers again what
 //!   was handled since it last moved.
 //! - **Retries**: a failing or panicking invocation is retried with jittered exponential
@@ -114,8 +115,8 @@ pub struct DispatchOptions {
 }
 
 impl Default for DispatchOptions {
-    /// Poll every 500 ms, pages of 256 events, checkpoints moved after each page and at least
-    /// every second, 30 s leases, a random instance id, 3 attempts per event with backoff from
+    /// Poll every 500 ms, pages of 256 events, checkpoints moved after each page's worth of
+    /// events (or once caught up) and at least every second, 30 s leases, a random instance id, 3 attempts per event with backoff from
     /// 50 ms to 2 s, new handlers start from the beginning.
     fn default() -> Self {
         Self {
@@ -152,11 +153,14 @@ impl DispatchOptions {
     }
 
     /// Move a handler's checkpoint after every `events` events it handled (at least 1), not
-    /// only after each page. A crash delivers again what was handled since the checkpoint last
-    /// moved (and the event in flight): this bounds it to `events`, for a checkpoint write
-    /// every `events` events. By default the checkpoint moves after each page and at least
-    /// every [`checkpoint_interval`](Self::checkpoint_interval): a fast handler pays one write
-    /// per page.
+    /// only after each page's worth. A crash delivers again what was handled since the
+    /// checkpoint last moved (and the event in flight): this bounds it to `events`, for a
+    /// checkpoint write every `events` events. By default the checkpoint moves after each
+    /// page's worth of events read (a full page, or short pages adding up to one; under steady
+    /// load a wake-up often finds only a few events), once the handler has caught up and no
+    /// wake-up came for a few milliseconds, and at least every
+    /// [`checkpoint_interval`](Self::checkpoint_interval): a fast handler pays one write per
+    /// page's worth, not one per wake-up.
     ///
     /// ```
     /// use fluvius_core::DispatchOptions;
@@ -169,8 +173,8 @@ impl DispatchOptions {
         self
     }
 
-    /// Move a handler's checkpoint at least this often while it works through a page (default
-    /// 1 s), so that a crash during a long page delivers again at most this much work.
+    /// Move a handler's checkpoint at least this often while it works (default 1 s), so that a
+    /// crash during a long page, or under steady load, delivers again at most this much work.
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.checkpoint_interval = interval;
         self
@@ -861,6 +865,12 @@ async fn pause(notified: Pin<&mut tokio::sync::futures::Notified<'_>>, poll: Dur
     }
 }
 
+/// How long a handler that caught up waits for more events before it moves its checkpoint
+/// over what it handled in short pages (capped by the checkpoint interval and the poll
+/// interval): under steady load, the checkpoint moves once per page's worth of events rather
+/// than once per wake-up.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// A handler's task: claim its checkpoint, follow the log, and keep the claim across wake-ups
 /// while it stays held, so that a wake-up costs a read (and, if it found events, an advance)
 /// and no claim round trip; the claim is renewed when due (every third of the lease).
@@ -870,10 +880,11 @@ async fn pause(notified: Pin<&mut tokio::sync::futures::Notified<'_>>, poll: Dur
 async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
     let name = worker.entry.name.as_str();
     let cps = shared.checkpoints.get();
+    let linger = LINGER.min(shared.checkpoint_interval).min(shared.poll_interval);
     let notified = shared.wake.notified();
     tokio::pin!(notified);
-    // The claim held since an earlier cycle, while it stays held.
-    let mut held: Option<Claim<'_>> = None;
+    // The claim held since an earlier cycle, while it stays held, and how far the handler got.
+    let mut held: Option<(Claim<'_>, Cursor)> = None;
     // Whether this cycle follows a wake-up (rather than an idle poll).
     let mut woken = true;
     loop {
@@ -882,7 +893,7 @@ async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
         if worker.reclaim.swap(false, Ordering::SeqCst) {
             held = None;
         }
-        if let (Some(claim), false) = (held.as_mut(), woken) {
+        if let (Some((claim, _)), false) = (held.as_mut(), woken) {
             // An idle poll: a reset by another instance shows only in the store (a busy
             // holder finds it at its next advance). One read, unless a renewal is due.
             match claim.verify().await {
@@ -894,54 +905,114 @@ async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
                 }
             }
         }
-        if held.as_ref().is_none_or(Claim::is_lost) {
+        if held.as_ref().is_none_or(|(claim, _)| claim.is_lost()) {
             held = None;
             let asked = Instant::now();
             match cps.claim(name, &shared.owner, worker.start, shared.lease).await {
                 Ok(Some(position)) => {
                     worker.progress.send_replace(position);
-                    held = Some(Claim::handler(&shared, &worker, asked, position));
+                    held = Some((
+                        Claim::handler(&shared, &worker, asked, position),
+                        Cursor::at(position),
+                    ));
                 }
                 // Another instance holds this handler.
                 Ok(None) => {}
                 Err(e) => tracing::warn!(handler = name, error = %e, "cannot claim the handler's checkpoint"),
             }
         }
-        if let Some(claim) = held.as_mut() {
-            if let Err(e) = drain(&worker, &shared, claim).await {
-                tracing::warn!(handler = name, error = %e, "handler dispatch interrupted");
-                // Claim again: that reads the checkpoint where it is.
-                held = None;
+        let mut unflushed = false;
+        if let Some((claim, cursor)) = held.as_mut() {
+            match drain(&worker, &shared, claim, cursor).await {
+                Ok(()) if claim.is_lost() => held = None,
+                Ok(()) => unflushed = claim.at.is_some_and(|at| cursor.seen > at),
+                Err(e) => {
+                    tracing::warn!(handler = name, error = %e, "handler dispatch interrupted");
+                    // Claim again: that reads the checkpoint where it is.
+                    held = None;
+                }
+            }
+        }
+        if unflushed {
+            if pause(notified.as_mut(), linger).await {
+                woken = true;
+                continue;
+            }
+            // Caught up and nothing new: move the checkpoint over the short pages handled.
+            if let Some((claim, cursor)) = held.as_mut() {
+                let to = cursor.seen;
+                match cursor.flush(&worker, claim, to).await {
+                    Ok(true) => {}
+                    Ok(false) => held = None,
+                    Err(e) => {
+                        tracing::warn!(handler = name, error = %e, "cannot move the handler's checkpoint");
+                        held = None;
+                    }
+                }
             }
         }
         woken = pause(notified.as_mut(), shared.poll_interval).await;
     }
 }
 
-/// Process pages from the claim's checkpoint until the log is exhausted: a page shorter than
+/// How far a handler got since its checkpoint last moved.
+struct Cursor {
+    /// The last position handled (or passed over, not selected).
+    seen: u64,
+    /// Events handled since the checkpoint last moved (for `checkpoint_every`).
+    handled: usize,
+    /// Events read since the checkpoint last moved, selected or not.
+    read: usize,
+    /// When the checkpoint last moved (or the claim was taken).
+    flushed: Instant,
+}
+
+impl Cursor {
+    fn at(position: u64) -> Self {
+        Self {
+            seen: position,
+            handled: 0,
+            read: 0,
+            flushed: Instant::now(),
+        }
+    }
+
+    /// Move the checkpoint to `to` (if it is not there yet). Whether the claim is still held;
+    /// if not, nothing moved.
+    async fn flush(&mut self, worker: &Worker, claim: &mut Claim<'_>, to: u64) -> Result<bool> {
+        if let Some(stored) = claim.at.filter(|&stored| to > stored) {
+            if !claim.advance(stored, to).await? {
+                return Ok(false);
+            }
+            worker.progress.send_replace(to);
+        }
+        (self.flushed, self.handled, self.read) = (Instant::now(), 0, 0);
+        Ok(true)
+    }
+}
+
+/// Process pages from where the handler got until the log is exhausted: a page shorter than
 /// the page size was its end when read (what was committed since wakes the task again).
 /// Returns early (Ok) if the claim was lost, without moving the checkpoint.
 ///
-/// The checkpoint moves after each page, and within a page after every
-/// [`checkpoint_every`](DispatchOptions::checkpoint_every) events handled or
-/// [`checkpoint_interval`](DispatchOptions::checkpoint_interval): a crash delivers again at
-/// most that much, and by default a fast handler pays one checkpoint write per page rather than
-/// per event.
-async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>) -> Result<()> {
-    // A handler's claim always knows the checkpoint it stored.
-    let mut stored = claim.at.unwrap_or(worker.start);
-    let mut flushed = Instant::now();
-    // Events handled since the checkpoint last moved.
-    let mut pending = 0;
+/// The checkpoint moves after every page's worth of events read (a full page, or short pages
+/// adding up to one), after every
+/// [`checkpoint_every`](DispatchOptions::checkpoint_every) events handled, and once
+/// [`checkpoint_interval`](DispatchOptions::checkpoint_interval) has passed since it last
+/// moved; what short pages handled since is flushed by the caller once no wake-up came for a
+/// moment ([`LINGER`]). A crash delivers again at most that much, and a fast handler pays one
+/// checkpoint write per page's worth rather than per event or per wake-up.
+async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, cursor: &mut Cursor) -> Result<()> {
     loop {
         if !claim.renew_if_due().await? {
             return Ok(());
         }
-        let page = shared.store.read_all(stored, shared.page_size).await?;
+        let page = shared.store.read_all(cursor.seen, shared.page_size).await?;
         let short = page.len() < shared.page_size;
         let Some(last) = page.last().map(|e| e.position) else {
             return Ok(());
         };
+        cursor.read += page.len();
         for event in page {
             if !worker.entry.pattern.matches(&event.key) {
                 continue;
@@ -954,24 +1025,21 @@ async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>) -> Resul
             if claim.is_lost() {
                 return Ok(());
             }
-            pending += 1;
-            if pending >= shared.checkpoint_events || flushed.elapsed() >= shared.checkpoint_interval {
-                if !claim.advance(stored, position).await? {
-                    return Ok(());
-                }
-                stored = position;
-                worker.progress.send_replace(stored);
-                (flushed, pending) = (Instant::now(), 0);
-            }
-        }
-        // The rest of the page: events handled since the last move, and those not selected.
-        if last > stored {
-            if !claim.advance(stored, last).await? {
+            cursor.seen = position;
+            cursor.handled += 1;
+            if (cursor.handled >= shared.checkpoint_events
+                || cursor.flushed.elapsed() >= shared.checkpoint_interval)
+                && !cursor.flush(worker, claim, position).await?
+            {
                 return Ok(());
             }
-            stored = last;
-            worker.progress.send_replace(stored);
-            (flushed, pending) = (Instant::now(), 0);
+        }
+        // The rest of the page: events not selected.
+        cursor.seen = last;
+        if (cursor.read >= shared.page_size || cursor.flushed.elapsed() >= shared.checkpoint_interval)
+            && !cursor.flush(worker, claim, last).await?
+        {
+            return Ok(());
         }
         if short {
             return Ok(());
