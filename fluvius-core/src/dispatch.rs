@@ -7,10 +7,16 @@
 //!
 //! - **Wake-ups**: after every commit through the domain (an in-process `Notify`), on the
 //!   store's append hint if it has one (PostgreSQL `LISTEN`), and every
-//!   [`poll_interval`](DispatchOptions::poll_interval) — polling is the source of truth.
+//!   [`poll_interval`](DispatchOptions::poll_interval) — polling is the source of truth. A
+//!   wake-up costs a `read_all` (and a checkpoint advance if it found events): the claim is
+//!   kept across wake-ups, and a page shorter than the page size ends the pass. Commits while
+//!   a page is handled wake the task once more (coalesced), none is lost.
+//! - **Panics**: a handler's future runs in its handler's task, polled under
+//!   `catch_unwind`: a panic is caught and counts as a failed attempt.
 //! - **At-least-once**: the checkpoint moves only after the handler succeeded (or the event was
-//!   parked), after each page and within one every
-//!   [`checkpoint_every`](DispatchOptions::checkpoint_every) events or
+//!   parked): after every page's worth of events read (a full page, or short pages adding up
+//!   to one), once the handler has caught up and no wake-up came for a few milliseconds, and
+//!   within that every [`checkpoint_every`](DispatchOptions::checkpoint_every) events or
 //!   [`checkpoint_interval`](DispatchOptions::checkpoint_interval); a crash delivers again what
 //!   was handled since it last moved.
 //! - **Retries**: a failing or panicking invocation is retried with jittered exponential
@@ -32,8 +38,12 @@
 //! memory: same semantics within the process, nothing durable.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
@@ -105,8 +115,8 @@ pub struct DispatchOptions {
 }
 
 impl Default for DispatchOptions {
-    /// Poll every 500 ms, pages of 256 events, checkpoints moved after each page and at least
-    /// every second, 30 s leases, a random instance id, 3 attempts per event with backoff from
+    /// Poll every 500 ms, pages of 256 events, checkpoints moved after each page's worth of
+    /// events (or once caught up) and at least every second, 30 s leases, a random instance id, 3 attempts per event with backoff from
     /// 50 ms to 2 s, new handlers start from the beginning.
     fn default() -> Self {
         Self {
@@ -143,11 +153,14 @@ impl DispatchOptions {
     }
 
     /// Move a handler's checkpoint after every `events` events it handled (at least 1), not
-    /// only after each page. A crash delivers again what was handled since the checkpoint last
-    /// moved (and the event in flight): this bounds it to `events`, for a checkpoint write
-    /// every `events` events. By default the checkpoint moves after each page and at least
-    /// every [`checkpoint_interval`](Self::checkpoint_interval): a fast handler pays one write
-    /// per page.
+    /// only after each page's worth. A crash delivers again what was handled since the
+    /// checkpoint last moved (and the event in flight): this bounds it to `events`, for a
+    /// checkpoint write every `events` events. By default the checkpoint moves after each
+    /// page's worth of events read (a full page, or short pages adding up to one; under steady
+    /// load a wake-up often finds only a few events), once the handler has caught up and no
+    /// wake-up came for a few milliseconds, and at least every
+    /// [`checkpoint_interval`](Self::checkpoint_interval): a fast handler pays one write per
+    /// page's worth, not one per wake-up.
     ///
     /// ```
     /// use fluvius_core::DispatchOptions;
@@ -160,8 +173,8 @@ impl DispatchOptions {
         self
     }
 
-    /// Move a handler's checkpoint at least this often while it works through a page (default
-    /// 1 s), so that a crash during a long page delivers again at most this much work.
+    /// Move a handler's checkpoint at least this often while it works (default 1 s), so that a
+    /// crash during a long page, or under steady load, delivers again at most this much work.
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.checkpoint_interval = interval;
         self
@@ -285,6 +298,9 @@ struct Worker {
     counters: Counters,
     /// The checkpoint as this process last saw it.
     progress: watch::Sender<u64>,
+    /// Set by a reset through this domain: the task drops its claim and claims again, which
+    /// reads the checkpoint where the reset put it.
+    reclaim: AtomicBool,
 }
 
 /// What a projection task and the domain share about one projection.
@@ -404,6 +420,7 @@ impl Dispatcher {
                     start,
                     counters: Counters::default(),
                     progress: watch::Sender::new(0),
+                    reclaim: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -586,6 +603,7 @@ impl Dispatcher {
     pub(crate) async fn reset(&self, handler: &str, position: u64) -> Result<()> {
         let worker = self.worker(handler)?;
         self.shared.checkpoints.get().reset(handler, position).await?;
+        worker.reclaim.store(true, Ordering::SeqCst);
         worker.progress.send_replace(position);
         self.shared.wake.notify_waiters();
         Ok(())
@@ -689,6 +707,23 @@ impl<'a> Claim<'a> {
         Ok(!self.lost)
     }
 
+    /// On an idle poll: renew if it is due; otherwise check that the stored checkpoint is still
+    /// where this holder put it (another instance may have reset it). Whether the claim is
+    /// still good to follow the log with; if not, the caller claims again.
+    async fn verify(&mut self) -> Result<bool> {
+        if self.lost {
+            return Ok(false);
+        }
+        if Instant::now() >= self.due {
+            self.renew().await?;
+            return Ok(!self.lost);
+        }
+        match self.at {
+            Some(at) => Ok(self.shared.checkpoints.get().checkpoint(self.name).await? == Some(at)),
+            None => Ok(true),
+        }
+    }
+
     /// Move a handler's checkpoint from `from` to `to` (renewing the claim). Whether the claim
     /// is still held; if not, nothing moved.
     async fn advance(&mut self, from: u64, to: u64) -> Result<bool> {
@@ -710,8 +745,12 @@ impl<'a> Claim<'a> {
     /// Run `work` to its end, renewing the claim whenever it is due meanwhile. A renewal that
     /// fails is tried again; one that finds the claim lost is logged and not tried again (the
     /// caller checks [`is_lost`](Self::is_lost) afterwards).
-    async fn keep<F: std::future::Future>(&mut self, work: F) -> F::Output {
+    async fn keep<F: Future>(&mut self, work: F) -> F::Output {
         tokio::pin!(work);
+        // Most work (a fast handler's call) is done at its first poll: no timer for it.
+        if let Poll::Ready(output) = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await {
+            return output;
+        }
         loop {
             if self.lost {
                 return work.await;
@@ -741,27 +780,30 @@ impl<'a> Claim<'a> {
 
 async fn run_projection(worker: Arc<ProjectionWorker>, shared: Arc<Shared>) {
     let name = worker.name.as_str();
+    let cps = shared.checkpoints.get();
+    let notified = shared.wake.notified();
+    tokio::pin!(notified);
+    // The claim held since an earlier cycle, while it stays held.
+    let mut held: Option<Claim<'_>> = None;
     loop {
-        let notified = shared.wake.notified();
-        tokio::pin!(notified);
+        notified.set(shared.wake.notified());
         notified.as_mut().enable();
-        let asked = Instant::now();
-        match shared
-            .checkpoints
-            .get()
-            .claim(name, &shared.owner, 0, shared.lease)
-            .await
-        {
-            Ok(Some(_)) => {
-                let mut claim = Claim::projection(&shared, name, asked);
-                if let Err(e) = follow(&worker, &shared, &mut claim).await {
-                    tracing::warn!(projection = name, error = %e, "projection stopped; retrying later");
-                }
+        if held.as_ref().is_none_or(Claim::is_lost) {
+            held = None;
+            let asked = Instant::now();
+            match cps.claim(name, &shared.owner, 0, shared.lease).await {
+                Ok(Some(_)) => held = Some(Claim::projection(&shared, name, asked)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(projection = name, error = %e, "cannot claim the projection"),
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(projection = name, error = %e, "cannot claim the projection"),
         }
-        pause(notified, shared.poll_interval).await;
+        if let Some(claim) = held.as_mut() {
+            if let Err(e) = follow(&worker, &shared, claim).await {
+                tracing::warn!(projection = name, error = %e, "projection stopped; retrying later");
+                held = None;
+            }
+        }
+        pause(notified.as_mut(), shared.poll_interval).await;
     }
 }
 
@@ -772,13 +814,14 @@ async fn follow(worker: &ProjectionWorker, shared: &Shared, claim: &mut Claim<'_
     let mut position = worker.projection.position().await?;
     worker.progress.send_replace(position);
     loop {
-        let page = shared.store.read_all(position, shared.page_size).await?;
-        let Some(last) = page.last().map(|e| e.position) else {
-            return Ok(());
-        };
         if !claim.renew_if_due().await? {
             return Ok(());
         }
+        let page = shared.store.read_all(position, shared.page_size).await?;
+        let short = page.len() < shared.page_size;
+        let Some(last) = page.last().map(|e| e.position) else {
+            return Ok(());
+        };
         let max = worker.retry.max_attempts.max(1);
         let apply = async {
             let mut attempt = 1;
@@ -806,67 +849,170 @@ async fn follow(worker: &ProjectionWorker, shared: &Shared, claim: &mut Claim<'_
         claim.keep(apply).await?;
         position = last;
         worker.progress.send_replace(position);
-        if claim.is_lost() {
+        // A short page was the end of the log when read; what was committed since woke the
+        // task (or the next poll finds it).
+        if claim.is_lost() || short {
             return Ok(());
         }
     }
 }
 
-/// Wait for a wake-up or the poll interval.
-async fn pause(notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>, poll: Duration) {
+/// Wait for a wake-up or the poll interval; whether it was a wake-up.
+async fn pause(notified: Pin<&mut tokio::sync::futures::Notified<'_>>, poll: Duration) -> bool {
     tokio::select! {
-        _ = notified => {}
-        _ = tokio::time::sleep(poll) => {}
+        _ = notified => true,
+        _ = tokio::time::sleep(poll) => false,
     }
 }
 
+/// How long a handler that caught up waits for more events before it moves its checkpoint
+/// over what it handled in short pages (capped by the checkpoint interval and the poll
+/// interval): under steady load, the checkpoint moves once per page's worth of events rather
+/// than once per wake-up.
+const LINGER: Duration = Duration::from_millis(5);
+
+/// A handler's task: claim its checkpoint, follow the log, and keep the claim across wake-ups
+/// while it stays held, so that a wake-up costs a read (and, if it found events, an advance)
+/// and no claim round trip; the claim is renewed when due (every third of the lease).
+///
+/// The next wake-up is armed before the log is read: a commit while a page is handled wakes
+/// the task once more (several coalesce into one), and none is lost.
 async fn run_worker(worker: Arc<Worker>, shared: Arc<Shared>) {
     let name = worker.entry.name.as_str();
+    let cps = shared.checkpoints.get();
+    let linger = LINGER.min(shared.checkpoint_interval).min(shared.poll_interval);
+    let notified = shared.wake.notified();
+    tokio::pin!(notified);
+    // The claim held since an earlier cycle, while it stays held, and how far the handler got.
+    let mut held: Option<(Claim<'_>, Cursor)> = None;
+    // Whether this cycle follows a wake-up (rather than an idle poll).
+    let mut woken = true;
     loop {
-        let notified = shared.wake.notified();
-        tokio::pin!(notified);
+        notified.set(shared.wake.notified());
         notified.as_mut().enable();
-        let cps = shared.checkpoints.get();
-        let asked = Instant::now();
-        let position = match cps.claim(name, &shared.owner, worker.start, shared.lease).await {
-            Ok(Some(position)) => position,
-            Ok(None) => {
-                // Another instance holds this handler.
-                pause(notified, shared.poll_interval).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(handler = name, error = %e, "cannot claim the handler's checkpoint");
-                pause(notified, shared.poll_interval).await;
-                continue;
-            }
-        };
-        worker.progress.send_replace(position);
-        let mut claim = Claim::handler(&shared, &worker, asked, position);
-        if let Err(e) = drain(&worker, &shared, &mut claim, position).await {
-            tracing::warn!(handler = name, error = %e, "handler dispatch interrupted");
+        if worker.reclaim.swap(false, Ordering::SeqCst) {
+            held = None;
         }
-        pause(notified, shared.poll_interval).await;
+        if let (Some((claim, _)), false) = (held.as_mut(), woken) {
+            // An idle poll: a reset by another instance shows only in the store (a busy
+            // holder finds it at its next advance). One read, unless a renewal is due.
+            match claim.verify().await {
+                Ok(true) => {}
+                Ok(false) => held = None,
+                Err(e) => {
+                    tracing::warn!(handler = name, error = %e, "cannot read the handler's checkpoint");
+                    held = None;
+                }
+            }
+        }
+        if held.as_ref().is_none_or(|(claim, _)| claim.is_lost()) {
+            held = None;
+            let asked = Instant::now();
+            match cps.claim(name, &shared.owner, worker.start, shared.lease).await {
+                Ok(Some(position)) => {
+                    worker.progress.send_replace(position);
+                    held = Some((
+                        Claim::handler(&shared, &worker, asked, position),
+                        Cursor::at(position),
+                    ));
+                }
+                // Another instance holds this handler.
+                Ok(None) => {}
+                Err(e) => tracing::warn!(handler = name, error = %e, "cannot claim the handler's checkpoint"),
+            }
+        }
+        let mut unflushed = false;
+        if let Some((claim, cursor)) = held.as_mut() {
+            match drain(&worker, &shared, claim, cursor).await {
+                Ok(()) if claim.is_lost() => held = None,
+                Ok(()) => unflushed = claim.at.is_some_and(|at| cursor.seen > at),
+                Err(e) => {
+                    tracing::warn!(handler = name, error = %e, "handler dispatch interrupted");
+                    // Claim again: that reads the checkpoint where it is.
+                    held = None;
+                }
+            }
+        }
+        if unflushed {
+            if pause(notified.as_mut(), linger).await {
+                woken = true;
+                continue;
+            }
+            // Caught up and nothing new: move the checkpoint over the short pages handled.
+            if let Some((claim, cursor)) = held.as_mut() {
+                let to = cursor.seen;
+                match cursor.flush(&worker, claim, to).await {
+                    Ok(true) => {}
+                    Ok(false) => held = None,
+                    Err(e) => {
+                        tracing::warn!(handler = name, error = %e, "cannot move the handler's checkpoint");
+                        held = None;
+                    }
+                }
+            }
+        }
+        woken = pause(notified.as_mut(), shared.poll_interval).await;
     }
 }
 
-/// Process pages until the log is exhausted. Returns early (Ok) if the claim was lost, without
-/// moving the checkpoint.
+/// How far a handler got since its checkpoint last moved.
+struct Cursor {
+    /// The last position handled (or passed over, not selected).
+    seen: u64,
+    /// Events handled since the checkpoint last moved (for `checkpoint_every`).
+    handled: usize,
+    /// Events read since the checkpoint last moved, selected or not.
+    read: usize,
+    /// When the checkpoint last moved (or the claim was taken).
+    flushed: Instant,
+}
+
+impl Cursor {
+    fn at(position: u64) -> Self {
+        Self {
+            seen: position,
+            handled: 0,
+            read: 0,
+            flushed: Instant::now(),
+        }
+    }
+
+    /// Move the checkpoint to `to` (if it is not there yet). Whether the claim is still held;
+    /// if not, nothing moved.
+    async fn flush(&mut self, worker: &Worker, claim: &mut Claim<'_>, to: u64) -> Result<bool> {
+        if let Some(stored) = claim.at.filter(|&stored| to > stored) {
+            if !claim.advance(stored, to).await? {
+                return Ok(false);
+            }
+            worker.progress.send_replace(to);
+        }
+        (self.flushed, self.handled, self.read) = (Instant::now(), 0, 0);
+        Ok(true)
+    }
+}
+
+/// Process pages from where the handler got until the log is exhausted: a page shorter than
+/// the page size was its end when read (what was committed since wakes the task again).
+/// Returns early (Ok) if the claim was lost, without moving the checkpoint.
 ///
-/// The checkpoint moves after each page, and within a page after every
-/// [`checkpoint_every`](DispatchOptions::checkpoint_every) events handled or
-/// [`checkpoint_interval`](DispatchOptions::checkpoint_interval): a crash delivers again at
-/// most that much, and by default a fast handler pays one checkpoint write per page rather than
-/// per event.
-async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, mut stored: u64) -> Result<()> {
-    let mut flushed = Instant::now();
-    // Events handled since the checkpoint last moved.
-    let mut pending = 0;
+/// The checkpoint moves after every page's worth of events read (a full page, or short pages
+/// adding up to one), after every
+/// [`checkpoint_every`](DispatchOptions::checkpoint_every) events handled, and once
+/// [`checkpoint_interval`](DispatchOptions::checkpoint_interval) has passed since it last
+/// moved; what short pages handled since is flushed by the caller once no wake-up came for a
+/// moment ([`LINGER`]). A crash delivers again at most that much, and a fast handler pays one
+/// checkpoint write per page's worth rather than per event or per wake-up.
+async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, cursor: &mut Cursor) -> Result<()> {
     loop {
-        let page = shared.store.read_all(stored, shared.page_size).await?;
+        if !claim.renew_if_due().await? {
+            return Ok(());
+        }
+        let page = shared.store.read_all(cursor.seen, shared.page_size).await?;
+        let short = page.len() < shared.page_size;
         let Some(last) = page.last().map(|e| e.position) else {
             return Ok(());
         };
+        cursor.read += page.len();
         for event in page {
             if !worker.entry.pattern.matches(&event.key) {
                 continue;
@@ -879,24 +1025,24 @@ async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, mut stor
             if claim.is_lost() {
                 return Ok(());
             }
-            pending += 1;
-            if pending >= shared.checkpoint_events || flushed.elapsed() >= shared.checkpoint_interval {
-                if !claim.advance(stored, position).await? {
-                    return Ok(());
-                }
-                stored = position;
-                worker.progress.send_replace(stored);
-                (flushed, pending) = (Instant::now(), 0);
-            }
-        }
-        // The rest of the page: events handled since the last move, and those not selected.
-        if last > stored {
-            if !claim.advance(stored, last).await? {
+            cursor.seen = position;
+            cursor.handled += 1;
+            if (cursor.handled >= shared.checkpoint_events
+                || cursor.flushed.elapsed() >= shared.checkpoint_interval)
+                && !cursor.flush(worker, claim, position).await?
+            {
                 return Ok(());
             }
-            stored = last;
-            worker.progress.send_replace(stored);
-            (flushed, pending) = (Instant::now(), 0);
+        }
+        // The rest of the page: events not selected.
+        cursor.seen = last;
+        if (cursor.read >= shared.page_size || cursor.flushed.elapsed() >= shared.checkpoint_interval)
+            && !cursor.flush(worker, claim, last).await?
+        {
+            return Ok(());
+        }
+        if short {
+            return Ok(());
         }
     }
 }
@@ -946,7 +1092,44 @@ async fn deliver(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, event:
     Ok(())
 }
 
-/// One invocation in its own task (a panic is caught), counted and traced.
+/// A future that turns a panic while polling `F` into `Err(payload)`, so that a handler runs
+/// in the dispatcher's task (no task spawned per call) and its panic is still caught. After a
+/// panic the inner future is dropped (a panic while dropping it is caught too) and never
+/// polled again, so nothing observes state the panic left half-updated.
+struct CatchUnwind<F> {
+    inner: Option<F>,
+}
+
+impl<F> CatchUnwind<F> {
+    fn new(inner: F) -> Self {
+        Self { inner: Some(inner) }
+    }
+}
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(Err(Box::new("polled after completion")));
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                self.inner = None;
+                Poll::Ready(Ok(output))
+            }
+            Err(payload) => {
+                let inner = self.inner.take();
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(inner)));
+                Poll::Ready(Err(payload))
+            }
+        }
+    }
+}
+
+/// One invocation, counted and traced; a panic (while making or polling the handler's future)
+/// is caught and reported as a failure.
 async fn invoke_once(worker: &Worker, event: Arc<Event>, attempt: u32) -> std::result::Result<(), String> {
     let span = tracing::info_span!(
         "fluvius.handler",
@@ -956,8 +1139,11 @@ async fn invoke_once(worker: &Worker, event: Arc<Event>, attempt: u32) -> std::r
         aggregate_id = %event.aggregate_id,
         attempt,
     );
-    let fut = (worker.entry.handler)(event);
-    match tokio::spawn(fut.instrument(span.clone())).await {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| (worker.entry.handler)(event))) {
+        Ok(fut) => CatchUnwind::new(fut.instrument(span.clone())).await,
+        Err(payload) => Err(payload),
+    };
+    match outcome {
         Ok(Ok(())) => {
             worker.counters.succeeded.fetch_add(1, Ordering::Relaxed);
             Ok(())
@@ -967,19 +1153,16 @@ async fn invoke_once(worker: &Worker, event: Arc<Event>, attempt: u32) -> std::r
             span.in_scope(|| tracing::warn!(error = %err, "event handler failed"));
             Err(err.to_string())
         }
-        Err(join) => {
+        Err(payload) => {
             worker.counters.panicked.fetch_add(1, Ordering::Relaxed);
-            let message = if join.is_panic() {
-                let payload = join.into_panic();
-                let text = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                format!("panicked: {text}")
-            } else {
-                "cancelled".to_owned()
-            };
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            let message = format!("panicked: {text}");
+            // The payload may panic when dropped: do not let that escape either.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
             span.in_scope(|| tracing::error!("event handler {message}"));
             Err(message)
         }
