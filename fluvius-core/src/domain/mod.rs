@@ -21,8 +21,8 @@ use crate::command::Command;
 use crate::dispatch::{Dispatcher, HandlerStats};
 use crate::error::{Error, Result};
 use crate::id::AggregateId;
-use crate::name::Name;
 use crate::logstore::{CommandRecord, LogStore, StreamQuery};
+use crate::name::Name;
 use crate::response::Response;
 use crate::transactional::TransactionalHandlers;
 use crate::upcast::Upcasters;
@@ -268,13 +268,13 @@ impl Domain {
                     },
                 )
                 .await?;
-            let route =
-                self.inner
-                    .aggregates
-                    .get(record.resource.as_str())
-                    .ok_or_else(|| Error::UnknownResource {
-                        resource: record.resource.to_string(),
-                    })?;
+            let route = self
+                .inner
+                .aggregates
+                .get(record.resource.as_str())
+                .ok_or_else(|| Error::UnknownResource {
+                    resource: record.resource.to_string(),
+                })?;
             Some(route.aggregate.state_json(&history)?)
         } else {
             None

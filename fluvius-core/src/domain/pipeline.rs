@@ -198,7 +198,8 @@ async fn attempt_once<A: Aggregate>(
     };
 
     // Append with the expected version (the snapshot in the same transaction).
-    let mut request = AppendRequest::new(ctx.resource.clone(), aggregate_id, version, events).with_command(record);
+    let mut request =
+        AppendRequest::new(ctx.resource.clone(), aggregate_id, version, events).with_command(record);
     request.snapshot = snapshot;
     if let Some(handlers) = ctx.transactional.filter(|h| h.wants(&request.events)) {
         request.transactional = Some(handlers.clone());

@@ -148,10 +148,7 @@ impl MemoryLogStore {
         let at = match streams.iter().position(|(r, _)| **r == *request.resource) {
             Some(i) => i,
             None => {
-                streams.push((
-                    request.resource,
-                    Vec::with_capacity(request.events.len()),
-                ));
+                streams.push((request.resource, Vec::with_capacity(request.events.len())));
                 streams.len() - 1
             }
         };
