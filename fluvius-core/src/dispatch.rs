@@ -219,7 +219,9 @@ impl DispatchOptions {
         self
     }
 
-    /// Where one handler starts if it has no checkpoint yet.
+    /// Where one handler starts if it has no checkpoint yet. (A name that matches no handler or
+    /// projection of the domain makes [`DomainBuilder::build`](crate::DomainBuilder::build)
+    /// fail, as it does for [`handler_retry`](Self::handler_retry).)
     pub fn handler_start(mut self, handler: &str, start: StartFrom) -> Self {
         self.per_handler.entry(handler.to_owned()).or_default().1 = Some(start);
         self
@@ -378,6 +380,31 @@ impl Dispatcher {
             return Err(Error::Config(format!(
                 "`{}` names two handlers or projections: names must be unique",
                 pair[0]
+            )));
+        }
+        // A setting for a name no handler has is a typo (or a handler that was removed):
+        // refuse it rather than silently run the real handler with the defaults.
+        let mut unknown: Vec<&str> = options
+            .per_handler
+            .keys()
+            .map(String::as_str)
+            .filter(|name| names.binary_search(name).is_err())
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            return Err(Error::Config(format!(
+                "dispatch options name {} but this domain has no handler or projection of that name \
+                 (it has: {})",
+                unknown
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
             )));
         }
         let checkpoints = Checkpoints {

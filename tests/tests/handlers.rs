@@ -726,3 +726,26 @@ async fn handlers_see_one_aggregate_s_events_in_version_order_even_when_commits_
         .collect();
     assert_eq!(versions, [1, 2, 3]);
 }
+
+/// Dispatch options for a handler name the domain does not have (a typo) fail the build,
+/// naming the unknown name and the handlers there are.
+#[tokio::test]
+async fn options_for_an_unknown_handler_name_fail_the_build() {
+    let seen = Seen::new();
+    let err = builder()
+        .logstore(MemoryLogStore::new())
+        .handler("welcome-email", "user-created", seen.handler())
+        .dispatch(
+            DispatchOptions::default()
+                .handler_retry("welcome-emial", RetryPolicy::never())
+                .handler_start("welcome-email", StartFrom::Now),
+        )
+        .build()
+        .await
+        .err()
+        .expect("the typo is refused");
+    assert_eq!(err.code(), "config");
+    let message = err.to_string();
+    assert!(message.contains("`welcome-emial`"), "{message}");
+    assert!(message.contains("it has: welcome-email"), "{message}");
+}
