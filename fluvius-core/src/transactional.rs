@@ -41,7 +41,9 @@
 //! - Return the error of a failed SQL statement instead of swallowing it: PostgreSQL refuses
 //!   every later statement of a transaction after an error until it is rolled back.
 //! - Handlers run while the store's write lock (SQLite) or the append's row locks are held,
-//!   and with group commit inside the batch's transaction: keep them short.
+//!   and with group commit inside the batch's transaction: keep them short, and write only
+//!   through the [`AppendTx`] — not through the store or another connection to the same
+//!   database, which would wait for the lock the append holds.
 //! - A domain refuses to build with transactional handlers on a store that cannot run them
 //!   ([`LogStore::runs_transactional_handlers`](crate::LogStore::runs_transactional_handlers)).
 

@@ -190,6 +190,10 @@ pub struct SqliteLogStore {
     target: Arc<str>,
     /// The group-commit writer's queue, when group commit is on.
     queue: Option<Queue>,
+    /// Taken by every write of this store (appends, checkpoint writes) for its transaction:
+    /// SQLite has one write lock, and writers of one process queue here in order instead of
+    /// sleeping in SQLite's busy handler (1, 2, 5, 10… ms) until the lock happens to be free.
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteLogStore {
@@ -261,6 +265,7 @@ impl SqliteLogStore {
             pool,
             target: target.into(),
             queue: None,
+            writer: Arc::default(),
         };
         if options.run_migrations {
             store.migrate().await?;
@@ -396,6 +401,7 @@ impl SqliteLogStore {
         }
         // Take the write lock up front: no read-then-upgrade failures, and the version check
         // cannot go stale before the insert.
+        let _turn = self.write_turn().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -406,10 +412,16 @@ impl SqliteLogStore {
         Ok(Self::stored(request, positions))
     }
 
+    /// Wait for this process's turn to write (see the `writer` field).
+    pub(crate) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
     /// Write the batch of the group-commit writer: one transaction, one savepoint per append
     /// (when there are several), each caller answered after the commit.
     async fn write_batch(&self, batch: Vec<Pending>) {
         let n = batch.len();
+        let _turn = self.write_turn().await;
         let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
             Ok(tx) => tx,
             Err(e) => {

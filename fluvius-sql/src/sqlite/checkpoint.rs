@@ -53,6 +53,7 @@ impl SqliteLogStore {
         start: u64,
         lease: Duration,
     ) -> CoreResult<Option<u64>> {
+        let _turn = self.write_turn().await;
         let now = micros_now();
         let start = codec::to_i64(start, "checkpoint").map_err(|m| self.data_error(m))?;
         sqlx::query(
@@ -90,6 +91,7 @@ impl SqliteLogStore {
         to: u64,
         lease: Duration,
     ) -> CoreResult<bool> {
+        let _turn = self.write_turn().await;
         let now = micros_now();
         let done = sqlx::query(
             "UPDATE fluvius_checkpoints SET position = ?4, lease_until = ?5 + ?6, updated_at = ?5 \
@@ -108,6 +110,7 @@ impl SqliteLogStore {
     }
 
     async fn release_impl(&self, name: &str, owner: &str) -> CoreResult<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE fluvius_checkpoints SET owner = NULL WHERE name = ?1 AND owner = ?2")
             .bind(name)
             .bind(owner)
@@ -118,6 +121,7 @@ impl SqliteLogStore {
     }
 
     async fn reset_impl(&self, name: &str, position: u64) -> CoreResult<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO fluvius_checkpoints (name, position, owner, lease_until, updated_at) \
              VALUES (?1, ?2, NULL, 0, ?3) \
@@ -133,6 +137,7 @@ impl SqliteLogStore {
     }
 
     async fn park_impl(&self, letter: DeadLetter) -> CoreResult<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT OR REPLACE INTO fluvius_dead_letters \
              (handler, position, event_id, event_key, attempts, error, parked_at) \
@@ -167,6 +172,7 @@ impl SqliteLogStore {
     }
 
     async fn unpark_impl(&self, handler: &str, position: u64) -> CoreResult<bool> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM fluvius_dead_letters WHERE handler = ?1 AND position = ?2")
             .bind(handler)
             .bind(codec::clamp_i64(position))
