@@ -34,29 +34,33 @@ impl AggregateCache {
     }
 
     /// Take the entry out (a concurrent command on the same aggregate loads from the store).
-    pub(crate) fn take<A: 'static>(&self, id: AggregateId) -> Option<(A, u64)> {
+    /// The state stays boxed, so putting it back allocates nothing.
+    pub(crate) fn take<A: 'static>(&self, id: AggregateId) -> Option<(Box<A>, u64)> {
         if self.capacity == 0 {
             return None;
         }
         let (state, version) = self.lock().remove(&id)?;
-        state.downcast::<A>().ok().map(|s| (*s, version))
+        state.downcast::<A>().ok().map(|s| (s, version))
     }
 
     /// Put a state back, unless a newer one is there already.
-    pub(crate) fn put<A: Send + 'static>(&self, id: AggregateId, state: A, version: u64) {
+    pub(crate) fn put<A: Send + 'static>(&self, id: AggregateId, state: Box<A>, version: u64) {
         if self.capacity == 0 {
             return;
         }
         let mut entries = self.lock();
-        if entries.get(&id).is_some_and(|(_, v)| *v >= version) {
+        if let Some(entry) = entries.get_mut(&id) {
+            if entry.1 < version {
+                *entry = (state, version);
+            }
             return;
         }
-        if entries.len() >= self.capacity && !entries.contains_key(&id) {
+        if entries.len() >= self.capacity {
             // Evict an arbitrary entry: cheap, and any entry is as good to reload as another.
             if let Some(victim) = entries.keys().next().copied() {
                 entries.remove(&victim);
             }
         }
-        entries.insert(id, (Box::new(state), version));
+        entries.insert(id, (state, version));
     }
 }

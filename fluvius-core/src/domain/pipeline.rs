@@ -91,6 +91,7 @@ async fn attempt_once<A: Aggregate>(
                 ctx.snapshot_every.is_some(),
             )
             .await
+            .map(|(state, version)| (Box::new(state), version))
             .map_err(|e| (e, false))?,
         };
         if let Some(expected) = command.expected_version {
@@ -112,7 +113,7 @@ async fn attempt_once<A: Aggregate>(
         // Decide.
         // Only an append checks a cached state against the store, so a decision on cached
         // state that appends nothing (a refusal, or no events) is made again on fresh state.
-        match decide(&state, ctx.resource, command).await {
+        match decide(&*state, ctx.resource, command).await {
             Ok(decided) if decided.is_empty() && from_cache => continue,
             Ok(decided) => break (state, version, decided, from_cache),
             Err(_) if from_cache => continue,
@@ -126,7 +127,7 @@ async fn attempt_once<A: Aggregate>(
     if decided.is_empty() {
         let state_json = command
             .return_state
-            .then(|| state_value(&state))
+            .then(|| state_value(&*state))
             .transpose()
             .map_err(fail)?;
         ctx.cache.put(aggregate_id, state, version);
@@ -193,7 +194,7 @@ async fn attempt_once<A: Aggregate>(
 
     // A snapshot of the new state, when this append reaches a multiple of the interval.
     let snapshot = match ctx.snapshot_every {
-        Some(every) if snapshot::crosses(every, version, version_after) => snapshot::take(&state, &events),
+        Some(every) if snapshot::crosses(every, version, version_after) => snapshot::take(&*state, &events),
         _ => None,
     };
 
@@ -207,7 +208,7 @@ async fn attempt_once<A: Aggregate>(
     // Everything that can fail is done before the append: after it, the command has happened.
     let state_json = command
         .return_state
-        .then(|| state_value(&state))
+        .then(|| state_value(&*state))
         .transpose()
         .map_err(fail)?;
     let stored = store.append(request).await.map_err(fail)?;
