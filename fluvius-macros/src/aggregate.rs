@@ -13,7 +13,7 @@ use crate::action::ActionMethod;
 use crate::apply::ApplyMethod;
 use crate::case::{kebab, screaming};
 use crate::ctxt::Ctxt;
-use crate::item::keyword_span;
+use crate::item::expect_item;
 use crate::lit::int_at_least;
 
 mod kw {
@@ -127,20 +127,16 @@ fn is_attr(attr: &Attribute, name: &str) -> bool {
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let mut item: ItemImpl = match syn::parse2::<syn::Item>(item.clone()) {
-        Ok(syn::Item::Impl(i)) => i,
-        Ok(other) => {
-            let err = syn::Error::new(
-                keyword_span(&other),
-                "#[aggregate] must be placed on an `impl Type { ... }` block",
-            )
-            .to_compile_error();
-            return quote! { #err #item };
-        }
-        Err(e) => {
-            let err = e.to_compile_error();
-            return quote! { #err #item };
-        }
+    let mut item: ItemImpl = match expect_item(
+        &item,
+        |i| match i {
+            syn::Item::Impl(i) => Some(i),
+            _ => None,
+        },
+        "#[aggregate] must be placed on an `impl Type { ... }` block",
+    ) {
+        Ok(i) => i,
+        Err(tokens) => return tokens,
     };
     let mut cx = Ctxt::default();
     let attr: AggregateAttr = match syn::parse2(attr) {

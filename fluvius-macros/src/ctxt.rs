@@ -24,6 +24,17 @@ impl Ctxt {
         }
     }
 
+    /// Parse an attribute's arguments; a parse error is reported here and gives `None`.
+    pub(crate) fn parse<T: syn::parse::Parse>(&mut self, tokens: TokenStream) -> Option<T> {
+        match syn::parse2::<T>(tokens) {
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                self.push(e);
+                None
+            }
+        }
+    }
+
     /// `Ok(())` if nothing was reported, else every error as one `compile_error!` stream.
     pub(crate) fn check(mut self) -> Result<(), TokenStream> {
         self.checked = true;

@@ -10,7 +10,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Lit, LitInt, LitStr, ReturnType, Token, Type};
 
 use crate::ctxt::Ctxt;
-use crate::item::keyword_span;
+use crate::item::expect_item;
 use crate::lit::int_at_least;
 
 const OPTIONS: &str = "expected `name = \"...\"`, `max_attempts = N`, `base_backoff_ms = N` or \
@@ -156,29 +156,19 @@ fn pattern_problem(p: &str) -> Option<&'static str> {
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let func: ItemFn = match syn::parse2::<syn::Item>(item.clone()) {
-        Ok(syn::Item::Fn(f)) => f,
-        Ok(other) => {
-            let err = syn::Error::new(
-                keyword_span(&other),
-                "#[event_handler] must be placed on an `async fn`",
-            )
-            .to_compile_error();
-            return quote! { #err #item };
-        }
-        Err(e) => {
-            let err = e.to_compile_error();
-            return quote! { #err #item };
-        }
+    let func: ItemFn = match expect_item(
+        &item,
+        |i| match i {
+            syn::Item::Fn(f) => Some(f),
+            _ => None,
+        },
+        "#[event_handler] must be placed on an `async fn`",
+    ) {
+        Ok(f) => f,
+        Err(tokens) => return tokens,
     };
     let mut cx = Ctxt::default();
-    let attr = match syn::parse2::<HandlerAttr>(attr) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            cx.push(e);
-            None
-        }
-    };
+    let attr = cx.parse::<HandlerAttr>(attr);
     let pattern = attr.as_ref().and_then(|a| match &a.pattern {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => {
             if let Some(problem) = pattern_problem(&s.value()) {

@@ -7,7 +7,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::{Expr, FnArg, Ident, ItemFn, Lit, LitInt, ReturnType, Token};
 
 use crate::ctxt::Ctxt;
-use crate::item::keyword_span;
+use crate::item::expect_item;
 
 mod kw {
     syn::custom_keyword!(from);
@@ -64,29 +64,19 @@ impl Parse for UpcastAttr {
 }
 
 pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let func: ItemFn = match syn::parse2::<syn::Item>(item.clone()) {
-        Ok(syn::Item::Fn(f)) => f,
-        Ok(other) => {
-            let err = syn::Error::new(
-                keyword_span(&other),
-                "#[upcast] must be placed on a `fn(serde_json::Value) -> Result<serde_json::Value, UpcastError>`",
-            )
-            .to_compile_error();
-            return quote! { #err #item };
-        }
-        Err(e) => {
-            let err = e.to_compile_error();
-            return quote! { #err #item };
-        }
+    let func: ItemFn = match expect_item(
+        &item,
+        |i| match i {
+            syn::Item::Fn(f) => Some(f),
+            _ => None,
+        },
+        "#[upcast] must be placed on a `fn(serde_json::Value) -> Result<serde_json::Value, UpcastError>`",
+    ) {
+        Ok(f) => f,
+        Err(tokens) => return tokens,
     };
     let mut cx = Ctxt::default();
-    let attr = match syn::parse2::<UpcastAttr>(attr) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            cx.push(e);
-            None
-        }
-    };
+    let attr = cx.parse::<UpcastAttr>(attr);
     let key = attr.as_ref().and_then(|a| match &a.key {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => {
             if s.value().is_empty() {
