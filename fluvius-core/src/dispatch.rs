@@ -54,7 +54,7 @@ use crate::checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
 use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::handler::{HandlerEntry, HandlerRetry};
+use crate::handler::{sort_and_find_duplicate, HandlerEntry, HandlerRetry};
 use crate::logstore::LogStore;
 use crate::projection::Projection;
 
@@ -375,11 +375,9 @@ impl Dispatcher {
     ) -> Result<Self> {
         let mut names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         names.extend(projections.iter().map(|p| p.name()));
-        names.sort_unstable();
-        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        if let Some((name, _)) = sort_and_find_duplicate(&mut names, |n| n) {
             return Err(Error::Config(format!(
-                "`{}` names two handlers or projections: names must be unique",
-                pair[0]
+                "`{name}` names two handlers or projections: names must be unique"
             )));
         }
         // A setting for a name no handler has is a typo (or a handler that was removed):

@@ -274,16 +274,23 @@ impl HandlerEntry {
     }
 }
 
+/// Sort `items` by name; the first two with the same name, if any. The one duplicate check of
+/// every name table (handlers, transactional handlers, dispatch names).
+pub(crate) fn sort_and_find_duplicate<T>(items: &mut [T], name: impl Fn(&T) -> &str) -> Option<(&T, &T)> {
+    items.sort_by(|a, b| name(a).cmp(name(b)));
+    items
+        .windows(2)
+        .find(|pair| name(&pair[0]) == name(&pair[1]))
+        .map(|pair| (&pair[0], &pair[1]))
+}
+
 /// Sort by name and refuse duplicates, saying where each came from.
 pub(crate) fn check_table(mut entries: Vec<HandlerEntry>) -> Result<Vec<HandlerEntry>> {
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    for pair in entries.windows(2) {
-        if pair[0].name == pair[1].name {
-            return Err(Error::Config(format!(
-                "handler `{}` is registered twice: {} and {}",
-                pair[0].name, pair[0].origin, pair[1].origin
-            )));
-        }
+    if let Some((a, b)) = sort_and_find_duplicate(&mut entries, |e| &e.name) {
+        return Err(Error::Config(format!(
+            "handler `{}` is registered twice: {} and {}",
+            a.name, a.origin, b.origin
+        )));
     }
     Ok(entries)
 }

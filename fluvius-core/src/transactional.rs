@@ -56,7 +56,7 @@ use tracing::Instrument;
 use crate::error::{DomainError, Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
-use crate::handler::Pattern;
+use crate::handler::{sort_and_find_duplicate, Pattern};
 
 /// The transaction an append is being written in, as a [transactional
 /// handler](crate::transactional) sees it.
@@ -128,11 +128,10 @@ pub struct TransactionalHandlers {
 
 impl TransactionalHandlers {
     pub(crate) fn new(mut entries: Vec<(String, Pattern, Box<TransactionalFn>)>) -> Result<Self> {
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(pair) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        if let Some((a, _)) = sort_and_find_duplicate(&mut entries, |e| &e.0) {
             return Err(Error::Config(format!(
                 "transactional handler `{}` is registered twice",
-                pair[0].0
+                a.0
             )));
         }
         let entries: Vec<Entry> = entries

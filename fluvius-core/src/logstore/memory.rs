@@ -135,9 +135,15 @@ impl MemoryLogStore {
         Ok(())
     }
 
-    /// Append under the write lock; the caller holds the gate.
+    /// Validate, then append; the caller holds the gate.
     fn append_sync(&self, request: AppendRequest) -> Result<Vec<Event>> {
         request.validate()?;
+        self.write_validated(request)
+    }
+
+    /// Append a request that passed [`AppendRequest::validate`], under the write lock; the
+    /// caller holds the gate.
+    fn write_validated(&self, request: AppendRequest) -> Result<Vec<Event>> {
         let mut inner = self.write();
         let inner = &mut *inner;
         Self::check(inner, &request)?;
@@ -189,7 +195,7 @@ impl MemoryLogStore {
         request
             .run_transactional(positions, &mut AppendTx::new("memory", None))
             .await?;
-        self.append_sync(request)
+        self.write_validated(request)
     }
 }
 
