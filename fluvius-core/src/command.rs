@@ -89,7 +89,7 @@ impl Command {
 
     fn with_args(resource: String, aggregate_id: Option<AggregateId>, action: String, args: Args) -> Self {
         Self {
-            id: Uuid::now_v7(),
+            id: crate::id::uuid_v7_now(),
             namespace: None,
             resource,
             aggregate_id,

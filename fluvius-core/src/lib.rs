@@ -82,6 +82,7 @@ mod future;
 mod handler;
 pub mod harness;
 mod id;
+mod idhash;
 mod logstore;
 mod name;
 mod payload;

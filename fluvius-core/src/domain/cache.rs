@@ -11,24 +11,25 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::id::AggregateId;
+use crate::idhash::IdHashing;
 
 type Entry = (Box<dyn Any + Send>, u64);
 
 /// A bounded map from aggregate id to (state, version), for one resource.
 pub(crate) struct AggregateCache {
     capacity: usize,
-    entries: Mutex<HashMap<AggregateId, Entry>>,
+    entries: Mutex<HashMap<AggregateId, Entry, IdHashing>>,
 }
 
 impl AggregateCache {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::with_hasher(IdHashing::new())),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AggregateId, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AggregateId, Entry, IdHashing>> {
         // Entries are inserted and removed whole; a poisoned map is still consistent.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }

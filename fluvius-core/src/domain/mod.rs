@@ -5,13 +5,14 @@ mod cache;
 mod pipeline;
 mod registry;
 mod snapshot;
+mod traced;
 mod turns;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tracing::Instrument;
 
 pub use builder::{DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 
@@ -93,7 +94,7 @@ impl Domain {
     ///
     /// On any error nothing is written. A command id that was already processed returns the
     /// first response (with `replayed: true`) and writes nothing.
-    pub async fn process_command(&self, command: Command) -> Result<Response> {
+    pub fn process_command(&self, command: Command) -> impl Future<Output = Result<Response>> + Send + '_ {
         let span = tracing::info_span!(
             "fluvius.command",
             namespace = %self.inner.namespace,
@@ -104,14 +105,10 @@ impl Domain {
             version = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
-        let result = self.process(command).instrument(span.clone()).await;
-        match &result {
-            Ok(r) => {
-                span.record("version", r.version);
-            }
-            Err(e) => span.in_scope(|| tracing::debug!(code = e.code(), error = %e, "command failed")),
-        }
-        result
+        // Not an `async fn`: the command moves straight into `process`'s future, which
+        // `Traced` polls in place (an outer async wrapper would keep a second copy of the
+        // command and move the whole inner future once more per command).
+        traced::Traced::new(self.process(command), span)
     }
 
     async fn process(&self, mut command: Command) -> Result<Response> {
@@ -193,28 +190,27 @@ impl Domain {
                     if command.expected_version.is_none() && attempts < inner.retry.max_attempts =>
                 {
                     tracing::debug!(expected, actual, attempt = attempts, "version conflict, retrying");
-                    tokio::time::sleep(inner.retry.backoff(attempts)).await;
+                    // Boxed, like the other rare paths below: this future is moved at least
+                    // once per command, so what only failures need stays out of it.
+                    Box::pin(tokio::time::sleep(inner.retry.backoff(attempts))).await;
                     attempts += 1;
-                }
-                Err(Error::DuplicateCommand { command_id }) => {
-                    // Another process recorded this command id concurrently: answer as it did.
-                    let record = inner.store.get_command(command_id).await?.ok_or_else(|| {
-                        Error::store(
-                            inner.store.backend(),
-                            format!("command {command_id} reported as duplicate but not found"),
-                            None,
-                        )
-                    })?;
-                    return self.replay(record, command.return_state).await;
                 }
                 Err(e) => {
                     // This command may have been processed before (a retry by the caller), or
                     // concurrently: then this run saw that run's state or writes (and was
-                    // refused, or conflicted). Answer as the first run did.
-                    if let Ok(Some(record)) = inner.store.get_command(command.id).await {
-                        return self.replay(record, command.return_state).await;
-                    }
-                    return Err(e);
+                    // refused, or conflicted), or the store refused it as a duplicate. Answer
+                    // as the first run did.
+                    let duplicate = matches!(e, Error::DuplicateCommand { .. });
+                    return match self.first_response(command.id, command.return_state).await {
+                        Ok(Some(response)) => Ok(response),
+                        Ok(None) if duplicate => Err(Error::store(
+                            inner.store.backend(),
+                            format!("command {} reported as duplicate but not found", command.id),
+                            None,
+                        )),
+                        Err(lookup) if duplicate => Err(lookup),
+                        Ok(None) | Err(_) => Err(e),
+                    };
                 }
             }
         };
@@ -223,8 +219,8 @@ impl Domain {
         if outcome.events.is_empty() {
             // No append, so no duplicate check: a repeated command that decided nothing this
             // time gets its first response if it had one.
-            if let Some(record) = inner.store.get_command(command.id).await? {
-                return self.replay(record, command.return_state).await;
+            if let Some(first) = self.first_response(command.id, command.return_state).await? {
+                return Ok(first);
             }
         }
 
@@ -238,6 +234,22 @@ impl Domain {
             events: outcome.events,
             state: outcome.state,
             replayed: false,
+        })
+    }
+
+    /// The first response to `command_id` if it was processed before, rebuilt from its
+    /// record. Boxed: only the rare paths (a failure, a command that decided nothing) look,
+    /// and the command's own future stays small.
+    fn first_response(
+        &self,
+        command_id: uuid::Uuid,
+        with_state: bool,
+    ) -> crate::future::BoxFuture<'_, Result<Option<Response>>> {
+        Box::pin(async move {
+            match self.inner.store.get_command(command_id).await? {
+                Some(record) => self.replay(record, with_state).await.map(Some),
+                None => Ok(None),
+            }
         })
     }
 

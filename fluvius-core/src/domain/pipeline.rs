@@ -140,6 +140,7 @@ async fn attempt_once<A: Aggregate>(
 
     // Record, folding each new event first: an event the aggregate cannot apply is never stored.
     let timestamp = clock::now();
+    let millis = u64::try_from(timestamp.timestamp_millis()).unwrap_or(0);
     let correlation_id = command.context.correlation_id.unwrap_or(command.id);
     let causation_id = command.context.causation_id.unwrap_or(command.id);
     let mut events = Vec::with_capacity(decided.len());
@@ -156,7 +157,7 @@ async fn attempt_once<A: Aggregate>(
             .apply(FoldEvent::fresh(ctx.resource, event_version, new))
             .map_err(fail)?;
         events.push(Event {
-            id: uuid::Uuid::now_v7(),
+            id: crate::id::uuid_v7_at(millis),
             position: 0,
             namespace: ctx.namespace.clone(),
             resource: ctx.resource.clone(),

@@ -16,6 +16,7 @@ use std::hash::BuildHasher;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::id::AggregateId;
+use crate::idhash::IdHashing;
 
 /// The number of stripes.
 const STRIPES: usize = 1024;
@@ -23,14 +24,14 @@ const STRIPES: usize = 1024;
 pub(crate) struct Turns {
     stripes: Box<[Mutex<()>]>,
     /// Keyed, so ids chosen by a client cannot pile onto one stripe on purpose.
-    hasher: std::hash::RandomState,
+    hasher: IdHashing,
 }
 
 impl Turns {
     pub(crate) fn new() -> Self {
         Self {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            hasher: std::hash::RandomState::new(),
+            hasher: IdHashing::new(),
         }
     }
 

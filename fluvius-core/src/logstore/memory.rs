@@ -1,5 +1,6 @@
 //! The in-memory log store: for tests, examples and single-process tools.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -11,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
+use crate::idhash::IdHashing;
 use crate::name::Name;
 use crate::transactional::AppendTx;
 
@@ -74,6 +76,43 @@ impl Log {
 /// One stream of an aggregate id: its resource and the indexes of its events in the log.
 type Stream = (Name, Vec<usize>);
 
+/// The streams of one aggregate id: nearly always one resource, kept inline (one allocation
+/// per new aggregate: its index list).
+struct Streams {
+    first: Stream,
+    more: Vec<Stream>,
+}
+
+impl Streams {
+    fn new(resource: Name) -> Self {
+        Self {
+            first: (resource, Vec::new()),
+            more: Vec::new(),
+        }
+    }
+
+    fn get(&self, resource: &str) -> Option<&[usize]> {
+        std::iter::once(&self.first)
+            .chain(&self.more)
+            .find(|(r, _)| **r == *resource)
+            .map(|(_, indexes)| indexes.as_slice())
+    }
+
+    fn get_or_insert(&mut self, resource: Name) -> &mut Vec<usize> {
+        if *self.first.0 == *resource {
+            return &mut self.first.1;
+        }
+        let at = match self.more.iter().position(|(r, _)| **r == *resource) {
+            Some(i) => i,
+            None => {
+                self.more.push((resource, Vec::new()));
+                self.more.len() - 1
+            }
+        };
+        &mut self.more[at].1
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// The global log; position `p` is at index `p - 1`.
@@ -81,8 +120,8 @@ struct Inner {
     /// Per aggregate id, its streams (one per resource, nearly always one): the indexes of
     /// each stream's events in `log`, in version order. Keyed by id alone so a lookup hashes
     /// 16 bytes and allocates nothing.
-    streams: HashMap<AggregateId, Vec<Stream>>,
-    commands: HashMap<Uuid, Box<CommandRecord>>,
+    streams: HashMap<AggregateId, Streams, IdHashing>,
+    commands: HashMap<Uuid, Box<CommandRecord>, IdHashing>,
     /// Per stream, its snapshots in version order.
     snapshots: HashMap<(String, AggregateId), Vec<Snapshot>>,
 }
@@ -90,11 +129,7 @@ struct Inner {
 impl Inner {
     /// The event indexes of one stream, if it has events.
     fn stream(&self, resource: &str, aggregate_id: AggregateId) -> Option<&[usize]> {
-        self.streams
-            .get(&aggregate_id)?
-            .iter()
-            .find(|(r, _)| **r == *resource)
-            .map(|(_, indexes)| indexes.as_slice())
+        self.streams.get(&aggregate_id)?.get(resource)
     }
 }
 
@@ -150,15 +185,10 @@ impl MemoryLogStore {
         if request.events.is_empty() {
             return Ok(Vec::new());
         }
-        let streams = inner.streams.entry(request.aggregate_id).or_default();
-        let at = match streams.iter().position(|(r, _)| **r == *request.resource) {
-            Some(i) => i,
-            None => {
-                streams.push((request.resource, Vec::with_capacity(request.events.len())));
-                streams.len() - 1
-            }
+        let stream = match inner.streams.entry(request.aggregate_id) {
+            Entry::Occupied(streams) => streams.into_mut().get_or_insert(request.resource),
+            Entry::Vacant(slot) => &mut slot.insert(Streams::new(request.resource)).first.1,
         };
-        let stream = &mut streams[at].1;
         let mut stored = Vec::with_capacity(request.events.len());
         for mut event in request.events {
             let index = inner.log.len();
