@@ -39,13 +39,13 @@ impl ActionSpec {
         command: &crate::Command,
     ) -> Result<&'static Self> {
         let spec = found.ok_or_else(|| Error::UnknownAction {
-            resource: command.resource.clone(),
-            action: command.action.clone(),
+            resource: command.resource.to_string(),
+            action: command.action.to_string(),
         })?;
         if !spec.accepts(&command.resource) {
             return Err(Error::ResourceNotAllowed {
-                action: command.action.clone(),
-                resource: command.resource.clone(),
+                action: command.action.to_string(),
+                resource: command.resource.to_string(),
                 allowed: spec.resources.iter().map(|r| r.to_string()).collect(),
             });
         }

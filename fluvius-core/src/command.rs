@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::id::AggregateId;
+use crate::name::Name;
 use crate::payload::Payload;
 
 /// A request to run one action on one aggregate.
@@ -32,12 +33,13 @@ pub struct Command {
     pub id: Uuid,
     /// The namespace the command is addressed to; `None` means "this domain".
     pub namespace: Option<String>,
-    /// The resource (aggregate type) addressed.
-    pub resource: String,
+    /// The resource (aggregate type) addressed. A [`Name`]: compares with `&str`, derefs to
+    /// `str`, and costs no allocation when it is a literal (as in the generated constructors).
+    pub resource: Name,
     /// The aggregate addressed; `None` asks the domain to assign a new id.
     pub aggregate_id: Option<AggregateId>,
     /// The action name, e.g. `"create-user"`.
-    pub action: String,
+    pub action: Name,
     /// The action's arguments.
     pub args: Args,
     /// Who asks, and how.
@@ -52,9 +54,9 @@ pub struct Command {
 impl Command {
     /// An untyped command on an existing (or to-be-created) aggregate with a known id.
     pub fn new(
-        resource: impl Into<String>,
+        resource: impl Into<Name>,
         aggregate_id: AggregateId,
-        action: impl Into<String>,
+        action: impl Into<Name>,
         payload: serde_json::Value,
     ) -> Self {
         Self::with_args(
@@ -66,19 +68,16 @@ impl Command {
     }
 
     /// An untyped command that creates a new aggregate; the domain assigns its id.
-    pub fn create(
-        resource: impl Into<String>,
-        action: impl Into<String>,
-        payload: serde_json::Value,
-    ) -> Self {
+    pub fn create(resource: impl Into<Name>, action: impl Into<Name>, payload: serde_json::Value) -> Self {
         Self::with_args(resource.into(), None, action.into(), Args::json(payload))
     }
 
-    /// A command whose arguments are already typed (used by the generated constructors).
+    /// A command whose arguments are already typed (used by the generated constructors,
+    /// which pass the names as [`Name::from_static`]).
     pub fn typed<T>(
-        resource: impl Into<String>,
+        resource: impl Into<Name>,
         aggregate_id: Option<AggregateId>,
-        action: impl Into<String>,
+        action: impl Into<Name>,
         args: T,
     ) -> Self
     where
@@ -87,7 +86,7 @@ impl Command {
         Self::with_args(resource.into(), aggregate_id, action.into(), Args::typed(args))
     }
 
-    fn with_args(resource: String, aggregate_id: Option<AggregateId>, action: String, args: Args) -> Self {
+    fn with_args(resource: Name, aggregate_id: Option<AggregateId>, action: Name, args: Args) -> Self {
         Self {
             id: crate::id::uuid_v7_now(),
             namespace: None,

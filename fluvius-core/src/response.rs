@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use crate::event::Event;
 use crate::id::AggregateId;
+use crate::name::Name;
 
 /// The outcome of a processed command.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -12,7 +13,7 @@ pub struct Response {
     /// The command's id.
     pub command_id: Uuid,
     /// The resource the command acted on.
-    pub resource: String,
+    pub resource: Name,
     /// The aggregate the command acted on (assigned by the domain for `Command::create`).
     pub aggregate_id: AggregateId,
     /// The aggregate's version after the command.

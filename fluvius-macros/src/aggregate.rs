@@ -459,9 +459,9 @@ fn generate(model: &Model) -> TokenStream {
             pub fn #ctor(id: #krate::AggregateId, #(#params),*) -> #krate::Command {
                 let __args: #args_ty = #args_ident { #(#idents),* };
                 #krate::Command::typed(
-                    <Self as #krate::Aggregate>::RESOURCE,
+                    #krate::Name::from_static(<Self as #krate::Aggregate>::RESOURCE),
                     ::core::option::Option::Some(id),
-                    #name,
+                    #krate::Name::from_static(#name),
                     #args,
                 )
             }

@@ -122,17 +122,18 @@ impl Domain {
                 });
             }
         }
-        let route = inner
-            .aggregates
-            .get(&command.resource)
-            .ok_or_else(|| Error::UnknownResource {
-                resource: command.resource.clone(),
-            })?;
+        let route =
+            inner
+                .aggregates
+                .get(command.resource.as_str())
+                .ok_or_else(|| Error::UnknownResource {
+                    resource: command.resource.to_string(),
+                })?;
         let aggregate = &route.aggregate;
         let spec = ActionSpec::route(aggregate.action(&command.action), &command)?;
         let args = command.args.to_payload().map_err(|e| match e {
             Error::InvalidPayload { path, message, .. } => Error::InvalidPayload {
-                action: command.action.clone(),
+                action: command.action.to_string(),
                 path,
                 message,
             },
