@@ -294,7 +294,7 @@ impl Domain {
         };
         Ok(Response {
             command_id: record.id,
-            resource: record.resource.into(),
+            resource: record.resource,
             aggregate_id: record.aggregate_id,
             version: record.version_after,
             events,
