@@ -193,3 +193,32 @@ async fn a_duplicate_with_expected_version_that_loses_the_race_replays() {
     assert_eq!(second.version, first.version);
     assert_eq!(domain.load::<Account>(id).await.unwrap().balance, 11);
 }
+
+/// A command without an aggregate id gets a new id from the domain: nothing can be stored
+/// under it, so the command is decided on the default state without reading the store. A
+/// command naming its id reads (no cache here), and a repeated id-less command still replays.
+#[tokio::test]
+async fn a_command_without_id_decides_on_the_default_state_without_a_read() {
+    let store = ProbeStore::new();
+    let domain = probe_domain(&store, RetryPolicy::default()).await;
+    let cmd = Command::create("user", "create-user", json!({"name": "Ann", "email": "a@x.org"}));
+    let again = cmd.clone();
+    let first = domain.process_command(cmd).await.unwrap();
+    assert_eq!((first.version, first.events.len()), (1, 1));
+    assert_eq!(store.reads(), 0, "no read for a new aggregate");
+
+    domain
+        .process_command(User::create_user_command(
+            AggregateId::new(),
+            "Bo".into(),
+            "b@x.org".into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.reads(), 1, "a command naming its aggregate loads it");
+
+    let second = domain.process_command(again).await.unwrap();
+    assert!(second.replayed);
+    assert_eq!(second.aggregate_id, first.aggregate_id);
+    assert_eq!(all_events(&domain).await.len(), 2);
+}

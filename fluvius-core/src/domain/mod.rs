@@ -94,6 +94,10 @@ impl Domain {
     ///
     /// On any error nothing is written. A command id that was already processed returns the
     /// first response (with `replayed: true`) and writes nothing.
+    ///
+    /// A command without an aggregate id (e.g. [`Command::create`]) gets a new id from the
+    /// domain; nothing can be stored under it yet, so it is decided on the default state
+    /// without reading the store.
     pub fn process_command(&self, command: Command) -> impl Future<Output = Result<Response>> + Send + '_ {
         let span = tracing::info_span!(
             "fluvius.command",
@@ -155,6 +159,7 @@ impl Domain {
         // (`DuplicateCommand`), so the lookup waits until an attempt did not append: a fresh
         // command (the common case) costs no extra read.
 
+        let new_aggregate = command.aggregate_id.is_none();
         let aggregate_id = command.aggregate_id.unwrap_or_default();
         let span = tracing::Span::current();
         span.record("aggregate_id", tracing::field::display(aggregate_id));
@@ -168,6 +173,7 @@ impl Domain {
             cache: &route.cache,
             snapshot_every: route.snapshot_every,
             transactional: inner.transactional.as_ref(),
+            new_aggregate,
         };
         // Wait for this aggregate's turn (held until the outcome is known).
         let turn = match &inner.turns {

@@ -30,6 +30,10 @@ pub(crate) struct AttemptContext<'a> {
     pub(crate) snapshot_every: Option<u64>,
     /// The domain's transactional handlers, if it has any.
     pub(crate) transactional: Option<&'a TransactionalHandlers>,
+    /// The domain assigned the aggregate id for this command (the command came without one):
+    /// no event can exist under it, so the first attempt starts from the default state
+    /// without reading the store.
+    pub(crate) new_aggregate: bool,
 }
 
 /// The result of a successful attempt.
@@ -74,15 +78,19 @@ async fn attempt_once<A: Aggregate>(
     // takes them) plus the events after it. Decisions made on cached state are only trusted
     // when they lead to an append (checked by the expected version); a refusal or a version
     // mismatch on cached state is decided again on fresh state.
-    let mut cached = if use_cache {
+    let mut cached = if use_cache && !ctx.new_aggregate {
         ctx.cache.take::<A>(aggregate_id)
     } else {
         None
     };
+    let mut new_aggregate = use_cache && ctx.new_aggregate;
     let (mut state, version, mut decided, used_cache) = loop {
         let from_cache = cached.is_some();
         let (state, version) = match cached.take() {
             Some(entry) => entry,
+            // Not a guess like a cached state: the id is new, so this is the true state, and
+            // a refusal on it is final. (Should the append still conflict, the retry loads.)
+            None if std::mem::take(&mut new_aggregate) => (Box::default(), 0),
             None => snapshot::load::<A>(
                 store,
                 ctx.resource,
