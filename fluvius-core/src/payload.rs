@@ -1,5 +1,6 @@
 //! JSON payloads kept as serialized text: serialized once, shared cheaply, decoded on demand.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,7 +25,32 @@ pub struct Payload(Arc<str>);
 impl Payload {
     /// Serialize a value.
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        Ok(Self(serde_json::to_string(value)?.into()))
+        // Serialized into a reused per-thread buffer, then copied once into the shared text:
+        // one allocation per payload instead of a `String` plus its copy into an `Arc<str>`.
+        thread_local! {
+            static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                let written = serde_json::to_writer(&mut *buffer, value).map(|()| Self::from_utf8(&buffer));
+                // Do not let one huge payload pin its memory to the thread.
+                if buffer.capacity() > 64 * 1024 {
+                    *buffer = Vec::new();
+                }
+                written?
+            }
+            // A `Serialize` impl that serializes a payload itself: use a buffer of its own.
+            Err(_) => Self::from_utf8(&serde_json::to_vec(value)?),
+        })
+    }
+
+    fn from_utf8(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(Self(Arc::from(text))),
+            // serde_json writes UTF-8 only; report it as a serialization error all the same.
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
     }
 
     /// Take JSON text, checking that it is well-formed.
@@ -107,5 +133,43 @@ impl<'de> Deserialize<'de> for Payload {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
         Ok(Self::from(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serializes itself by building a payload of its inner value first (so `from_value` runs
+    /// inside `from_value`).
+    struct Nested(Vec<u32>);
+
+    impl Serialize for Nested {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let inner = Payload::from_value(&self.0).map_err(serde::ser::Error::custom)?;
+            serializer.serialize_str(inner.as_str())
+        }
+    }
+
+    #[test]
+    fn payloads_serialize_in_turn_and_inside_one_another() {
+        assert_eq!(Payload::from_value(&[1, 2]).unwrap().as_str(), "[1,2]");
+        assert_eq!(Payload::from_value("a").unwrap().as_str(), r#""a""#);
+        assert_eq!(
+            Payload::from_value(&Nested(vec![3, 4])).unwrap().as_str(),
+            r#""[3,4]""#
+        );
+        // A large payload, then a small one: the buffer starts empty each time.
+        let big = "x".repeat(100_000);
+        assert_eq!(Payload::from_value(&big).unwrap().len(), 100_002);
+        assert_eq!(Payload::from_value(&7).unwrap().as_str(), "7");
+    }
+
+    #[test]
+    fn a_failing_serialization_is_an_error_and_the_next_one_works() {
+        let mut map = std::collections::BTreeMap::new();
+        map.insert(vec![1u8], 1); // a non-string key: serde_json refuses it
+        assert!(Payload::from_value(&map).is_err());
+        assert_eq!(Payload::from_value(&true).unwrap().as_str(), "true");
     }
 }
