@@ -180,31 +180,22 @@ fn cqrs_es_prints(w: Workload) -> Duration {
     start.elapsed()
 }
 
-/// Best of `runs` timings of `f` (the least disturbed run on a noisy machine). The runs of one
-/// contender are consecutive, so each reuses the heap its previous run freed.
-async fn best_of<F, Fut>(runs: usize, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Duration>,
-{
-    let mut best = Duration::MAX;
-    for _ in 0..runs {
-        best = best.min(f().await);
-    }
-    best
-}
-
 /// In a child process with stdout on `/dev/null`: the baseline, Fluvius and cqrs-es on the same
-/// workload, the best of `runs` each.
+/// workload, the best of `runs` each (the least disturbed run on a noisy machine). The
+/// contenders take turns, one run each per round, so a noisy stretch of the machine (or a
+/// warming heap) touches them alike instead of one contender's whole series.
 async fn in_memory_child(aggregates: usize, runs: usize) {
     let w = Workload {
         aggregates,
         renames: 3,
     };
-    let base = best_of(runs, || async { baseline(w) }).await;
-    let ours = best_of(runs, || fluvius_memory(w)).await;
-    let peer = best_of(runs, || cqrs_es_memory(w)).await;
-    let prints = best_of(runs, || async { cqrs_es_prints(w) }).await;
+    let [mut base, mut ours, mut peer, mut prints] = [Duration::MAX; 4];
+    for _ in 0..runs {
+        base = base.min(baseline(w));
+        ours = ours.min(fluvius_memory(w).await);
+        peer = peer.min(cqrs_es_memory(w).await);
+        prints = prints.min(cqrs_es_prints(w));
+    }
     let n = w.commands();
     report_to_parent(&[
         ("commands", n as f64),
@@ -217,7 +208,7 @@ async fn in_memory_child(aggregates: usize, runs: usize) {
 
 fn in_memory(rows: &mut Vec<Row>, quick: bool) {
     let aggregates = if quick { 1_000 } else { 5_000 };
-    let runs = if quick { 2 } else { 5 };
+    let runs = if quick { 4 } else { 20 };
     let section =
         "in-memory process_command (create + 3 renames per aggregate; child process, stdout on /dev/null)";
     let r = match run_child(&["memory", &aggregates.to_string(), &runs.to_string()]) {
