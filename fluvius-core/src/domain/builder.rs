@@ -25,6 +25,9 @@ use super::cache::AggregateCache;
 use super::registry::{ErasedAggregate, Registered};
 use super::{Domain, Inner, Policy, Route};
 
+/// The namespace of a domain that sets none.
+const DEFAULT_NAMESPACE: &str = "default";
+
 /// How `process_command` reacts to a version conflict (another writer appended to the same
 /// aggregate between load and append).
 ///
@@ -120,7 +123,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
 impl DomainBuilder {
     pub(crate) fn new() -> Self {
         Self {
-            namespace: "default".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
             revision: 1,
             aggregates: Vec::new(),
             upcasters: Vec::new(),
@@ -421,8 +424,15 @@ impl DomainBuilder {
                 Some(&n) => Some(n).filter(|&n| n > 0),
                 None => agg.snapshot_every(),
             };
+            // The aggregate's own resource name is a literal: events and records then carry it
+            // without reference counting.
+            let name = if resource == agg.type_resource() {
+                Name::from_static(agg.type_resource())
+            } else {
+                Name::from(resource.as_str())
+            };
             let route = Route {
-                resource: Name::from(resource.as_str()),
+                resource: name,
                 aggregate: agg,
                 cache: AggregateCache::new(self.cache_capacity),
                 snapshot_every,
@@ -500,7 +510,11 @@ impl DomainBuilder {
         );
         let domain = Domain {
             inner: Arc::new(Inner {
-                namespace: Name::from(self.namespace),
+                namespace: if self.namespace == DEFAULT_NAMESPACE {
+                    Name::from_static(DEFAULT_NAMESPACE)
+                } else {
+                    Name::from(self.namespace)
+                },
                 revision: self.revision,
                 aggregates,
                 store,
