@@ -78,7 +78,16 @@ pub async fn domain(store: impl LogStore) -> Domain {
         .expect("benchmark domain")
 }
 
-/// `BenchUser::create` on a fresh aggregate.
+/// `BenchUser::create` on a new aggregate whose id the domain assigns (no read before the
+/// decision: nothing can be stored under a new id).
+pub fn create_new() -> Command {
+    let mut command = create_fresh();
+    command.aggregate_id = None;
+    command
+}
+
+/// `BenchUser::create` on a fresh aggregate with an id chosen by the caller (the domain reads
+/// the empty stream before deciding, as for any aggregate it has not cached).
 pub fn create_fresh() -> Command {
     BenchUser::create_command(
         AggregateId::new(),

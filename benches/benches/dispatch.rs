@@ -259,7 +259,8 @@ async fn followed(opener: &dyn Opener, commands: usize) -> Followed {
     let count = Arc::new(AtomicU64::new(0));
     let domain = Arc::new(domain_with_handler(opener.open().await, count.clone(), Some(tx)).await);
     let start = Instant::now();
-    let (writers_elapsed, done) = distinct(domain.clone(), WRITERS, commands).await;
+    let (writers_elapsed, done) =
+        distinct(domain.clone(), WRITERS, commands, fluvius_benches::create_fresh).await;
     let writers_done = start.elapsed();
     domain.wait_idle().await;
     let idle = start.elapsed();
@@ -284,7 +285,7 @@ async fn under_load(rows: &mut Vec<Row>, section: &'static str, opener: &dyn Ope
     let mut without = 0.0f64;
     for _ in 0..ROUNDS {
         let domain = Arc::new(fluvius_benches::domain(opener.open().await).await);
-        let (elapsed, done) = distinct(domain, WRITERS, commands).await;
+        let (elapsed, done) = distinct(domain, WRITERS, commands, fluvius_benches::create_fresh).await;
         without = without.max(per_s(done.len(), elapsed));
     }
     let mut best: Option<Followed> = None;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fluvius_benches::BenchUser;
 use fluvius_core::{
-    AggregateId, AppendRequest, BoxFuture, CommandRecord, Domain, Event, LogStore, StreamQuery,
+    AggregateId, AppendRequest, BoxFuture, Command, CommandRecord, Domain, Event, LogStore, StreamQuery,
 };
 use uuid::Uuid;
 
@@ -106,9 +106,14 @@ pub async fn read_through(store: &dyn LogStore, page: usize, mut each: impl FnMu
     (read, after)
 }
 
-/// `total` create commands on distinct aggregates from `concurrency` tasks: (elapsed, sorted
-/// latencies).
-pub async fn distinct(domain: Arc<Domain>, concurrency: usize, total: usize) -> (Duration, Vec<Duration>) {
+/// `total` create commands (made by `create`) on distinct aggregates from `concurrency`
+/// tasks: (elapsed, sorted latencies).
+pub async fn distinct(
+    domain: Arc<Domain>,
+    concurrency: usize,
+    total: usize,
+    create: fn() -> Command,
+) -> (Duration, Vec<Duration>) {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -119,10 +124,7 @@ pub async fn distinct(domain: Arc<Domain>, concurrency: usize, total: usize) -> 
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total as u64 {
                 let t = Instant::now();
-                domain
-                    .process_command(fluvius_benches::create_fresh())
-                    .await
-                    .expect("create");
+                domain.process_command(create()).await.expect("create");
                 latencies.push(t.elapsed());
             }
             latencies
@@ -190,6 +192,8 @@ pub struct Throughput {
     pub conc1: f64,
     pub conc16: f64,
     pub conc64: f64,
+    /// Concurrency 64 vs 1 for creates with domain-assigned ids.
+    pub new64_vs_1: f64,
 }
 
 /// Every SQL measurement for one store kind.
@@ -202,7 +206,8 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
     let mut conc1 = 0.0;
     for concurrency in [1, 16, 64] {
         let domain = Arc::new(fluvius_benches::domain(opener.open().await).await);
-        let (elapsed, latencies) = distinct(domain, concurrency, sizes.commands).await;
+        let (elapsed, latencies) =
+            distinct(domain, concurrency, sizes.commands, fluvius_benches::create_fresh).await;
         let per_s = latencies.len() as f64 / elapsed.as_secs_f64();
         match concurrency {
             1 => {
@@ -221,6 +226,39 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
                 ms(percentile(&latencies, 0.99))
             ),
             ratio: format!("{:.2}x concurrency 1", per_s / conc1),
+        });
+    }
+
+    // The same creates with ids the domain assigns: no read of the (empty) stream first.
+    let mut new1 = 0.0;
+    for concurrency in [1, 64] {
+        let domain = Arc::new(fluvius_benches::domain(opener.open().await).await);
+        let (elapsed, latencies) =
+            distinct(domain, concurrency, sizes.commands, fluvius_benches::create_new).await;
+        let per_s = latencies.len() as f64 / elapsed.as_secs_f64();
+        if concurrency == 1 {
+            new1 = per_s;
+        } else {
+            throughput.new64_vs_1 = per_s / new1;
+        }
+        rows.push(Row {
+            section,
+            name: format!("process_command, new aggregates (domain-assigned ids), concurrency {concurrency}"),
+            value: format!(
+                "{per_s:.0} cmds/s; p50 {} p99 {}",
+                ms(percentile(&latencies, 0.50)),
+                ms(percentile(&latencies, 0.99))
+            ),
+            ratio: format!(
+                "{:.2}x concurrency 1; {:.2}x caller-chosen ids",
+                per_s / new1,
+                per_s
+                    / if concurrency == 1 {
+                        conc1
+                    } else {
+                        throughput.conc64
+                    }
+            ),
         });
     }
 
@@ -296,6 +334,12 @@ pub fn summary(rows: &mut Vec<Row>, store: &str, off: Throughput, on: Throughput
         name: format!("{store}: concurrency 64 vs 1, group commit on"),
         value: format!("{:.0} vs {:.0} cmds/s", on.conc64, on.conc1),
         ratio: format!("{:.2}x", on.conc64 / on.conc1),
+    });
+    rows.push(Row {
+        section,
+        name: format!("{store}: concurrency 64 vs 1, group commit on, domain-assigned ids"),
+        value: "new aggregates, no read before the decision".into(),
+        ratio: format!("{:.2}x", on.new64_vs_1),
     });
     rows.push(Row {
         section,
