@@ -196,6 +196,24 @@ pub struct Throughput {
     pub new64_vs_1: f64,
 }
 
+/// [`distinct`] on a fresh store: (commands/s, the row's value with p50/p99).
+async fn creates(
+    opener: &dyn Opener,
+    concurrency: usize,
+    total: usize,
+    create: fn() -> Command,
+) -> (f64, String) {
+    let domain = Arc::new(fluvius_benches::domain(opener.open().await).await);
+    let (elapsed, latencies) = distinct(domain, concurrency, total, create).await;
+    let per_s = latencies.len() as f64 / elapsed.as_secs_f64();
+    let value = format!(
+        "{per_s:.0} cmds/s; p50 {} p99 {}",
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99))
+    );
+    (per_s, value)
+}
+
 /// Every SQL measurement for one store kind.
 pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> Throughput {
     let mut throughput = Throughput::default();
@@ -205,10 +223,8 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
     // Commands on distinct aggregates.
     let mut conc1 = 0.0;
     for concurrency in [1, 16, 64] {
-        let domain = Arc::new(fluvius_benches::domain(opener.open().await).await);
-        let (elapsed, latencies) =
-            distinct(domain, concurrency, sizes.commands, fluvius_benches::create_fresh).await;
-        let per_s = latencies.len() as f64 / elapsed.as_secs_f64();
+        let (per_s, value) =
+            creates(opener, concurrency, sizes.commands, fluvius_benches::create_fresh).await;
         match concurrency {
             1 => {
                 conc1 = per_s;
@@ -220,11 +236,7 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
         rows.push(Row {
             section,
             name: format!("process_command, distinct aggregates, concurrency {concurrency}"),
-            value: format!(
-                "{per_s:.0} cmds/s; p50 {} p99 {}",
-                ms(percentile(&latencies, 0.50)),
-                ms(percentile(&latencies, 0.99))
-            ),
+            value,
             ratio: format!("{:.2}x concurrency 1", per_s / conc1),
         });
     }
@@ -232,10 +244,7 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
     // The same creates with ids the domain assigns: no read of the (empty) stream first.
     let mut new1 = 0.0;
     for concurrency in [1, 64] {
-        let domain = Arc::new(fluvius_benches::domain(opener.open().await).await);
-        let (elapsed, latencies) =
-            distinct(domain, concurrency, sizes.commands, fluvius_benches::create_new).await;
-        let per_s = latencies.len() as f64 / elapsed.as_secs_f64();
+        let (per_s, value) = creates(opener, concurrency, sizes.commands, fluvius_benches::create_new).await;
         if concurrency == 1 {
             new1 = per_s;
         } else {
@@ -244,11 +253,7 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
         rows.push(Row {
             section,
             name: format!("process_command, new aggregates (domain-assigned ids), concurrency {concurrency}"),
-            value: format!(
-                "{per_s:.0} cmds/s; p50 {} p99 {}",
-                ms(percentile(&latencies, 0.50)),
-                ms(percentile(&latencies, 0.99))
-            ),
+            value,
             ratio: format!(
                 "{:.2}x concurrency 1; {:.2}x caller-chosen ids",
                 per_s / new1,
