@@ -341,8 +341,11 @@ fn main() {
             let off = sql::SqliteFiles::new(false);
             notes.push(format!("SQLite files in {}", off.dir().display()));
             let off = sql::measure(&mut rows, &off, sizes).await;
-            let on = sql::measure(&mut rows, &sql::SqliteFiles::new(true), sizes).await;
+            let files = sql::SqliteFiles::new(true);
+            let on = sql::measure(&mut rows, &files, sizes).await;
+            let syncs = sql::syncs_per_second(files.dir(), if quick { 200 } else { 1_000 });
             sql::summary(&mut summary, "SQLite FULL", off, on);
+            sql::sync_bound(&mut summary, "SQLite FULL, group commit on", syncs, on.conc1);
         }
         if run("rss") {
             let files = sql::SqliteFiles::new(true);

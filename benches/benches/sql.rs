@@ -331,6 +331,34 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
     throughput
 }
 
+/// The disk's sync rate: 4 KiB appended to a file in `dir` and `sync_data` (fdatasync), `n`
+/// times in a row: the bound on one-at-a-time durable commits (a WAL commit syncs once).
+pub fn syncs_per_second(dir: &std::path::Path, n: usize) -> f64 {
+    use std::io::Write;
+    let path = dir.join("sync-probe");
+    let mut file = std::fs::File::create(&path).expect("sync probe file");
+    let page = [7u8; 4096];
+    let start = Instant::now();
+    for _ in 0..n {
+        file.write_all(&page).expect("write");
+        file.sync_data().expect("fdatasync");
+    }
+    let per_s = n as f64 / start.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    per_s
+}
+
+/// How close one-at-a-time commands come to the disk's sync rate.
+pub fn sync_bound(rows: &mut Vec<Row>, store: &str, syncs: f64, one_at_a_time: f64) {
+    rows.push(Row {
+        section: "summary: group commit (distinct aggregates, commands/s)",
+        name: format!("{store}: concurrency 1 vs the disk's sync rate (4 KiB write + fdatasync)"),
+        value: format!("{one_at_a_time:.0} cmds/s vs {syncs:.0} syncs/s"),
+        ratio: format!("{:.2}x", one_at_a_time / syncs),
+    });
+}
+
 /// The key ratios of one store: group commit on vs. off, concurrency 64 vs. 1.
 pub fn summary(rows: &mut Vec<Row>, store: &str, off: Throughput, on: Throughput) {
     let section = "summary: group commit (distinct aggregates, commands/s)";
