@@ -467,7 +467,11 @@ impl PostgresLogStore {
             self.queue = Some(Queue::spawn(config, "postgres", writers, move |batch| {
                 let writer = writer.clone();
                 let span = tracing::debug_span!("fluvius.postgres.group_commit", appends = batch.len());
-                async move { writer.write_batch(batch).await }.instrument(span)
+                async move {
+                    writer.write_batch(batch).await;
+                    false
+                }
+                .instrument(span)
             }));
         }
         self
