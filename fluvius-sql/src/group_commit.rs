@@ -298,6 +298,37 @@ pub(crate) fn batch_error(
     )
 }
 
+/// Commit a written batch and answer every caller: a refused append with its own error at
+/// once, a written one (its positions in `outcomes`) once the commit returned, with the
+/// commit's error if it failed. With nothing written, the transaction is rolled back.
+pub(crate) async fn finish_batch<DB: sqlx::Database>(
+    tx: sqlx::Transaction<'_, DB>,
+    outcomes: Vec<(Pending, CoreResult<Vec<u64>>)>,
+    target: &str,
+) {
+    let n = outcomes.len();
+    let mut written = Vec::with_capacity(n);
+    for (pending, outcome) in outcomes {
+        match outcome {
+            Ok(positions) => written.push((pending, positions)),
+            Err(e) => pending.answer(Err(e)),
+        }
+    }
+    if written.is_empty() {
+        let _ = tx.rollback().await;
+        return;
+    }
+    if let Err(e) = tx.commit().await {
+        for (p, _) in written {
+            p.answer(Err(batch_error(target, "commit append", &e, n)));
+        }
+        return;
+    }
+    for (Pending { request, reply }, positions) in written {
+        let _ = reply.send(Ok(crate::codec::stored(request, positions)));
+    }
+}
+
 /// Answer every caller of a batch with the same failure.
 pub(crate) fn fail_batch(batch: Vec<Pending>, target: &str, operation: &str, error: &sqlx::Error) {
     let n = batch.len();
@@ -369,6 +400,33 @@ pub(crate) fn decide<'a>(
                 recorded.insert(command.id);
             }
             Ok(())
+        })
+        .collect()
+}
+
+/// Each append's outcome in batch order, for the bulk path: `prepared` says which appends could
+/// be converted for binding, `verdicts` what [`decide`] said of those (in order), `written` the
+/// positions of the accepted ones (in order).
+pub(crate) fn bulk_outcomes<P>(
+    prepared: Vec<CoreResult<P>>,
+    verdicts: Vec<CoreResult<()>>,
+    written: Vec<Vec<u64>>,
+    target: &str,
+) -> Vec<CoreResult<Vec<u64>>> {
+    let mut verdicts = verdicts.into_iter();
+    let mut written = written.into_iter();
+    prepared
+        .into_iter()
+        .map(|p| {
+            p.and_then(|_| verdicts.next().unwrap_or(Ok(()))).and_then(|()| {
+                written.next().ok_or_else(|| {
+                    fluvius_core::Error::store(
+                        target.to_owned(),
+                        "a bulk write lost track of an accepted append".to_owned(),
+                        None,
+                    )
+                })
+            })
         })
         .collect()
 }

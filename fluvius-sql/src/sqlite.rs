@@ -88,7 +88,9 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::group_commit::{batch_error, fail_batch, GroupCommit, GroupCommitStats, Pending, Queue};
+use crate::group_commit::{
+    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue,
+};
 
 /// Why an append of a batch failed: on its own (its savepoint rolled back), or because the
 /// transaction itself is in doubt.
@@ -425,7 +427,7 @@ impl SqliteLogStore {
             .map_err(self.query_error("begin append"))?;
         let positions = self.write_append(&mut tx, &request).await?;
         tx.commit().await.map_err(self.query_error("commit append"))?;
-        Ok(Self::stored(request, positions))
+        Ok(codec::stored(request, positions))
     }
 
     /// Wait for this process's turn to write (see the `writer` field).
@@ -452,7 +454,7 @@ impl SqliteLogStore {
             match self.write_bulk(&mut tx, &requests).await {
                 Ok(outcomes) => {
                     let outcomes = batch.into_iter().zip(outcomes).collect();
-                    self.finish_batch(tx, outcomes).await;
+                    finish_batch(tx, outcomes, &self.target).await;
                     return true;
                 }
                 Err(e) => {
@@ -496,38 +498,8 @@ impl SqliteLogStore {
                 }
             }
         }
-        self.finish_batch(tx, outcomes).await;
+        finish_batch(tx, outcomes, &self.target).await;
         false
-    }
-
-    /// Commit a written batch and answer every caller: a refused append with its own error at
-    /// once, a written one once the commit returned (with the commit's error if it failed).
-    async fn finish_batch(
-        &self,
-        tx: sqlx::Transaction<'static, Sqlite>,
-        outcomes: Vec<(Pending, CoreResult<Vec<u64>>)>,
-    ) {
-        let n = outcomes.len();
-        let mut written = Vec::with_capacity(n);
-        for (pending, outcome) in outcomes {
-            match outcome {
-                Ok(positions) => written.push((pending, positions)),
-                Err(e) => pending.answer(Err(e)),
-            }
-        }
-        if written.is_empty() {
-            let _ = tx.rollback().await;
-            return;
-        }
-        if let Err(e) = tx.commit().await {
-            for (p, _) in written {
-                p.answer(Err(batch_error(&self.target, "commit append", &e, n)));
-            }
-            return;
-        }
-        for (Pending { request, reply }, positions) in written {
-            let _ = reply.send(Ok(Self::stored(request, positions)));
-        }
     }
 
     /// One append of a batch, inside its own savepoint: rolled back alone if it fails.
@@ -672,16 +644,6 @@ impl SqliteLogStore {
             .into_iter()
             .map(|(_, position)| codec::to_u64(position, "position").map_err(|m| self.data_error(m)))
             .collect()
-    }
-
-    /// The events of a committed append, with the positions the database gave them.
-    fn stored(request: AppendRequest, positions: Vec<u64>) -> Vec<Event> {
-        let mut stored = request.events;
-        for (event, position) in stored.iter_mut().zip(positions) {
-            event.position = position;
-            event.timestamp = codec::micros(event.timestamp);
-        }
-        stored
     }
 
     /// Write one snapshot row (inside the append's transaction).

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{insert_events_query, CoreResult, Prepared, SqliteLogStore, MAX_ROWS_PER_INSERT};
 use crate::codec;
-use crate::group_commit::{bulk_keys, decide, StreamKey};
+use crate::group_commit::{bulk_keys, bulk_outcomes, decide, StreamKey};
 
 /// Each append's outcome, in batch order: its positions, or its own error.
 pub(super) type Outcomes = Vec<CoreResult<Vec<u64>>>;
@@ -103,19 +103,7 @@ impl SqliteLogStore {
             }
         }
 
-        // Each append's outcome, in batch order.
-        let mut verdicts = verdicts.into_iter();
-        let mut written = written.into_iter();
-        Ok(prepared
-            .into_iter()
-            .map(|p| {
-                p.and_then(|_| verdicts.next().unwrap_or(Ok(()))).and_then(|()| {
-                    written
-                        .next()
-                        .ok_or_else(|| self.data_error("an accepted append was not written".into()))
-                })
-            })
-            .collect())
+        Ok(bulk_outcomes(prepared, verdicts, written, &self.target))
     }
 
     /// The current version of each stream (0 for a stream with no events), read in
