@@ -1,7 +1,7 @@
 //! Conversions shared by the backends: Rust values to columns and back.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use fluvius_core::{Context, Metadata};
+use fluvius_core::{AppendRequest, Context, Event, Metadata};
 
 /// A `u64` that must fit an SQL `BIGINT`.
 pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, String> {
@@ -46,4 +46,15 @@ pub(crate) fn unique_violation(err: &sqlx::Error) -> Option<Option<&str>> {
         sqlx::Error::Database(db) if db.is_unique_violation() => Some(db.constraint()),
         _ => None,
     }
+}
+
+/// The events of a committed append, with the positions the database gave them (one per
+/// event, in order).
+pub(crate) fn stored(request: AppendRequest, positions: Vec<u64>) -> Vec<Event> {
+    let mut stored = request.events;
+    for (event, position) in stored.iter_mut().zip(positions) {
+        event.position = position;
+        event.timestamp = micros(event.timestamp);
+    }
+    stored
 }

@@ -5,10 +5,23 @@
 //! on the writer's queue and waits for its own answer. The writer takes the first request
 //! waiting, drains whatever else is queued at that moment (up to
 //! [`GroupCommit::max_batch`] appends and [`GroupCommit::max_batch_events`] events), and
-//! writes them all in one transaction, each append inside its own savepoint: a conflict or a
-//! duplicate command rolls back that append alone, and its neighbours commit. Every caller
-//! is answered only after the commit returned, so an acknowledged append is as durable as
-//! without group commit.
+//! writes them all in one transaction. A conflict or a duplicate command fails that append
+//! alone, and its neighbours commit. Every caller is answered only after the commit returned,
+//! so an acknowledged append is as durable as without group commit.
+//!
+//! A batch of several appends is written in bulk: one query for the current versions of all
+//! its streams, one for which of its command ids are already recorded, a decision per append
+//! in batch order (a command id recorded, or carried by an earlier accepted append of the same
+//! batch, is a [duplicate](fluvius_core::Error::DuplicateCommand); an expected version other
+//! than the stream's, counting the earlier accepted appends of the batch, is a
+//! [conflict](fluvius_core::Error::Conflict) naming that version), then one multi-row insert
+//! for the accepted command records and one for their events — a few statements for the
+//! whole batch instead of several per append. A batch where an append carries
+//! [transactional handlers](fluvius_core::transactional) is written one savepoint per append
+//! instead (the handlers run inside their append's savepoint, and a refusal rolls back that
+//! append alone), and so is a batch whose bulk statements fail: the store undoes them and
+//! writes the batch again, append by append, where each failure is an append's own. Each
+//! store's module docs say how it writes a batch.
 //!
 //! A lone append is written at once: the writer never waits for company, so an idle store
 //! adds no latency. Batches form by themselves while a commit is in flight — exactly when
@@ -23,12 +36,14 @@
 //!
 //! [`LogStore::append`]: fluvius_core::LogStore::append
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fluvius_core::{AppendRequest, Event};
+use fluvius_core::{AggregateId, AppendRequest, Event};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 type CoreResult<T> = fluvius_core::Result<T>;
 
@@ -141,6 +156,9 @@ pub struct GroupCommitStats {
     pub appends: u64,
     /// The most appends in one batch.
     pub largest_batch: u64,
+    /// Batches written in bulk (a few statements for the whole batch, see the
+    /// [module docs](self)) rather than one savepoint per append.
+    pub bulk_batches: u64,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +167,7 @@ struct Counters {
     batches: AtomicU64,
     appends: AtomicU64,
     largest_batch: AtomicU64,
+    bulk_batches: AtomicU64,
 }
 
 /// The receiving end of the queue, shared by the writers.
@@ -190,12 +209,13 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Start `writers` writer tasks draining one queue; `write` writes one batch and answers
-    /// every request in it. Must be called inside a tokio runtime.
+    /// Start `writers` writer tasks draining one queue; `write` writes one batch, answers
+    /// every request in it, and says whether it wrote the batch in bulk. Must be called inside
+    /// a tokio runtime.
     pub(crate) fn spawn<W, F>(config: GroupCommit, backend: &'static str, writers: usize, write: W) -> Self
     where
         W: FnMut(Vec<Pending>) -> F + Clone + Send + 'static,
-        F: Future<Output = ()> + Send,
+        F: Future<Output = bool> + Send,
     {
         let (sender, receiver) = mpsc::unbounded_channel::<Pending>();
         let counters = Arc::new(Counters::default());
@@ -218,7 +238,9 @@ impl Queue {
                     stats.batches.fetch_add(1, Ordering::Relaxed);
                     stats.appends.fetch_add(n, Ordering::Relaxed);
                     stats.largest_batch.fetch_max(n, Ordering::Relaxed);
-                    write(batch).await;
+                    if write(batch).await {
+                        stats.bulk_batches.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             });
         }
@@ -237,6 +259,7 @@ impl Queue {
             batches: c.batches.load(Ordering::Relaxed),
             appends: c.appends.load(Ordering::Relaxed),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            bulk_batches: c.bulk_batches.load(Ordering::Relaxed),
         }
     }
 
@@ -273,4 +296,137 @@ pub(crate) fn batch_error(
         format!("{operation} (a group of {n} appends): {error}"),
         None,
     )
+}
+
+/// Commit a written batch and answer every caller: a refused append with its own error at
+/// once, a written one (its positions in `outcomes`) once the commit returned, with the
+/// commit's error if it failed. With nothing written, the transaction is rolled back.
+pub(crate) async fn finish_batch<DB: sqlx::Database>(
+    tx: sqlx::Transaction<'_, DB>,
+    outcomes: Vec<(Pending, CoreResult<Vec<u64>>)>,
+    target: &str,
+) {
+    let n = outcomes.len();
+    let mut written = Vec::with_capacity(n);
+    for (pending, outcome) in outcomes {
+        match outcome {
+            Ok(positions) => written.push((pending, positions)),
+            Err(e) => pending.answer(Err(e)),
+        }
+    }
+    if written.is_empty() {
+        let _ = tx.rollback().await;
+        return;
+    }
+    if let Err(e) = tx.commit().await {
+        for (p, _) in written {
+            p.answer(Err(batch_error(target, "commit append", &e, n)));
+        }
+        return;
+    }
+    for (Pending { request, reply }, positions) in written {
+        let _ = reply.send(Ok(crate::codec::stored(request, positions)));
+    }
+}
+
+/// Answer every caller of a batch with the same failure.
+pub(crate) fn fail_batch(batch: Vec<Pending>, target: &str, operation: &str, error: &sqlx::Error) {
+    let n = batch.len();
+    for p in batch {
+        p.answer(Err(batch_error(target, operation, error, n)));
+    }
+}
+
+/// One stream of a bulk batch: resource and aggregate.
+pub(crate) type StreamKey<'a> = (&'a str, AggregateId);
+
+/// What the bulk path reads before deciding a batch: the distinct streams of its appends (in
+/// first-seen order) and their command ids.
+pub(crate) fn bulk_keys<'a>(
+    requests: impl IntoIterator<Item = &'a AppendRequest>,
+) -> (Vec<StreamKey<'a>>, Vec<Uuid>) {
+    let mut seen = HashSet::new();
+    let mut streams = Vec::new();
+    let mut commands = Vec::new();
+    for request in requests {
+        let key = (request.resource.as_str(), request.aggregate_id);
+        if seen.insert(key) {
+            streams.push(key);
+        }
+        if let Some(command) = &request.command {
+            commands.push(command.id);
+        }
+    }
+    (streams, commands)
+}
+
+/// Decide the appends of a bulk batch in batch order, as one savepoint per append would: a
+/// command id already recorded, or carried by an earlier accepted append of the batch, is a
+/// [`DuplicateCommand`](fluvius_core::Error::DuplicateCommand) (checked first, as the command
+/// row is written first); an expected version other than the stream's current one — as
+/// stored (`current`, a missing stream is at 0) plus the earlier accepted appends of the batch
+/// — is a [`Conflict`](fluvius_core::Error::Conflict) naming that version. A refused append
+/// changes nothing for the ones after it.
+pub(crate) fn decide<'a>(
+    requests: impl IntoIterator<Item = &'a AppendRequest>,
+    mut current: HashMap<StreamKey<'a>, u64>,
+    mut recorded: HashSet<Uuid>,
+) -> Vec<CoreResult<()>> {
+    requests
+        .into_iter()
+        .map(|request| {
+            if let Some(command) = &request.command {
+                if recorded.contains(&command.id) {
+                    return Err(fluvius_core::Error::DuplicateCommand {
+                        command_id: command.id,
+                    });
+                }
+            }
+            let version = current
+                .entry((request.resource.as_str(), request.aggregate_id))
+                .or_insert(0);
+            if *version != request.expected_version {
+                return Err(fluvius_core::Error::Conflict {
+                    resource: request.resource.to_string(),
+                    aggregate_id: request.aggregate_id,
+                    expected: request.expected_version,
+                    actual: *version,
+                });
+            }
+            *version = request
+                .expected_version
+                .saturating_add(request.events.len() as u64);
+            if let Some(command) = &request.command {
+                recorded.insert(command.id);
+            }
+            Ok(())
+        })
+        .collect()
+}
+
+/// Each append's outcome in batch order, for the bulk path: `prepared` says which appends could
+/// be converted for binding, `verdicts` what [`decide`] said of those (in order), `written` the
+/// positions of the accepted ones (in order).
+pub(crate) fn bulk_outcomes<P>(
+    prepared: Vec<CoreResult<P>>,
+    verdicts: Vec<CoreResult<()>>,
+    written: Vec<Vec<u64>>,
+    target: &str,
+) -> Vec<CoreResult<Vec<u64>>> {
+    let mut verdicts = verdicts.into_iter();
+    let mut written = written.into_iter();
+    prepared
+        .into_iter()
+        .map(|p| {
+            p.and_then(|_| verdicts.next().unwrap_or(Ok(()))).and_then(|()| {
+                written.next().ok_or_else(|| {
+                    fluvius_core::Error::store(
+                        target.to_owned(),
+                        "a bulk write lost track of an accepted append".to_owned(),
+                        None,
+                    )
+                })
+            })
+        })
+        .collect()
 }

@@ -62,7 +62,7 @@
 //! the schema given with [`PostgresOptions::schema`] or else the first schema of the
 //! connection's `search_path`. Payloads, arguments, metadata and contexts are `json` rather
 //! than `jsonb`: validated, but stored as the exact text written, so key order and the digits
-//! of large numbers (beyond what a double holds) come back unchanged. One append is one
+//! of large numbers (beyond what a double holds) come back unchanged. One append alone is one
 //! transaction: one `INSERT … SELECT … FROM unnest(…)` for all its events (which also checks
 //! the expected version), then the command row, then the snapshot row if the request carries
 //! one.
@@ -73,11 +73,25 @@
 //!
 //! # Group commit
 //! On by default ([`GroupCommit`], set with [`PostgresOptions::group_commit`]): appends made
-//! concurrently through one store share one transaction and one commit (one WAL flush), each
-//! inside its own savepoint, so a conflict or a duplicate command fails only that append. The
-//! transaction reserves the positions of the whole batch first, so the events of one append
-//! still get consecutive positions and position order stays transaction-id order. A lone
-//! append is written at once, in one statement. See [`crate::group_commit`].
+//! concurrently through one store share one transaction and one commit (one WAL flush), and a
+//! conflict or a duplicate command fails only that append. A lone append is written at once,
+//! in one statement. See [`crate::group_commit`].
+//!
+//! A batch of several appends is written in bulk, with a few round trips whatever its size:
+//! one query reads the versions of all its streams, one which of its command ids are recorded;
+//! the store decides each append in batch order (a duplicate command, or a conflict naming
+//! the stream's version as read plus the earlier accepted appends of the batch); then one
+//! `INSERT … SELECT … FROM unnest(…)` writes the events of every accepted append — reserving
+//! their positions first, in batch order, so the events of one append get consecutive
+//! positions and position order stays transaction-id order — one writes their command
+//! records, and their snapshots follow. Another transaction (another writer of this store,
+//! another instance) may record a version or a command id of the batch between the reads and
+//! the inserts: the unique constraints catch it, the transaction is rolled back, and the
+//! batch is written again one savepoint per append, where the failure is that append's own.
+//! A batch with [transactional handlers](fluvius_core::transactional) is always written that
+//! way (the handlers run inside their append's savepoint): that transaction reserves the
+//! positions of the whole batch first, and each append writes its events, then its command
+//! record.
 //!
 //! # Connection loss
 //! The pool checks a connection before handing it out and reconnects as needed: when the
@@ -102,7 +116,9 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::group_commit::{batch_error, GroupCommit, GroupCommitStats, Pending, Queue};
+use crate::group_commit::{
+    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue,
+};
 
 /// Why one append failed inside its transaction.
 enum AppendFailure {
@@ -126,6 +142,7 @@ enum SavepointFailure {
     Transaction(sqlx::Error),
 }
 
+mod bulk;
 mod checkpoint;
 
 pub use checkpoint::{advance_projection, reset_projection, APPEND_CHANNEL};
@@ -640,7 +657,7 @@ impl PostgresLogStore {
         match self.write_append(&mut tx, &request, None).await {
             Ok(positions) => {
                 tx.commit().await.map_err(self.query_error("commit append"))?;
-                Ok(Self::stored(request, positions))
+                Ok(codec::stored(request, positions))
             }
             Err(failure) => {
                 let _ = tx.rollback().await;
@@ -649,16 +666,41 @@ impl PostgresLogStore {
         }
     }
 
-    /// Write the batch of the group-commit writer: one transaction that reserves the positions
-    /// of every append first, one savepoint per append, each caller answered after the commit.
-    async fn write_batch(&self, batch: Vec<Pending>) {
-        let n = batch.len();
-        if n == 1 {
+    /// Write the batch of the group-commit writer in one transaction, each caller answered
+    /// after the commit: a lone append in one statement, several in bulk when none has
+    /// transactional handlers, else one savepoint per append. Returns whether it wrote the
+    /// batch in bulk.
+    async fn write_batch(&self, batch: Vec<Pending>) -> bool {
+        if batch.len() == 1 {
             for Pending { request, reply } in batch {
                 let _ = reply.send(self.append_alone(request).await);
             }
-            return;
+            return false;
         }
+        if batch.iter().all(|p| p.request.transactional.is_none()) {
+            let requests: Vec<&AppendRequest> = batch.iter().map(|p| &p.request).collect();
+            match self.write_bulk(&requests).await {
+                Ok((tx, outcomes)) => {
+                    let outcomes = batch.into_iter().zip(outcomes).collect();
+                    finish_batch(tx, outcomes, &self.target).await;
+                    return true;
+                }
+                // Rolled back: typically a writer of another transaction recorded a version
+                // or a command id of this batch after our reads. Append by append, each
+                // failure is an append's own.
+                Err(e) => {
+                    tracing::debug!(error = %e, appends = batch.len(), "bulk write failed, writing the batch append by append");
+                }
+            }
+        }
+        self.write_in_savepoints(batch).await;
+        false
+    }
+
+    /// Write a batch in one transaction that reserves the positions of every append first,
+    /// one savepoint per append.
+    async fn write_in_savepoints(&self, batch: Vec<Pending>) {
+        let n = batch.len();
         let total: usize = batch.iter().map(|p| p.request.events.len()).sum();
         let begun = async {
             let mut tx = self.pool.begin().await.map_err(|e| ("begin append", e))?;
@@ -671,12 +713,7 @@ impl PostgresLogStore {
         };
         let (mut tx, mut next_position) = match begun.await {
             Ok(begun) => begun,
-            Err((operation, e)) => {
-                for p in batch {
-                    p.answer(Err(batch_error(&self.target, operation, &e, n)));
-                }
-                return;
-            }
+            Err((operation, e)) => return fail_batch(batch, &self.target, operation, &e),
         };
         let mut written = Vec::with_capacity(n);
         let mut failed = Vec::new();
@@ -705,7 +742,7 @@ impl PostgresLogStore {
         match tx.commit().await {
             Ok(()) => {
                 for (Pending { request, reply }, positions) in written {
-                    let _ = reply.send(Ok(Self::stored(request, positions)));
+                    let _ = reply.send(Ok(codec::stored(request, positions)));
                 }
             }
             Err(e) => {
@@ -769,7 +806,7 @@ impl PostgresLogStore {
         request: &AppendRequest,
         first_position: Option<i64>,
     ) -> Result<Vec<u64>, AppendFailure> {
-        let columns = Columns::new(&request.events).map_err(|m| self.data_error(m))?;
+        let Prepared { columns, command, .. } = self.prepare(request)?;
         let expected =
             codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
         let count = i32::try_from(request.events.len()).map_err(|_| {
@@ -778,15 +815,6 @@ impl PostgresLogStore {
                 request.events.len()
             ))
         })?;
-        let command = match &request.command {
-            Some(record) => Some((
-                record,
-                codec::encode_context(&record.context).map_err(|m| self.data_error(m))?,
-                codec::to_i64(record.version_before, "version").map_err(|m| self.data_error(m))?,
-                codec::to_i64(record.version_after, "version").map_err(|m| self.data_error(m))?,
-            )),
-            None => None,
-        };
 
         let insert = match first_position {
             None => sqlx::query(INSERT_EVENTS),
@@ -875,6 +903,26 @@ impl PostgresLogStore {
         Ok(positions)
     }
 
+    /// An append's rows, converted for binding (a value that does not fit the schema fails
+    /// this append alone).
+    fn prepare<'a>(&self, request: &'a AppendRequest) -> CoreResult<Prepared<'a>> {
+        let columns = Columns::new(&request.events).map_err(|m| self.data_error(m))?;
+        let command = match &request.command {
+            Some(record) => Some((
+                record,
+                codec::encode_context(&record.context).map_err(|m| self.data_error(m))?,
+                codec::to_i64(record.version_before, "version").map_err(|m| self.data_error(m))?,
+                codec::to_i64(record.version_after, "version").map_err(|m| self.data_error(m))?,
+            )),
+            None => None,
+        };
+        Ok(Prepared {
+            request,
+            columns,
+            command,
+        })
+    }
+
     /// Check the positions an append got back, inside its transaction (so a mismatch rolls
     /// the append back instead of failing after the commit), in event order.
     fn checked_positions(
@@ -894,16 +942,6 @@ impl PostgresLogStore {
             .into_iter()
             .map(|(_, position)| codec::to_u64(position, "position").map_err(|m| self.data_error(m)))
             .collect()
-    }
-
-    /// The events of a committed append, with the positions the database gave them.
-    fn stored(request: AppendRequest, positions: Vec<u64>) -> Vec<Event> {
-        let mut stored = request.events;
-        for (event, position) in stored.iter_mut().zip(positions) {
-            event.position = position;
-            event.timestamp = codec::micros(event.timestamp);
-        }
-        stored
     }
 
     /// Write one snapshot row (inside the append's transaction).
@@ -1029,7 +1067,16 @@ impl PostgresLogStore {
     }
 }
 
+/// One append, converted for binding.
+struct Prepared<'a> {
+    request: &'a AppendRequest,
+    columns: Columns<'a>,
+    /// The command record, its context as JSON, its versions before and after.
+    command: Option<(&'a CommandRecord, String, i64, i64)>,
+}
+
 /// The events of one append, column by column, for `unnest`.
+#[derive(Default)]
 struct Columns<'a> {
     ids: Vec<Uuid>,
     namespaces: Vec<&'a str>,
@@ -1081,6 +1128,23 @@ impl<'a> Columns<'a> {
             c.recorded_at.push(codec::micros(e.timestamp));
         }
         Ok(c)
+    }
+}
+
+impl<'a> Columns<'a> {
+    /// Add the events of `other` after these.
+    fn extend(&mut self, other: Columns<'a>) {
+        self.ids.extend(other.ids);
+        self.namespaces.extend(other.namespaces);
+        self.versions.extend(other.versions);
+        self.keys.extend(other.keys);
+        self.schema_versions.extend(other.schema_versions);
+        self.payloads.extend(other.payloads);
+        self.args.extend(other.args);
+        self.metadata.extend(other.metadata);
+        self.command_ids.extend(other.command_ids);
+        self.command_names.extend(other.command_names);
+        self.recorded_at.extend(other.recorded_at);
     }
 }
 

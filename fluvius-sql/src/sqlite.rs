@@ -30,10 +30,25 @@
 //! # Group commit
 //! On by default ([`GroupCommit`], set with [`SqliteOptions::group_commit`]): appends made
 //! concurrently through one store share one `BEGIN IMMEDIATE` transaction and one sync of the
-//! WAL, each inside its own savepoint, so a conflict or a duplicate command fails only that
-//! append. With `synchronous = FULL` one append per commit is bounded by the disk's sync
-//! rate; group commit lifts that bound for concurrent callers. A lone append is written at
-//! once. See [`crate::group_commit`] for the details.
+//! WAL, and a conflict or a duplicate command fails only that append. With
+//! `synchronous = FULL` one append per commit is bounded by the disk's sync rate; group commit
+//! lifts that bound for concurrent callers. A lone append is written at once. See
+//! [`crate::group_commit`] for the details.
+//!
+//! A batch of several appends is written in bulk, with a few statements whatever its size
+//! (each statement costs a trip to sqlx's SQLite worker thread): one query reads the versions
+//! of all its streams, one which of its command ids are recorded already; the store then
+//! decides each append in batch order (a command id recorded, or carried by an earlier
+//! accepted append of the batch, is a duplicate; an expected version other than the stored
+//! one plus the earlier accepted appends of the batch is a conflict naming that version), and
+//! writes the accepted ones with one multi-row `INSERT` for their command records and one for
+//! their events (split at [`MAX_ROWS_PER_INSERT`] rows), then their snapshots. Nothing else
+//! can write meanwhile: the transaction holds SQLite's write lock and the store's write turn.
+//! Each event's position is matched to its append by stream and version, not by the order of
+//! `RETURNING` (which SQLite does not define). A batch with [transactional
+//! handlers](fluvius_core::transactional) — which must run inside their append's own
+//! savepoint — is written one savepoint per append, as is a batch whose bulk statements fail
+//! (rolled back, then written again append by append).
 //!
 //! An in-memory database (`sqlite::memory:`) keeps nothing when the store is dropped. Its pool
 //! holds exactly one connection, kept open for the store's lifetime, so every operation sees
@@ -48,8 +63,8 @@
 //! Tables `fluvius_events`, `fluvius_commands` and `fluvius_snapshots` (see
 //! `migrations/sqlite` in this crate).
 //! Payloads, arguments, metadata and contexts are stored as the exact JSON text written;
-//! timestamps as microseconds since the Unix epoch. One append is one transaction: the command
-//! row, then one multi-row `INSERT` for its events (batches above
+//! timestamps as microseconds since the Unix epoch. One append alone is one transaction: the
+//! command row, then one multi-row `INSERT` for its events (batches above
 //! [`MAX_ROWS_PER_INSERT`] events are split into several statements of the same transaction,
 //! to stay under SQLite's limit on bound parameters), then the snapshot row if the request
 //! carries one.
@@ -73,7 +88,9 @@ use uuid::Uuid;
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::group_commit::{batch_error, GroupCommit, GroupCommitStats, Pending, Queue};
+use crate::group_commit::{
+    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue,
+};
 
 /// Why an append of a batch failed: on its own (its savepoint rolled back), or because the
 /// transaction itself is in doubt.
@@ -82,6 +99,7 @@ enum SavepointFailure {
     Transaction(sqlx::Error),
 }
 
+mod bulk;
 mod checkpoint;
 
 pub use checkpoint::{advance_projection, reset_projection};
@@ -409,7 +427,7 @@ impl SqliteLogStore {
             .map_err(self.query_error("begin append"))?;
         let positions = self.write_append(&mut tx, &request).await?;
         tx.commit().await.map_err(self.query_error("commit append"))?;
-        Ok(Self::stored(request, positions))
+        Ok(codec::stored(request, positions))
     }
 
     /// Wait for this process's turn to write (see the `writer` field).
@@ -417,21 +435,44 @@ impl SqliteLogStore {
         self.writer.lock().await
     }
 
-    /// Write the batch of the group-commit writer: one transaction, one savepoint per append
-    /// (when there are several), each caller answered after the commit.
-    async fn write_batch(&self, batch: Vec<Pending>) {
+    /// Write the batch of the group-commit writer in one transaction, each caller answered
+    /// after the commit: in bulk when it can (several appends, none with transactional
+    /// handlers), else one savepoint per append (when there are several). Returns whether it
+    /// wrote the batch in bulk.
+    async fn write_batch(&self, batch: Vec<Pending>) -> bool {
         let n = batch.len();
         let _turn = self.write_turn().await;
         let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
             Ok(tx) => tx,
             Err(e) => {
-                for p in batch {
-                    p.answer(Err(batch_error(&self.target, "begin append", &e, n)));
-                }
-                return;
+                fail_batch(batch, &self.target, "begin append", &e);
+                return false;
             }
         };
-        let mut written = Vec::with_capacity(n);
+        if n > 1 && batch.iter().all(|p| p.request.transactional.is_none()) {
+            let requests: Vec<&AppendRequest> = batch.iter().map(|p| &p.request).collect();
+            match self.write_bulk(&mut tx, &requests).await {
+                Ok(outcomes) => {
+                    let outcomes = batch.into_iter().zip(outcomes).collect();
+                    finish_batch(tx, outcomes, &self.target).await;
+                    return true;
+                }
+                Err(e) => {
+                    // Nothing of the bulk statements may stay: start over, append by append
+                    // (still holding the write turn), where each failure is an append's own.
+                    tracing::debug!(error = %e, appends = n, "bulk write failed, writing the batch append by append");
+                    let _ = tx.rollback().await;
+                    tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                        Ok(tx) => tx,
+                        Err(e) => {
+                            fail_batch(batch, &self.target, "begin append", &e);
+                            return false;
+                        }
+                    };
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(n);
         for pending in batch {
             let result = if n == 1 {
                 self.write_append(&mut tx, &pending.request)
@@ -441,34 +482,24 @@ impl SqliteLogStore {
                 self.write_in_savepoint(&mut tx, &pending.request).await
             };
             match result {
-                Ok(positions) => written.push((pending, positions)),
+                Ok(positions) => outcomes.push((pending, Ok(positions))),
+                Err(SavepointFailure::Append(e)) => outcomes.push((pending, Err(e))),
                 // A failed savepoint statement leaves the transaction in doubt: give up on
                 // the whole batch (nothing is committed).
                 Err(SavepointFailure::Transaction(e)) => {
                     drop(tx);
                     pending.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
-                    for (p, _) in written {
-                        p.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                    for (p, outcome) in outcomes {
+                        let own =
+                            outcome.and_then(|_| Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                        p.answer(own);
                     }
-                    return;
+                    return false;
                 }
-                Err(SavepointFailure::Append(e)) => pending.answer(Err(e)),
             }
         }
-        if written.is_empty() {
-            let _ = tx.rollback().await;
-            return;
-        }
-        if let Err(e) = tx.commit().await {
-            for (p, _) in written {
-                p.answer(Err(batch_error(&self.target, "commit append", &e, n)));
-            }
-            return;
-        }
-        for (p, positions) in written {
-            let Pending { request, reply } = p;
-            let _ = reply.send(Ok(Self::stored(request, positions)));
-        }
+        finish_batch(tx, outcomes, &self.target).await;
+        false
     }
 
     /// One append of a batch, inside its own savepoint: rolled back alone if it fails.
@@ -500,44 +531,19 @@ impl SqliteLogStore {
     }
 
     /// Write one append in the open write transaction `tx`: its command row, the version
-    /// check, its events. Returns `(version, position)` of each event written. On error the
-    /// caller rolls back (the transaction, or the append's savepoint).
+    /// check, its events. Returns the position of each event written, in event order. On
+    /// error the caller rolls back (the transaction, or the append's savepoint).
     async fn write_append(
         &self,
         tx: &mut sqlx::SqliteConnection,
         request: &AppendRequest,
     ) -> CoreResult<Vec<u64>> {
-        let rows = request
-            .events
-            .iter()
-            .map(EventRow::new)
-            .collect::<Result<Vec<_>, String>>()
-            .map_err(|m| self.data_error(m))?;
-        let command = request
-            .command
-            .as_ref()
-            .map(CommandRow::new)
-            .transpose()
-            .map_err(|m| self.data_error(m))?;
-        let aggregate_id = request.aggregate_id.to_string();
-
-        if let (Some(row), Some(record)) = (&command, &request.command) {
-            let inserted = sqlx::query(
-                "INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context, \
-                 version_before, version_after, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .bind(record.id.to_string())
-            .bind(record.namespace.as_str())
-            .bind(record.resource.as_str())
-            .bind(record.aggregate_id.to_string())
-            .bind(record.action.as_str())
-            .bind(record.args.as_str())
-            .bind(&row.context)
-            .bind(row.version_before)
-            .bind(row.version_after)
-            .bind(row.recorded_at)
-            .execute(&mut *tx)
-            .await;
+        let prepared = self.prepare(request)?;
+        if let Some((record, row)) = &prepared.command {
+            let inserted = insert_commands_query([(*record, row)])
+                .build()
+                .execute(&mut *tx)
+                .await;
             if let Err(err) = inserted {
                 if codec::unique_violation(&err).is_some() {
                     return Err(fluvius_core::Error::DuplicateCommand {
@@ -555,37 +561,24 @@ impl SqliteLogStore {
             return Err(Self::conflict(request, actual));
         }
 
-        let mut positions: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO fluvius_events (id, namespace, resource, aggregate_id, aggregate_version, key, \
-                 schema_version, payload, args, metadata, command_id, command_name, recorded_at) ",
-            );
-            insert.push_values(chunk, |mut b, row| {
-                b.push_bind(row.event.id.to_string())
-                    .push_bind(row.event.namespace.as_str())
-                    .push_bind(request.resource.as_str())
-                    .push_bind(aggregate_id.as_str())
-                    .push_bind(row.version)
-                    .push_bind(row.event.key.as_str())
-                    .push_bind(i64::from(row.event.schema_version))
-                    .push_bind(row.event.payload.as_str())
-                    .push_bind(row.event.args.as_str())
-                    .push_bind(row.metadata.as_str())
-                    .push_bind(row.event.command_id.to_string())
-                    .push_bind(row.event.command_name.as_str())
-                    .push_bind(row.recorded_at);
-            });
-            insert.push(" RETURNING position, aggregate_version");
-            let returned = insert.build().fetch_all(&mut *tx).await.map_err(|err| {
-                if codec::unique_violation(&err).is_some() {
-                    // Cannot happen while we hold the write lock and checked the version, but
-                    // if it does, it is a conflict.
-                    Self::conflict(request, actual)
-                } else {
-                    self.query_error("append (insert events)")(err)
-                }
-            })?;
+        let mut positions: Vec<(i64, i64)> = Vec::with_capacity(prepared.rows.len());
+        for chunk in prepared.rows.chunks(MAX_ROWS_PER_INSERT) {
+            let rows = chunk
+                .iter()
+                .map(|row| (row, request.resource.as_str(), prepared.aggregate_id.as_str()));
+            let returned = insert_events_query(rows)
+                .build()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|err| {
+                    if codec::unique_violation(&err).is_some() {
+                        // Cannot happen while we hold the write lock and checked the version,
+                        // but if it does, it is a conflict.
+                        Self::conflict(request, actual)
+                    } else {
+                        self.query_error("append (insert events)")(err)
+                    }
+                })?;
             for row in returned {
                 let position: i64 = row
                     .try_get(0)
@@ -609,6 +602,29 @@ impl SqliteLogStore {
         Ok(positions)
     }
 
+    /// An append's rows, converted for binding (a value that does not fit the schema fails
+    /// this append alone).
+    fn prepare<'a>(&self, request: &'a AppendRequest) -> CoreResult<Prepared<'a>> {
+        let rows = request
+            .events
+            .iter()
+            .map(EventRow::new)
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|m| self.data_error(m))?;
+        let command = request
+            .command
+            .as_ref()
+            .map(|record| CommandRow::new(record).map(|row| (record, row)))
+            .transpose()
+            .map_err(|m| self.data_error(m))?;
+        Ok(Prepared {
+            request,
+            rows,
+            command,
+            aggregate_id: request.aggregate_id.to_string(),
+        })
+    }
+
     /// Check the positions an append got back, inside its transaction (so a mismatch rolls
     /// the append back instead of failing after the commit), in event order.
     fn checked_positions(
@@ -628,16 +644,6 @@ impl SqliteLogStore {
             .into_iter()
             .map(|(_, position)| codec::to_u64(position, "position").map_err(|m| self.data_error(m)))
             .collect()
-    }
-
-    /// The events of a committed append, with the positions the database gave them.
-    fn stored(request: AppendRequest, positions: Vec<u64>) -> Vec<Event> {
-        let mut stored = request.events;
-        for (event, position) in stored.iter_mut().zip(positions) {
-            event.position = position;
-            event.timestamp = codec::micros(event.timestamp);
-        }
-        stored
     }
 
     /// Write one snapshot row (inside the append's transaction).
@@ -795,6 +801,67 @@ impl CommandRow {
             recorded_at: record.timestamp.timestamp_micros(),
         })
     }
+}
+
+/// One append, converted for binding.
+struct Prepared<'a> {
+    request: &'a AppendRequest,
+    rows: Vec<EventRow<'a>>,
+    command: Option<(&'a CommandRecord, CommandRow)>,
+    aggregate_id: String,
+}
+
+/// A multi-row `INSERT` of command records (at most [`MAX_ROWS_PER_INSERT`] of them: 10
+/// parameters each).
+fn insert_commands_query<'a>(
+    commands: impl IntoIterator<Item = (&'a CommandRecord, &'a CommandRow)>,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context, \
+         version_before, version_after, recorded_at) ",
+    );
+    insert.push_values(commands, |mut b, (record, row)| {
+        b.push_bind(record.id.to_string())
+            .push_bind(record.namespace.as_str())
+            .push_bind(record.resource.as_str())
+            .push_bind(record.aggregate_id.to_string())
+            .push_bind(record.action.as_str())
+            .push_bind(record.args.as_str())
+            .push_bind(row.context.as_str())
+            .push_bind(row.version_before)
+            .push_bind(row.version_after)
+            .push_bind(row.recorded_at);
+    });
+    insert
+}
+
+/// A multi-row `INSERT` of events, each with its stream's resource and aggregate id (at most
+/// [`MAX_ROWS_PER_INSERT`] of them), returning `position, aggregate_version, resource,
+/// aggregate_id` of each row, in no particular order.
+fn insert_events_query<'a>(
+    rows: impl IntoIterator<Item = (&'a EventRow<'a>, &'a str, &'a str)>,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO fluvius_events (id, namespace, resource, aggregate_id, aggregate_version, key, \
+         schema_version, payload, args, metadata, command_id, command_name, recorded_at) ",
+    );
+    insert.push_values(rows, |mut b, (row, resource, aggregate_id)| {
+        b.push_bind(row.event.id.to_string())
+            .push_bind(row.event.namespace.as_str())
+            .push_bind(resource)
+            .push_bind(aggregate_id)
+            .push_bind(row.version)
+            .push_bind(row.event.key.as_str())
+            .push_bind(i64::from(row.event.schema_version))
+            .push_bind(row.event.payload.as_str())
+            .push_bind(row.event.args.as_str())
+            .push_bind(row.metadata.as_str())
+            .push_bind(row.event.command_id.to_string())
+            .push_bind(row.event.command_name.as_str())
+            .push_bind(row.recorded_at);
+    });
+    insert.push(" RETURNING position, aggregate_version, resource, aggregate_id");
+    insert
 }
 
 fn column<'r, T>(row: &'r SqliteRow, index: usize) -> Result<T, String>

@@ -69,21 +69,21 @@ fn mixed_batch() -> MixedBatch {
     MixedBatch { x, y, z, w, requests }
 }
 
-/// Queue the mixed batch behind a held write lock (`hold` takes it, `release` gives it back)
-/// and check each append's own outcome and what was stored.
-async fn check_mixed_batch<S: LogStore + Clone>(
-    store: S,
+/// Queue `requests` one by one behind a held write lock (`release` gives it back), check they
+/// went in one batch, and return each append's result, in order.
+async fn run_batch<S: LogStore + Clone>(
+    store: &S,
     stats: impl Fn() -> GroupCommitStats,
     release: impl std::future::Future<Output = ()>,
-) {
+    requests: &[AppendRequest],
+) -> Vec<Result<Vec<Event>, Error>> {
     let before = stats();
-    let batch = mixed_batch();
-    let count = batch.requests.len() as u64;
+    let count = requests.len() as u64;
     let mut tasks = Vec::new();
-    for request in batch.requests.iter().cloned() {
+    for request in requests.iter().cloned() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move { store.append(request).await }));
-        // One at a time, so the queue order is the order above.
+        // One at a time, so the queue order is the order given.
         let queued = tasks.len() as u64;
         wait_for(&stats, |s| s.waiting + s.appends >= before.appends + queued).await;
     }
@@ -100,6 +100,18 @@ async fn check_mixed_batch<S: LogStore + Clone>(
         "all appends went in one batch: {after:?}"
     );
     assert!(after.largest_batch >= count, "{after:?}");
+    results
+}
+
+/// Queue the mixed batch behind a held write lock (`hold` takes it, `release` gives it back)
+/// and check each append's own outcome and what was stored.
+async fn check_mixed_batch<S: LogStore + Clone>(
+    store: S,
+    stats: impl Fn() -> GroupCommitStats,
+    release: impl std::future::Future<Output = ()>,
+) {
+    let batch = mixed_batch();
+    let results = run_batch(&store, &stats, release, &batch.requests).await;
 
     let ok = |i: usize| {
         results[i]
@@ -109,10 +121,16 @@ async fn check_mixed_batch<S: LogStore + Clone>(
     let x1 = ok(0);
     let y1 = ok(1);
     let x2 = ok(5);
-    // SQLite reports the version seen inside the batch (3); PostgreSQL reads it after the
-    // commit (5). Either way, not the expected 0.
+    // The version seen inside the batch, after the first append of x.
     assert!(
-        matches!(&results[2], Err(Error::Conflict { expected: 0, actual, .. }) if *actual >= 3),
+        matches!(
+            &results[2],
+            Err(Error::Conflict {
+                expected: 0,
+                actual: 3,
+                ..
+            })
+        ),
         "{:?}",
         results[2]
     );
@@ -155,6 +173,241 @@ async fn check_mixed_batch<S: LogStore + Clone>(
     assert!(x1[2].position < y1[0].position && y1[1].position < x2[0].position);
     let versions: Vec<u64> = x_events.iter().map(|e| e.aggregate_version).collect();
     assert_eq!(versions, [1, 2, 3, 4, 5]);
+}
+
+/// What [`seed_bulk`] stored before the bulk batch.
+struct Seed {
+    /// A stream at version 2.
+    stored: AggregateId,
+    /// The aggregate of the recorded command.
+    recorded_on: AggregateId,
+    /// A recorded command id.
+    recorded: uuid::Uuid,
+    /// The last position before the batch.
+    head: u64,
+}
+
+/// Rows the bulk batch must find already stored: a stream at version 2 and a recorded command.
+async fn seed_bulk<S: LogStore>(store: &S) -> Seed {
+    let stored = AggregateId::new();
+    store
+        .append(testing::request("thing", stored, 0, 2))
+        .await
+        .unwrap();
+    let recorded_on = AggregateId::new();
+    let mut request = testing::request("thing", recorded_on, 0, 1);
+    let record = testing::command_record(&request);
+    let recorded = record.id;
+    request.command = Some(record);
+    let events = store.append(request).await.unwrap();
+    Seed {
+        stored,
+        recorded_on,
+        recorded,
+        head: events[0].position,
+    }
+}
+
+/// `request` with a fresh command record, or with `id` as its command id.
+fn with_command(mut request: AppendRequest, id: Option<uuid::Uuid>) -> AppendRequest {
+    let mut record = testing::command_record(&request);
+    if let Some(id) = id {
+        record.id = id;
+    }
+    request.command = Some(record);
+    request
+}
+
+/// `request` with a snapshot at its last event.
+fn with_snapshot(mut request: AppendRequest) -> AppendRequest {
+    let last = request.events.last().expect("an event");
+    request.snapshot = Some(fluvius_core::Snapshot {
+        resource: request.resource.to_string(),
+        aggregate_id: request.aggregate_id,
+        version: last.aggregate_version,
+        state_version: 1,
+        state: fluvius_core::Payload::from_json_unchecked(r#"{"n":1}"#),
+        timestamp: last.timestamp,
+    });
+    request
+}
+
+fn command_id(request: &AppendRequest) -> uuid::Uuid {
+    request.command.as_ref().expect("a command").id
+}
+
+/// One batch with every case the bulk path decides on its own (chained appends on one
+/// aggregate, conflicts within the batch and against stored rows, duplicate commands within
+/// the batch and against a recorded one, snapshots), queued behind a held write lock after
+/// [`seed_bulk`]: each append gets its own outcome, the accepted ones are stored at the
+/// positions they were given, the refused ones left nothing.
+async fn check_bulk_batch<S: LogStore + Clone>(
+    store: S,
+    stats: impl Fn() -> GroupCommitStats,
+    release: impl std::future::Future<Output = ()>,
+    seed: Seed,
+) {
+    let (a, b, p, q, r, s, t) = (
+        AggregateId::new(),
+        AggregateId::new(),
+        AggregateId::new(),
+        AggregateId::new(),
+        AggregateId::new(),
+        AggregateId::new(),
+        AggregateId::new(),
+    );
+    let q_req = with_command(testing::request("thing", q, 0, 1), None);
+    let s_req = with_snapshot(with_command(testing::request("thing", s, 5, 1), None));
+    let requests = vec![
+        testing::request("thing", a, 0, 2),                          // 0 ok
+        testing::request("thing", a, 2, 1),                          // 1 ok: chained on 0
+        testing::request("thing", a, 2, 1),                          // 2 conflict: a is at 3 after 1
+        testing::request("thing", b, 0, 1),                          // 3 ok
+        testing::request("thing", b, 0, 1),                          // 4 conflict: b is at 1 after 3
+        testing::request("thing", b, 1, 2),                          // 5 ok: chained on 3
+        testing::request("thing", seed.stored, 0, 1),                // 6 conflict: stored at 2
+        with_snapshot(testing::request("thing", seed.stored, 2, 1)), // 7 ok, with a snapshot
+        with_command(testing::request("thing", p, 0, 1), Some(seed.recorded)), // 8 duplicate: recorded
+        q_req.clone(),                                               // 9 ok, records its command
+        with_command(testing::request("thing", r, 0, 1), Some(command_id(&q_req))), // 10 duplicate of 9
+        s_req.clone(), // 11 conflict (s is empty): neither its command nor its snapshot is stored
+        with_command(testing::request("thing", t, 0, 1), Some(command_id(&s_req))), // 12 ok: 11 recorded nothing
+    ];
+    let before = stats();
+    let results = run_batch(&store, &stats, release, &requests).await;
+    let after = stats();
+    assert_eq!(
+        after.bulk_batches,
+        before.bulk_batches + 1,
+        "the batch was written in bulk: {after:?}"
+    );
+
+    let conflict = |i: usize, aggregate: AggregateId, expected: u64, actual: u64| {
+        assert!(
+            matches!(
+                &results[i],
+                Err(Error::Conflict { resource, aggregate_id, expected: e, actual: a })
+                    if resource == "thing" && *aggregate_id == aggregate && *e == expected && *a == actual
+            ),
+            "append {i}: {:?}",
+            results[i]
+        );
+    };
+    conflict(2, a, 2, 3);
+    conflict(4, b, 0, 1);
+    conflict(6, seed.stored, 0, 2);
+    conflict(11, s, 5, 0);
+    let duplicate = |i: usize, id: uuid::Uuid| {
+        assert!(
+            matches!(&results[i], Err(Error::DuplicateCommand { command_id }) if *command_id == id),
+            "append {i}: {:?}",
+            results[i]
+        );
+    };
+    duplicate(8, seed.recorded);
+    duplicate(10, command_id(&q_req));
+    let accepted = [0, 1, 3, 5, 7, 9, 12];
+    let ok = |i: usize| -> Vec<Event> {
+        results[i]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("append {i} failed: {e}"))
+            .clone()
+    };
+    for i in accepted {
+        let events = ok(i);
+        let sent: Vec<_> = requests[i]
+            .events
+            .iter()
+            .map(|e| (e.id, e.aggregate_version))
+            .collect();
+        let got: Vec<_> = events.iter().map(|e| (e.id, e.aggregate_version)).collect();
+        assert_eq!(got, sent, "append {i} returned its own events");
+        for pair in events.windows(2) {
+            assert_eq!(
+                pair[1].position,
+                pair[0].position + 1,
+                "append {i}: consecutive positions"
+            );
+        }
+    }
+
+    // Every accepted event is in the global log at the position its append returned, and
+    // nothing else was written.
+    let mut written: Vec<Event> = accepted.iter().flat_map(|&i| ok(i)).collect();
+    written.sort_by_key(|e| e.position);
+    // (PostgreSQL's read_all lags behind transactions open elsewhere on the server: wait.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log: Vec<Event> = testing::conformance::read_everything(&store)
+            .await
+            .into_iter()
+            // (The append that held the writer is in resource `first`.)
+            .filter(|e| e.position > seed.head && e.resource == "thing")
+            .collect();
+        if log.len() >= written.len() || Instant::now() > deadline {
+            assert_eq!(log, written);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Positions follow the batch order.
+    let firsts: Vec<u64> = accepted.iter().map(|&i| ok(i)[0].position).collect();
+    assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{firsts:?}");
+
+    let stream = |id: AggregateId| {
+        let store = store.clone();
+        async move { store.get_events("thing", id).await.unwrap() }
+    };
+    assert_eq!(stream(a).await, [ok(0), ok(1)].concat());
+    assert_eq!(stream(b).await, [ok(3), ok(5)].concat());
+    let stored = stream(seed.stored).await;
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[2..], ok(7));
+    for refused in [p, r, s] {
+        assert!(
+            stream(refused).await.is_empty(),
+            "a refused append wrote no events"
+        );
+    }
+    let recorded = |id: uuid::Uuid| {
+        let store = store.clone();
+        async move { store.get_command(id).await.unwrap() }
+    };
+    assert_eq!(
+        recorded(seed.recorded)
+            .await
+            .expect("still recorded")
+            .aggregate_id,
+        seed.recorded_on,
+        "the duplicate did not overwrite the recorded command"
+    );
+    assert_eq!(
+        recorded(command_id(&q_req))
+            .await
+            .expect("9 recorded")
+            .aggregate_id,
+        q,
+        "the duplicate in the batch did not overwrite it"
+    );
+    assert_eq!(
+        recorded(command_id(&s_req))
+            .await
+            .expect("12 recorded")
+            .aggregate_id,
+        t,
+        "the refused append 11 did not record its command"
+    );
+    let snapshot = |id: AggregateId| {
+        let store = store.clone();
+        async move {
+            store
+                .load_snapshot("thing", id, fluvius_core::SnapshotQuery::default())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(snapshot(seed.stored).await, requests[7].snapshot);
+    assert_eq!(snapshot(s).await, None, "a refused append wrote no snapshot");
 }
 
 /// A store in a child process appends from many tasks and prints each acknowledged append;
@@ -254,25 +507,54 @@ mod sqlite {
         let dir = common::temp_dir("group-commit");
         let url = url(&dir);
         let store = SqliteLogStore::open(&url).await.unwrap();
-        let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        locker.execute("BEGIN IMMEDIATE").await.unwrap();
         // The first append takes the writer, which waits for the lock; the batch queues
         // behind it. (The busy timeout is 5 s; the queueing takes milliseconds.)
+        let (first, release) = hold_writer(&store, &url).await;
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        check_mixed_batch(store.clone(), stats, release).await;
+        first.await.unwrap().expect("the first append");
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Take the write lock from another connection and queue one append behind it: the
+    /// writer waits for the lock with that append, and what is queued next forms one batch.
+    /// Returns the first append's task and what gives the lock back.
+    async fn hold_writer(
+        store: &SqliteLogStore,
+        url: &str,
+    ) -> (
+        tokio::task::JoinHandle<Result<Vec<Event>, Error>>,
+        impl std::future::Future<Output = ()>,
+    ) {
+        let mut locker = sqlx::SqliteConnection::connect(url).await.unwrap();
+        locker.execute("BEGIN IMMEDIATE").await.unwrap();
         let first = {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .append(testing::request("thing", AggregateId::new(), 0, 1))
+                    .append(testing::request("first", AggregateId::new(), 0, 1))
                     .await
             })
         };
-        let stats = || store.group_commit_stats().expect("group commit is on by default");
-        wait_for(stats, |s| s.appends == 1).await;
+        let before = store.group_commit_stats().unwrap().appends;
+        wait_for(|| store.group_commit_stats().unwrap(), |s| s.appends > before).await;
         let release = async move {
             locker.execute("COMMIT").await.unwrap();
             let _ = locker.close().await;
         };
-        check_mixed_batch(store.clone(), stats, release).await;
+        (first, release)
+    }
+
+    #[tokio::test]
+    async fn a_bulk_batch_decides_each_append_as_alone() {
+        let dir = common::temp_dir("group-commit-bulk");
+        let url = url(&dir);
+        let store = SqliteLogStore::open(&url).await.unwrap();
+        let seed = seed_bulk(&store).await;
+        let (first, release) = hold_writer(&store, &url).await;
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        check_bulk_batch(store.clone(), stats, release, seed).await;
         first.await.unwrap().expect("the first append");
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
@@ -332,22 +614,48 @@ mod postgres {
     use fluvius_sql::PostgresLogStore;
     use sqlx::{Connection, Executor};
 
+    /// A fresh schema, dropped when the guard goes.
+    fn fresh_schema(url: &str) -> (String, pg::SchemaGuard) {
+        let schema = pg::schema_name();
+        let guard = pg::SchemaGuard {
+            url: url.to_owned(),
+            schema: schema.clone(),
+        };
+        (schema, guard)
+    }
+
+    /// A store in `schema` with one group-commit writer.
+    fn one_writer(url: &str, schema: &str) -> fluvius_sql::PostgresOptions {
+        PostgresLogStore::builder(url)
+            .schema(schema)
+            .group_commit(fluvius_sql::GroupCommit::default().writers(1))
+    }
+
     #[tokio::test]
     async fn a_conflict_or_duplicate_in_a_batch_fails_only_that_append() {
         let Some(url) = pg::url().await else { return };
-        let schema = pg::schema_name();
-        let _guard = pg::SchemaGuard {
-            url: url.clone(),
-            schema: schema.clone(),
-        };
+        let (schema, _guard) = fresh_schema(&url);
         // One writer: the first append holds it while the rest queue up as one batch.
-        let store = PostgresLogStore::builder(&url)
-            .schema(&schema)
-            .group_commit(fluvius_sql::GroupCommit::default().writers(1))
-            .connect()
-            .await
-            .unwrap();
-        let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+        let store = one_writer(&url, &schema).connect().await.unwrap();
+        let (first, release) = hold_writer(&store, &url, &schema).await;
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        check_mixed_batch(store.clone(), stats, release).await;
+        first.await.unwrap().expect("the first append");
+        store.close().await;
+    }
+
+    /// Lock the events table from another connection and queue one append behind it: the
+    /// (single) writer waits for the lock with that append, and what is queued next forms one
+    /// batch. Returns the first append's task and what gives the lock back.
+    async fn hold_writer(
+        store: &PostgresLogStore,
+        url: &str,
+        schema: &str,
+    ) -> (
+        tokio::task::JoinHandle<Result<Vec<Event>, Error>>,
+        impl std::future::Future<Output = ()>,
+    ) {
+        let mut locker = sqlx::PgConnection::connect(url).await.unwrap();
         locker.execute("BEGIN").await.unwrap();
         locker
             .execute(format!("LOCK TABLE \"{schema}\".fluvius_events IN EXCLUSIVE MODE").as_str())
@@ -357,18 +665,144 @@ mod postgres {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .append(testing::request("thing", AggregateId::new(), 0, 1))
+                    .append(testing::request("first", AggregateId::new(), 0, 1))
                     .await
             })
         };
-        let stats = || store.group_commit_stats().expect("group commit is on by default");
-        wait_for(stats, |s| s.appends == 1).await;
+        let before = store.group_commit_stats().unwrap().appends;
+        wait_for(|| store.group_commit_stats().unwrap(), |s| s.appends > before).await;
         let release = async move {
             locker.execute("COMMIT").await.unwrap();
             let _ = locker.close().await;
         };
-        check_mixed_batch(store.clone(), stats, release).await;
+        (first, release)
+    }
+
+    #[tokio::test]
+    async fn a_bulk_batch_decides_each_append_as_alone() {
+        let Some(url) = pg::url().await else { return };
+        let (schema, _guard) = fresh_schema(&url);
+        let store = one_writer(&url, &schema).connect().await.unwrap();
+        let seed = seed_bulk(&store).await;
+        let (first, release) = hold_writer(&store, &url, &schema).await;
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        check_bulk_batch(store.clone(), stats, release, seed).await;
         first.await.unwrap().expect("the first append");
+        store.close().await;
+    }
+
+    /// Start a transaction on another connection that writes version 1 of `aggregate` in
+    /// `schema` and stays open: an append of that version waits for it.
+    async fn uncommitted_version_1(url: &str, schema: &str, aggregate: AggregateId) -> sqlx::PgConnection {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        conn.execute("BEGIN").await.unwrap();
+        let event = testing::event("thing", aggregate, 1);
+        sqlx::query(&format!(
+            "INSERT INTO \"{schema}\".fluvius_events (position, id, namespace, resource, aggregate_id, \
+             aggregate_version, key, schema_version, payload, args, metadata, command_id, command_name, \
+             recorded_at) VALUES ((SELECT nextval('\"{schema}\".fluvius_events_position_seq')), $1, 'x', \
+             'thing', $2, 1, 'k', 1, '{{}}', '{{}}', '{{}}', $3, 'c', now())"
+        ))
+        .bind(event.id)
+        .bind(aggregate.as_uuid())
+        .bind(event.command_id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn
+    }
+
+    #[tokio::test]
+    async fn a_unique_violation_in_a_bulk_batch_fails_only_its_append() {
+        let Some(url) = pg::url().await else { return };
+        let (schema, _guard) = fresh_schema(&url);
+        let app = format!("bulk-{}", uuid::Uuid::new_v4().simple());
+        let store = one_writer(&url, &schema)
+            .application_name(&app)
+            .connect()
+            .await
+            .unwrap();
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        // The writer is stuck on a first append (its version 1 is being written by another
+        // transaction) while the batch queues. The batch's reads do not see the uncommitted
+        // version 1 of `x`, so it accepts `x`; its insert then waits for that transaction,
+        // which commits: a unique violation, after which the batch is written append by
+        // append, and only `x` fails.
+        let (w, x, a, b) = (
+            AggregateId::new(),
+            AggregateId::new(),
+            AggregateId::new(),
+            AggregateId::new(),
+        );
+        let mut holds_w = uncommitted_version_1(&url, &schema, w).await;
+        let mut holds_x = uncommitted_version_1(&url, &schema, x).await;
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(testing::request("thing", w, 0, 1)).await })
+        };
+        wait_for(stats, |s| s.appends == 1).await;
+        let release = async move {
+            holds_w.execute("COMMIT").await.unwrap();
+        };
+        let requests = [
+            testing::request("thing", a, 0, 1),
+            testing::request("thing", x, 0, 2),
+            testing::request("thing", b, 0, 1),
+        ];
+        let batch = {
+            let store = store.clone();
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let stats = || store.group_commit_stats().expect("group commit is on");
+                run_batch(&store, stats, release, &requests).await
+            })
+        };
+        assert!(
+            matches!(first.await.unwrap(), Err(Error::Conflict { actual: 1, .. })),
+            "the first append lost to the committed version 1 of w"
+        );
+        // Wait until the batch's insert waits for the transaction writing x.
+        let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind(&app)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the batch never waited for x");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        holds_x.execute("COMMIT").await.unwrap();
+        let results = batch.await.unwrap();
+        let after = stats();
+        assert_eq!(after.bulk_batches, 0, "the bulk write was given up: {after:?}");
+        assert!(
+            matches!(
+                &results[1],
+                Err(Error::Conflict {
+                    expected: 0,
+                    actual: 1,
+                    ..
+                })
+            ),
+            "{:?}",
+            results[1]
+        );
+        for (i, id) in [(0, a), (2, b)] {
+            let events = results[i]
+                .as_ref()
+                .unwrap_or_else(|e| panic!("append {i} failed: {e}"));
+            assert_eq!(store.get_events("thing", id).await.unwrap(), *events);
+        }
+        let x_events = store.get_events("thing", x).await.unwrap();
+        assert_eq!(x_events.len(), 1, "only the other transaction's version 1 of x");
+        let _ = watcher.close().await;
         store.close().await;
     }
 

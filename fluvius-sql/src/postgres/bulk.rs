@@ -1,0 +1,274 @@
+//! The bulk path of a group-commit batch: a few statements for the whole batch instead of a
+//! savepoint and three or more statements per append (see the [module docs](super#group-commit)).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use fluvius_core::AppendRequest;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::{Columns, CoreResult, PostgresLogStore, Prepared};
+use crate::codec;
+use crate::group_commit::{bulk_keys, bulk_outcomes, decide, StreamKey};
+
+/// Each append's outcome, in batch order: its positions, or its own error.
+pub(super) type Outcomes = Vec<CoreResult<Vec<u64>>>;
+
+/// The current version of each stream given as `unnest($1 resources, $2 aggregate ids)`,
+/// with its 1-based index.
+const STREAM_VERSIONS: &str = "\
+SELECT s.i, coalesce((SELECT max(v.aggregate_version) FROM fluvius_events v
+                      WHERE v.tenant = '' AND v.resource = s.resource AND v.aggregate_id = s.aggregate_id), 0)
+FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS s(resource, aggregate_id, i)";
+
+const RECORDED_COMMANDS: &str = "SELECT id FROM fluvius_commands WHERE id = ANY($1::uuid[])";
+
+/// The events of a whole batch, reserving their positions (`$1` of them) first: the first
+/// statement that writes in the transaction, as `fluvius_reserve_positions` requires. The
+/// events of each append are consecutive in the arrays, so they get consecutive positions.
+const INSERT_BULK_EVENTS: &str = "\
+WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($1) AS first)
+INSERT INTO fluvius_events (position, id, namespace, resource, aggregate_id, aggregate_version, key,
+    schema_version, payload, args, metadata, command_id, command_name, recorded_at)
+SELECT reserved.first + e.ord - 1, e.id, e.namespace, e.resource, e.aggregate_id, e.aggregate_version, e.key,
+    e.schema_version, e.payload::json, e.args::json, e.metadata::json, e.command_id, e.command_name,
+    e.recorded_at
+FROM reserved,
+    unnest($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::integer[],
+        $9::text[], $10::text[], $11::text[], $12::uuid[], $13::text[], $14::timestamptz[])
+    WITH ORDINALITY AS e(id, namespace, resource, aggregate_id, aggregate_version, key, schema_version,
+        payload, args, metadata, command_id, command_name, recorded_at, ord)
+RETURNING position, aggregate_version, resource, aggregate_id";
+
+const INSERT_BULK_COMMANDS: &str = "\
+INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context, version_before,
+    version_after, recorded_at)
+SELECT c.id, c.namespace, c.resource, c.aggregate_id, c.action, c.args::json, c.context::json,
+    c.version_before, c.version_after, c.recorded_at
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+    $8::bigint[], $9::bigint[], $10::timestamptz[])
+    AS c(id, namespace, resource, aggregate_id, action, args, context, version_before, version_after,
+        recorded_at)";
+
+impl PostgresLogStore {
+    /// Write the appends of a batch (none with transactional handlers) in a new transaction,
+    /// left open for the caller to commit: one query for the versions of its streams, one for
+    /// which of its command ids are recorded, the decision in Rust, then one statement for the
+    /// events of the accepted appends (reserving their positions) and one for their command
+    /// records, and the snapshots. Each append gets the outcome the per-append path would give
+    /// it, as of those two reads.
+    ///
+    /// An error means a statement failed — typically a unique violation, when a writer of
+    /// another transaction recorded a version or a command id of this batch after the reads —
+    /// and the transaction was rolled back: the caller writes the batch append by append.
+    pub(super) async fn write_bulk(
+        &self,
+        batch: &[&AppendRequest],
+    ) -> CoreResult<(Transaction<'static, Postgres>, Outcomes)> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(self.query_error("begin append"))?;
+        match self.write_bulk_in(&mut tx, batch).await {
+            Ok(outcomes) => Ok((tx, outcomes)),
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_bulk_in(&self, tx: &mut PgConnection, batch: &[&AppendRequest]) -> CoreResult<Outcomes> {
+        let mut prepared: Vec<CoreResult<Prepared<'_>>> = batch.iter().map(|r| self.prepare(r)).collect();
+        let (streams, command_ids) = bulk_keys(prepared.iter().flatten().map(|p| p.request));
+        let current = self.stream_versions(tx, &streams).await?;
+        let recorded = self.recorded_commands(tx, &command_ids).await?;
+        let verdicts = decide(prepared.iter().flatten().map(|p| p.request), current, recorded);
+
+        // The accepted appends, in batch order, their events and commands column by column.
+        let mut accepted = Vec::new();
+        let mut events = Columns::default();
+        let mut resources = Vec::new();
+        let mut aggregate_ids = Vec::new();
+        let mut commands = CommandColumns::default();
+        let mut verdict_of = verdicts.iter();
+        for (i, p) in prepared.iter_mut().enumerate() {
+            let Ok(p) = p else { continue };
+            if !verdict_of.next().is_some_and(Result::is_ok) {
+                continue;
+            }
+            let columns = std::mem::take(&mut p.columns);
+            resources.extend(std::iter::repeat_n(
+                p.request.resource.as_str(),
+                columns.ids.len(),
+            ));
+            aggregate_ids.extend(std::iter::repeat_n(
+                *p.request.aggregate_id.as_uuid(),
+                columns.ids.len(),
+            ));
+            events.extend(columns);
+            if let Some((record, context, before, after)) = p.command.take() {
+                commands.push(record, context, before, after);
+            }
+            accepted.push(i);
+        }
+
+        let mut positions: HashMap<usize, Vec<(i64, i64)>> = HashMap::with_capacity(accepted.len());
+        if !events.ids.is_empty() {
+            let total = i32::try_from(events.ids.len()).map_err(|_| {
+                self.data_error(format!("{} events in one batch is too many", events.ids.len()))
+            })?;
+            let returned = sqlx::query(INSERT_BULK_EVENTS)
+                .bind(total)
+                .bind(&events.ids)
+                .bind(&events.namespaces)
+                .bind(&resources)
+                .bind(&aggregate_ids)
+                .bind(&events.versions)
+                .bind(&events.keys)
+                .bind(&events.schema_versions)
+                .bind(&events.payloads)
+                .bind(&events.args)
+                .bind(&events.metadata)
+                .bind(&events.command_ids)
+                .bind(&events.command_names)
+                .bind(&events.recorded_at)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(self.query_error("append (insert events)"))?;
+            // Which accepted append each row belongs to, by its stream and version.
+            let mut owner: HashMap<(&str, Uuid, i64), usize> = HashMap::with_capacity(returned.len());
+            for &i in &accepted {
+                let request = batch[i];
+                for event in &request.events {
+                    let version = codec::clamp_i64(event.aggregate_version);
+                    owner.insert(
+                        (
+                            request.resource.as_str(),
+                            *request.aggregate_id.as_uuid(),
+                            version,
+                        ),
+                        i,
+                    );
+                }
+            }
+            for row in &returned {
+                let (position, version, resource, aggregate_id) =
+                    returned_event(row).map_err(self.query_error("append (read positions)"))?;
+                let i = owner.get(&(resource, aggregate_id, version)).ok_or_else(|| {
+                    self.data_error(format!(
+                        "the insert returned an event this batch did not write: {resource}/{aggregate_id} \
+                         version {version}"
+                    ))
+                })?;
+                positions.entry(*i).or_default().push((version, position));
+            }
+        }
+        if !commands.ids.is_empty() {
+            sqlx::query(INSERT_BULK_COMMANDS)
+                .bind(&commands.ids)
+                .bind(&commands.namespaces)
+                .bind(&commands.resources)
+                .bind(&commands.aggregate_ids)
+                .bind(&commands.actions)
+                .bind(&commands.args)
+                .bind(&commands.contexts)
+                .bind(&commands.before)
+                .bind(&commands.after)
+                .bind(&commands.recorded_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.query_error("append (record commands)"))?;
+        }
+        let mut written = Vec::with_capacity(accepted.len());
+        for &i in &accepted {
+            let request = batch[i];
+            let got = positions.remove(&i).unwrap_or_default();
+            written.push(self.checked_positions(request, got)?);
+            if let Some(snapshot) = &request.snapshot {
+                self.insert_snapshot(&mut *tx, snapshot).await?;
+            }
+        }
+
+        Ok(bulk_outcomes(prepared, verdicts, written, &self.target))
+    }
+
+    /// The current version of each stream (0 for a stream with no events), read in `tx`.
+    async fn stream_versions<'a>(
+        &self,
+        tx: &mut PgConnection,
+        streams: &[StreamKey<'a>],
+    ) -> CoreResult<HashMap<StreamKey<'a>, u64>> {
+        let resources: Vec<&str> = streams.iter().map(|(resource, _)| *resource).collect();
+        let ids: Vec<Uuid> = streams.iter().map(|(_, id)| *id.as_uuid()).collect();
+        let rows = sqlx::query(STREAM_VERSIONS)
+            .bind(&resources)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(self.query_error("read stream versions"))?;
+        let mut current = HashMap::with_capacity(streams.len());
+        for row in rows {
+            let i: i64 = row.try_get(0).map_err(self.query_error("read stream versions"))?;
+            let version: i64 = row.try_get(1).map_err(self.query_error("read stream versions"))?;
+            let stream = usize::try_from(i - 1)
+                .ok()
+                .and_then(|i| streams.get(i))
+                .ok_or_else(|| self.data_error(format!("stream index {i} out of range")))?;
+            let version = codec::to_u64(version, "aggregate version").map_err(|m| self.data_error(m))?;
+            current.insert(*stream, version);
+        }
+        Ok(current)
+    }
+
+    /// Which of `ids` are recorded commands, read in `tx`.
+    async fn recorded_commands(&self, tx: &mut PgConnection, ids: &[Uuid]) -> CoreResult<HashSet<Uuid>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let recorded: Vec<Uuid> = sqlx::query_scalar(RECORDED_COMMANDS)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(self.query_error("read recorded commands"))?;
+        Ok(recorded.into_iter().collect())
+    }
+}
+
+/// The command records of a batch, column by column, for `unnest`.
+#[derive(Default)]
+struct CommandColumns<'a> {
+    ids: Vec<Uuid>,
+    namespaces: Vec<&'a str>,
+    resources: Vec<&'a str>,
+    aggregate_ids: Vec<Uuid>,
+    actions: Vec<&'a str>,
+    args: Vec<&'a str>,
+    contexts: Vec<String>,
+    before: Vec<i64>,
+    after: Vec<i64>,
+    recorded_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> CommandColumns<'a> {
+    fn push(&mut self, record: &'a fluvius_core::CommandRecord, context: String, before: i64, after: i64) {
+        self.ids.push(record.id);
+        self.namespaces.push(record.namespace.as_str());
+        self.resources.push(record.resource.as_str());
+        self.aggregate_ids.push(*record.aggregate_id.as_uuid());
+        self.actions.push(record.action.as_str());
+        self.args.push(record.args.as_str());
+        self.contexts.push(context);
+        self.before.push(before);
+        self.after.push(after);
+        self.recorded_at.push(record.timestamp);
+    }
+}
+
+/// `position, aggregate_version, resource, aggregate_id` of a row the events insert returned.
+fn returned_event(row: &PgRow) -> Result<(i64, i64, &str, Uuid), sqlx::Error> {
+    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
+}
