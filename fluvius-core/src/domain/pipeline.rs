@@ -207,13 +207,18 @@ async fn attempt_once<A: Aggregate>(
         _ => None,
     };
 
-    // Append with the expected version (the snapshot in the same transaction).
-    let mut request =
-        AppendRequest::new(ctx.resource.clone(), aggregate_id, version, events).with_command(record);
-    request.snapshot = snapshot;
-    if let Some(handlers) = ctx.transactional.filter(|h| h.wants(&request.events)) {
-        request.transactional = Some(handlers.clone());
-    }
+    // Append with the expected version (the snapshot in the same transaction). Built in
+    // place: the request (with its command record) is ~500 bytes, and builder calls move it.
+    let transactional = ctx.transactional.filter(|h| h.wants(&events)).cloned();
+    let request = AppendRequest {
+        resource: ctx.resource.clone(),
+        aggregate_id,
+        expected_version: version,
+        events,
+        command: Some(record),
+        snapshot,
+        transactional,
+    };
     // Everything that can fail is done before the append: after it, the command has happened.
     let state_json = command
         .return_state
