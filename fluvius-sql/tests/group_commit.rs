@@ -236,6 +236,152 @@ fn command_id(request: &AppendRequest) -> uuid::Uuid {
     request.command.as_ref().expect("a command").id
 }
 
+/// A small deterministic generator (xorshift64*), so a failing random batch is replayed by its
+/// seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// A random case: appends stored first, then a batch of 12 over three aggregates (two with
+/// history) with random expected versions, sizes and command ids drawn from a small pool
+/// (one of them recorded by the history), so chains, conflicts and duplicates mix.
+struct RandomCase {
+    aggregates: [AggregateId; 3],
+    commands: [uuid::Uuid; 8],
+    history: Vec<AppendRequest>,
+    batch: Vec<AppendRequest>,
+}
+
+impl RandomCase {
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let aggregates = [AggregateId::new(), AggregateId::new(), AggregateId::new()];
+        let commands = [(); 8].map(|()| uuid::Uuid::new_v4());
+        let history = vec![
+            testing::request("thing", aggregates[0], 0, 2),
+            with_command(testing::request("thing", aggregates[1], 0, 1), Some(commands[0])),
+        ];
+        // The version each aggregate reaches if every append so far went through: most appends
+        // expect it (so chains form), the others a random version (conflicts).
+        let mut reached = [2u64, 1, 0];
+        let batch = (0..12)
+            .map(|_| {
+                let which = rng.below(3) as usize;
+                let events = 1 + rng.below(2);
+                let expected = match rng.below(3) {
+                    0 => rng.below(4),
+                    _ => reached[which],
+                };
+                reached[which] = reached[which].max(expected + events);
+                let request = testing::request("thing", aggregates[which], expected, events);
+                match rng.below(3) {
+                    0 => request,
+                    _ => with_command(request, Some(commands[rng.below(commands.len() as u64) as usize])),
+                }
+            })
+            .collect();
+        Self {
+            aggregates,
+            commands,
+            history,
+            batch,
+        }
+    }
+
+    /// What an append's outcome says, without the positions (the stores number differently).
+    fn outcome(result: &Result<Vec<Event>, Error>) -> String {
+        match result {
+            Ok(events) => format!(
+                "ok {:?}",
+                events
+                    .iter()
+                    .map(|e| (e.id, e.aggregate_version))
+                    .collect::<Vec<_>>()
+            ),
+            Err(Error::Conflict { expected, actual, .. }) => format!("conflict {expected} → {actual}"),
+            Err(Error::DuplicateCommand { command_id }) => format!("duplicate {command_id}"),
+            Err(other) => format!("other error: {other}"),
+        }
+    }
+
+    /// Write the history to `store`, then queue the batch behind the write lock `hold` takes
+    /// (it also queues a first append, of its own), write it in bulk and check it.
+    async fn run<S, R>(
+        &self,
+        seed: u64,
+        store: &S,
+        stats: impl Fn() -> GroupCommitStats,
+        hold: impl std::future::Future<Output = (tokio::task::JoinHandle<Result<Vec<Event>, Error>>, R)>,
+    ) where
+        S: LogStore + Clone,
+        R: std::future::Future<Output = ()>,
+    {
+        self.write_history(store).await;
+        let (first, release) = hold.await;
+        let before = stats().bulk_batches;
+        let results = run_batch(store, &stats, release, &self.batch).await;
+        // The writer counts a bulk batch once it has answered every caller.
+        wait_for(&stats, |s| s.bulk_batches == before + 1).await;
+        first.await.unwrap().expect("the first append");
+        self.check(seed, store, &results).await;
+    }
+
+    /// Write the history to `store` (appends one by one).
+    async fn write_history<S: LogStore>(&self, store: &S) {
+        for request in self.history.iter().cloned() {
+            store.append(request).await.expect("history");
+        }
+    }
+
+    /// Check the batch's outcomes on `store` against the same appends written one by one on a
+    /// memory store, and the streams and command records both end with.
+    async fn check<S: LogStore>(&self, seed: u64, store: &S, results: &[Result<Vec<Event>, Error>]) {
+        let reference = fluvius_core::MemoryLogStore::new();
+        self.write_history(&reference).await;
+        for (i, request) in self.batch.iter().cloned().enumerate() {
+            let expected = Self::outcome(&reference.append(request).await);
+            assert_eq!(Self::outcome(&results[i]), expected, "seed {seed}, append {i}");
+        }
+        for id in self.aggregates {
+            let events = |stored: Vec<Event>| -> Vec<_> {
+                stored.iter().map(|e| (e.id, e.aggregate_version)).collect()
+            };
+            let ours = events(store.read_stream("thing", id, Default::default()).await.unwrap());
+            let theirs = events(
+                reference
+                    .read_stream("thing", id, Default::default())
+                    .await
+                    .unwrap(),
+            );
+            assert_eq!(ours, theirs, "seed {seed}: stream of {id}");
+        }
+        for id in self.commands {
+            let ours = store
+                .get_command(id)
+                .await
+                .unwrap()
+                .map(|c| (c.aggregate_id, c.version_after));
+            let theirs = reference
+                .get_command(id)
+                .await
+                .unwrap()
+                .map(|c| (c.aggregate_id, c.version_after));
+            assert_eq!(ours, theirs, "seed {seed}: command record {id}");
+        }
+    }
+}
+
 /// One batch with every case the bulk path decides on its own (chained appends on one
 /// aggregate, conflicts within the batch and against stored rows, duplicate commands within
 /// the batch and against a recorded one, snapshots), queued behind a held write lock after
@@ -275,12 +421,8 @@ async fn check_bulk_batch<S: LogStore + Clone>(
     ];
     let before = stats();
     let results = run_batch(&store, &stats, release, &requests).await;
-    let after = stats();
-    assert_eq!(
-        after.bulk_batches,
-        before.bulk_batches + 1,
-        "the batch was written in bulk: {after:?}"
-    );
+    // The writer counts a bulk batch once it has answered every caller: wait for the count.
+    wait_for(&stats, |s| s.bulk_batches == before.bulk_batches + 1).await;
 
     let conflict = |i: usize, aggregate: AggregateId, expected: u64, actual: u64| {
         assert!(
@@ -560,6 +702,22 @@ mod sqlite {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Random batches written in bulk end exactly as the same appends written one by one.
+    #[tokio::test]
+    async fn random_bulk_batches_match_appends_written_one_by_one() {
+        for seed in 0..12 {
+            let dir = common::temp_dir("group-commit-random");
+            let url = url(&dir);
+            let store = SqliteLogStore::open(&url).await.unwrap();
+            let stats = || store.group_commit_stats().expect("group commit is on by default");
+            RandomCase::new(seed)
+                .run(seed, &store, stats, hold_writer(&store, &url))
+                .await;
+            store.close().await;
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn without_group_commit_appends_are_written_alone() {
         let dir = common::temp_dir("no-group-commit");
@@ -689,6 +847,21 @@ mod postgres {
         check_bulk_batch(store.clone(), stats, release, seed).await;
         first.await.unwrap().expect("the first append");
         store.close().await;
+    }
+
+    /// Random batches written in bulk end exactly as the same appends written one by one.
+    #[tokio::test]
+    async fn random_bulk_batches_match_appends_written_one_by_one() {
+        let Some(url) = pg::url().await else { return };
+        for seed in 0..12 {
+            let (schema, _guard) = fresh_schema(&url);
+            let store = one_writer(&url, &schema).connect().await.unwrap();
+            let stats = || store.group_commit_stats().expect("group commit is on by default");
+            RandomCase::new(seed)
+                .run(seed, &store, stats, hold_writer(&store, &url, &schema))
+                .await;
+            store.close().await;
+        }
     }
 
     /// Start a transaction on another connection that writes version 1 of `aggregate` in
