@@ -64,10 +64,14 @@
 //! `migrations/sqlite` in this crate).
 //! Payloads, arguments, metadata and contexts are stored as the exact JSON text written;
 //! timestamps as microseconds since the Unix epoch. One append alone is one transaction: the
-//! command row, then one multi-row `INSERT` for its events (batches above
+//! command row (a duplicate command id fails there), then one multi-row `INSERT` for its
+//! events that also checks the expected version — `INSERT … SELECT * FROM (VALUES …) WHERE
+//! <the stream's version> = <expected> RETURNING …`, so no separate read of the version;
+//! when it returns no rows the stream is elsewhere, and only then is its version read, to
+//! name it in the conflict — then the snapshot row if the request carries one. Appends above
 //! [`MAX_ROWS_PER_INSERT`] events are split into several statements of the same transaction,
-//! to stay under SQLite's limit on bound parameters), then the snapshot row if the request
-//! carries one.
+//! to stay under SQLite's limit on bound parameters; the first one checks the version, the
+//! others follow it under the same write lock.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -108,9 +112,9 @@ type CoreResult<T> = fluvius_core::Result<T>;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// At most this many events go into one `INSERT` statement (13 bound parameters each, below
-/// SQLite's default limit of 32 766). Larger appends use several statements, still in one
-/// transaction.
+/// At most this many events go into one `INSERT` statement (13 bound parameters each, plus 3
+/// for the version check, below SQLite's default limit of 32 766). Larger appends use several
+/// statements, still in one transaction.
 pub const MAX_ROWS_PER_INSERT: usize = 2_000;
 
 const EVENT_COLUMNS: &str = "position, id, namespace, resource, aggregate_id, aggregate_version, key, \
@@ -389,6 +393,22 @@ impl SqliteLogStore {
         }
     }
 
+    /// The conflict of an append whose events `INSERT` failed its version check, naming the
+    /// version the stream is at (read in the append's transaction `tx`).
+    async fn version_conflict(
+        &self,
+        tx: &mut SqliteConnection,
+        request: &AppendRequest,
+    ) -> fluvius_core::Error {
+        match self
+            .current_version(&mut *tx, &request.resource, request.aggregate_id)
+            .await
+        {
+            Ok(actual) => Self::conflict(request, actual),
+            Err(e) => e,
+        }
+    }
+
     /// An append with no events writes nothing, but still reports a known command id and a
     /// wrong expected version, like every other append.
     async fn check_empty_append(&self, request: &AppendRequest) -> CoreResult<()> {
@@ -530,9 +550,11 @@ impl SqliteLogStore {
         }
     }
 
-    /// Write one append in the open write transaction `tx`: its command row, the version
-    /// check, its events. Returns the position of each event written, in event order. On
-    /// error the caller rolls back (the transaction, or the append's savepoint).
+    /// Write one append in the open write transaction `tx`: its command row, then its events,
+    /// the first `INSERT` written only if the stream is at the expected version (no rows back:
+    /// a conflict, and only then is the stream's version read). Returns the position of each
+    /// event written, in event order. On error the caller rolls back (the transaction, or the
+    /// append's savepoint).
     async fn write_append(
         &self,
         tx: &mut sqlx::SqliteConnection,
@@ -554,31 +576,38 @@ impl SqliteLogStore {
             }
         }
 
-        let actual = self
-            .current_version(&mut *tx, &request.resource, request.aggregate_id)
-            .await?;
-        if actual != request.expected_version {
-            return Err(Self::conflict(request, actual));
-        }
-
+        let expected =
+            codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
         let mut positions: Vec<(i64, i64)> = Vec::with_capacity(prepared.rows.len());
-        for chunk in prepared.rows.chunks(MAX_ROWS_PER_INSERT) {
+        for (index, chunk) in prepared.rows.chunks(MAX_ROWS_PER_INSERT).enumerate() {
             let rows = chunk
                 .iter()
                 .map(|row| (row, request.resource.as_str(), prepared.aggregate_id.as_str()));
-            let returned = insert_events_query(rows)
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|err| {
-                    if codec::unique_violation(&err).is_some() {
-                        // Cannot happen while we hold the write lock and checked the version,
-                        // but if it does, it is a conflict.
-                        Self::conflict(request, actual)
+            // The first statement checks the version; the later ones continue the same append
+            // in the same transaction, with the write lock held since.
+            let at = (index == 0).then(|| StreamAt {
+                resource: request.resource.as_str(),
+                aggregate_id: prepared.aggregate_id.as_str(),
+                version: expected,
+            });
+            let returned = match insert_events_query(rows, at).build().fetch_all(&mut *tx).await {
+                Ok(returned) if returned.is_empty() => {
+                    // The version check failed (the `VALUES` are never empty): read where the
+                    // stream is, for the conflict.
+                    return Err(self.version_conflict(tx, request).await);
+                }
+                Ok(returned) => returned,
+                // Cannot happen while we hold the write lock and the version check passed,
+                // but if it does, it is a conflict.
+                Err(err) if codec::unique_violation(&err).is_some() => {
+                    return Err(if index == 0 {
+                        self.version_conflict(tx, request).await
                     } else {
-                        self.query_error("append (insert events)")(err)
-                    }
-                })?;
+                        Self::conflict(request, request.expected_version)
+                    });
+                }
+                Err(err) => return Err(self.query_error("append (insert events)")(err)),
+            };
             for row in returned {
                 let position: i64 = row
                     .try_get(0)
@@ -835,16 +864,31 @@ fn insert_commands_query<'a>(
     insert
 }
 
+/// A stream at a version: the condition of a checked events `INSERT`.
+struct StreamAt<'a> {
+    resource: &'a str,
+    aggregate_id: &'a str,
+    version: i64,
+}
+
 /// A multi-row `INSERT` of events, each with its stream's resource and aggregate id (at most
 /// [`MAX_ROWS_PER_INSERT`] of them), returning `position, aggregate_version, resource,
 /// aggregate_id` of each row, in no particular order.
+///
+/// With `at`, the rows are written only if that stream is at that version
+/// (`INSERT … SELECT * FROM (VALUES …) WHERE <its version> = ?`): else nothing is written and
+/// no row comes back.
 fn insert_events_query<'a>(
     rows: impl IntoIterator<Item = (&'a EventRow<'a>, &'a str, &'a str)>,
+    at: Option<StreamAt<'a>>,
 ) -> QueryBuilder<'a, Sqlite> {
     let mut insert = QueryBuilder::<Sqlite>::new(
         "INSERT INTO fluvius_events (id, namespace, resource, aggregate_id, aggregate_version, key, \
          schema_version, payload, args, metadata, command_id, command_name, recorded_at) ",
     );
+    if at.is_some() {
+        insert.push("SELECT * FROM (");
+    }
     insert.push_values(rows, |mut b, (row, resource, aggregate_id)| {
         b.push_bind(row.event.id.to_string())
             .push_bind(row.event.namespace.as_str())
@@ -860,6 +904,19 @@ fn insert_events_query<'a>(
             .push_bind(row.event.command_name.as_str())
             .push_bind(row.recorded_at);
     });
+    if let Some(at) = at {
+        // An uncorrelated subquery: SQLite evaluates it once, before the first row.
+        insert
+            .push(
+                ") WHERE coalesce((SELECT max(aggregate_version) FROM fluvius_events \
+                 WHERE tenant = '' AND resource = ",
+            )
+            .push_bind(at.resource)
+            .push(" AND aggregate_id = ")
+            .push_bind(at.aggregate_id)
+            .push("), 0) = ")
+            .push_bind(at.version);
+    }
     insert.push(" RETURNING position, aggregate_version, resource, aggregate_id");
     insert
 }

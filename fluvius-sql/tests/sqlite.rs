@@ -181,6 +181,40 @@ async fn very_large_batches_span_several_statements_in_one_transaction() {
     assert_eq!(store.read_all(0, usize::MAX).await.unwrap().len() as u64, count);
 }
 
+/// A lone append (group commit off) from a writer ahead of the stream: its versions would not
+/// collide with any stored one, so only the version check of its events `INSERT` stops it —
+/// in one statement and across several. Nothing is written, not even the command record.
+#[tokio::test]
+async fn a_lone_append_ahead_of_the_stream_is_a_conflict() {
+    let store = SqliteLogStore::builder("sqlite::memory:")
+        .group_commit(fluvius_sql::GroupCommit::off())
+        .open()
+        .await
+        .unwrap();
+    let id = AggregateId::new();
+    let seeded = store.append(testing::request("thing", id, 0, 2)).await.unwrap();
+    let large = fluvius_sql::sqlite::MAX_ROWS_PER_INSERT as u64 + 1;
+    for (expected, count) in [(3, 1), (5, 2), (1, 1), (4, large)] {
+        let mut ahead = testing::request("thing", id, expected, count);
+        let record = testing::command_record(&ahead);
+        ahead.command = Some(record.clone());
+        match store.append(ahead).await {
+            Err(fluvius_core::Error::Conflict {
+                expected: e, actual, ..
+            }) => assert_eq!((e, actual), (expected, 2), "conflict reports (expected, actual)"),
+            other => panic!("expected a conflict at {expected} ({count} events), got {other:?}"),
+        }
+        assert_eq!(
+            store.get_command(record.id).await.unwrap(),
+            None,
+            "no command record"
+        );
+    }
+    assert_eq!(store.read_all(0, usize::MAX).await.unwrap(), seeded);
+    let next = store.append(testing::request("thing", id, 2, 1)).await.unwrap();
+    assert_eq!(next[0].aggregate_version, 3);
+}
+
 // ----- across a process restart -----------------------------------------------------------
 
 /// Child half of `events_survive_a_process_restart`: append, print what was stored, and exit
