@@ -34,7 +34,13 @@
 //! runtime (once it shuts down, appends fail with a store error saying the writer stopped),
 //! or turn group commit off with [`GroupCommit::off`].
 //!
+//! On SQLite, group commit also batches whole-stream reads: concurrent
+//! [`LogStore::read_stream`] calls share one query, with the same shape (a reader task takes
+//! the first read waiting plus whatever else is queued, a lone read goes at once). See
+//! the `sqlite` module docs and [`ReadBatchStats`].
+//!
 //! [`LogStore::append`]: fluvius_core::LogStore::append
+//! [`LogStore::read_stream`]: fluvius_core::LogStore::read_stream
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -72,7 +78,8 @@ impl GroupCommit {
     /// Writers of a PostgreSQL store, unless set with [`writers`](Self::writers).
     pub const DEFAULT_POSTGRES_WRITERS: usize = 4;
 
-    /// No batching: every append is its own transaction, written by the calling task.
+    /// No batching: every append is its own transaction, written by the calling task (and on
+    /// SQLite every stream read its own query).
     pub const fn off() -> Self {
         Self {
             max_batch: 1,
@@ -170,27 +177,35 @@ struct Counters {
     bulk_batches: AtomicU64,
 }
 
-/// The receiving end of the queue, shared by the writers.
-struct Intake {
-    receiver: mpsc::UnboundedReceiver<Pending>,
-    /// An append that would have crossed the event bound of the previous batch.
-    carried: Option<Pending>,
+/// The receiving end of a queue, shared by the tasks that drain it.
+struct Intake<T> {
+    receiver: mpsc::UnboundedReceiver<T>,
+    /// A request that would have crossed the weight bound of the previous batch.
+    carried: Option<T>,
 }
 
-impl Intake {
-    /// The first append waiting (waiting for one if need be), plus whatever else is queued
-    /// right now, within the bounds. `None` when every store handle is gone.
-    async fn next_batch(&mut self, config: &GroupCommit) -> Option<Vec<Pending>> {
+/// How big a batch may grow: at most `max` requests and `max_weight` in total weight (a
+/// request heavier than that goes alone).
+struct Bounds<T> {
+    max: usize,
+    max_weight: usize,
+    weight: fn(&T) -> usize,
+}
+
+impl<T> Intake<T> {
+    /// The first request waiting (waiting for one if need be), plus whatever else is queued
+    /// right now, within the bounds. `None` when every sender is gone.
+    async fn next_batch(&mut self, bounds: &Bounds<T>) -> Option<Vec<T>> {
         let first = match self.carried.take() {
             Some(p) => p,
             None => self.receiver.recv().await?,
         };
-        let mut events = first.request.events.len();
+        let mut weight = (bounds.weight)(&first);
         let mut batch = vec![first];
-        while batch.len() < config.max_batch {
+        while batch.len() < bounds.max {
             let Ok(next) = self.receiver.try_recv() else { break };
-            events += next.request.events.len();
-            if events > config.max_batch_events {
+            weight += (bounds.weight)(&next);
+            if weight > bounds.max_weight {
                 self.carried = Some(next);
                 break;
             }
@@ -198,6 +213,54 @@ impl Intake {
         }
         Some(batch)
     }
+}
+
+/// Start `tasks` tasks draining one new queue batch by batch (one task at a time takes a
+/// batch, the others handle theirs meanwhile); `handle` handles one batch. The tasks end when
+/// the returned sender and all its clones are gone. Must be called inside a tokio runtime.
+fn drain<T, H, F>(tasks: usize, bounds: Bounds<T>, handle: H) -> mpsc::UnboundedSender<T>
+where
+    T: Send + 'static,
+    H: FnMut(Vec<T>) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send,
+{
+    let (sender, receiver) = mpsc::unbounded_channel::<T>();
+    let intake = Arc::new(tokio::sync::Mutex::new(Intake {
+        receiver,
+        carried: None,
+    }));
+    let bounds = Arc::new(bounds);
+    for _ in 0..tasks.max(1) {
+        let intake = intake.clone();
+        let bounds = bounds.clone();
+        let mut handle = handle.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(batch) = intake.lock().await.next_batch(&bounds).await else {
+                    return;
+                };
+                handle(batch).await;
+            }
+        });
+    }
+    sender
+}
+
+/// Queue the request `make` builds around its reply channel (counted in `waiting` until a task
+/// takes it) and wait for its answer; `stopped` is the error when the tasks are gone.
+async fn send_and_wait<T>(
+    sender: &mpsc::UnboundedSender<T>,
+    waiting: &AtomicU64,
+    make: impl FnOnce(oneshot::Sender<CoreResult<Vec<Event>>>) -> T,
+    stopped: impl Fn() -> fluvius_core::Error,
+) -> CoreResult<Vec<Event>> {
+    let (reply, answer) = oneshot::channel();
+    waiting.fetch_add(1, Ordering::Relaxed);
+    if sender.send(make(reply)).is_err() {
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        return Err(stopped());
+    }
+    answer.await.unwrap_or_else(|_| Err(stopped()))
 }
 
 /// The queue in front of a store's writer task. The task ends when the last handle is gone.
@@ -217,33 +280,28 @@ impl Queue {
         W: FnMut(Vec<Pending>) -> F + Clone + Send + 'static,
         F: Future<Output = bool> + Send,
     {
-        let (sender, receiver) = mpsc::unbounded_channel::<Pending>();
         let counters = Arc::new(Counters::default());
-        let intake = Arc::new(tokio::sync::Mutex::new(Intake {
-            receiver,
-            carried: None,
-        }));
-        for _ in 0..writers.max(1) {
-            let intake = intake.clone();
-            let stats = counters.clone();
-            let mut write = write.clone();
-            tokio::spawn(async move {
-                loop {
-                    // One writer at a time takes a batch; the others write theirs meanwhile.
-                    let Some(batch) = intake.lock().await.next_batch(&config).await else {
-                        return;
-                    };
-                    let n = batch.len() as u64;
-                    stats.waiting.fetch_sub(n, Ordering::Relaxed);
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
-                    stats.appends.fetch_add(n, Ordering::Relaxed);
-                    stats.largest_batch.fetch_max(n, Ordering::Relaxed);
-                    if write(batch).await {
-                        stats.bulk_batches.fetch_add(1, Ordering::Relaxed);
-                    }
+        let stats = counters.clone();
+        let bounds = Bounds {
+            max: config.max_batch,
+            max_weight: config.max_batch_events,
+            weight: |p: &Pending| p.request.events.len(),
+        };
+        let mut write = write;
+        let sender = drain(writers, bounds, move |batch: Vec<Pending>| {
+            let n = batch.len() as u64;
+            stats.waiting.fetch_sub(n, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.appends.fetch_add(n, Ordering::Relaxed);
+            stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+            let written = write(batch);
+            let stats = stats.clone();
+            async move {
+                if written.await {
+                    stats.bulk_batches.fetch_add(1, Ordering::Relaxed);
                 }
-            });
-        }
+            }
+        });
         Self {
             sender,
             backend,
@@ -265,13 +323,8 @@ impl Queue {
 
     /// Queue `request` and wait for its result.
     pub(crate) async fn submit(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
-        let (reply, answer) = oneshot::channel();
-        self.counters.waiting.fetch_add(1, Ordering::Relaxed);
-        if self.sender.send(Pending { request, reply }).is_err() {
-            self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
-            return Err(self.stopped());
-        }
-        answer.await.unwrap_or_else(|_| Err(self.stopped()))
+        let make = |reply| Pending { request, reply };
+        send_and_wait(&self.sender, &self.counters.waiting, make, || self.stopped()).await
     }
 
     fn stopped(&self) -> fluvius_core::Error {
@@ -281,6 +334,134 @@ impl Queue {
              may or may not have been written",
             None,
         )
+    }
+}
+
+#[cfg(feature = "sqlite")]
+/// One queued stream read (the whole stream, as a load reads it) and where its answer goes.
+pub(crate) struct PendingRead {
+    pub(crate) resource: String,
+    pub(crate) aggregate_id: AggregateId,
+    reply: oneshot::Sender<CoreResult<Vec<Event>>>,
+}
+
+#[cfg(feature = "sqlite")]
+impl PendingRead {
+    /// Answer the caller (who may have stopped waiting: then nobody hears it).
+    pub(crate) fn answer(self, result: CoreResult<Vec<Event>>) {
+        let _ = self.reply.send(result);
+    }
+}
+
+/// What a store's stream-read batcher has done so far (see `read_batch_stats` on the store):
+/// for metrics, and for tests that need to know a batch formed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadBatchStats {
+    /// Stream reads queued and not yet taken by a reader.
+    pub waiting: u64,
+    /// Queries run (batches, including batches of one).
+    pub batches: u64,
+    /// Stream reads answered through the batcher.
+    pub reads: u64,
+    /// The most stream reads in one batch.
+    pub largest_batch: u64,
+}
+
+#[cfg(feature = "sqlite")]
+#[derive(Debug, Default)]
+struct ReadCounters {
+    waiting: AtomicU64,
+    batches: AtomicU64,
+    reads: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+#[cfg(feature = "sqlite")]
+/// The queue in front of a store's reader tasks, which read the streams of concurrent
+/// [`read_stream`](fluvius_core::LogStore::read_stream) calls with one query per batch, as the
+/// writer writes concurrent appends in one transaction. The tasks end when the last handle is
+/// gone.
+#[derive(Clone, Debug)]
+pub(crate) struct ReadQueue {
+    sender: mpsc::UnboundedSender<PendingRead>,
+    backend: &'static str,
+    counters: Arc<ReadCounters>,
+}
+
+#[cfg(feature = "sqlite")]
+impl ReadQueue {
+    /// Start `readers` reader tasks draining one queue, batches of at most `max_batch` reads;
+    /// `read` reads one batch and answers every request in it. Must be called inside a tokio
+    /// runtime.
+    pub(crate) fn spawn<R, F>(backend: &'static str, readers: usize, max_batch: usize, read: R) -> Self
+    where
+        R: FnMut(Vec<PendingRead>) -> F + Clone + Send + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        let counters = Arc::new(ReadCounters::default());
+        let stats = counters.clone();
+        let bounds = Bounds {
+            max: max_batch.max(1),
+            max_weight: usize::MAX,
+            weight: |_: &PendingRead| 1,
+        };
+        let mut read = read;
+        let sender = drain(readers, bounds, move |batch: Vec<PendingRead>| {
+            let n = batch.len() as u64;
+            stats.waiting.fetch_sub(n, Ordering::Relaxed);
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.reads.fetch_add(n, Ordering::Relaxed);
+            stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+            read(batch)
+        });
+        Self {
+            sender,
+            backend,
+            counters,
+        }
+    }
+
+    /// The readers' counters.
+    pub(crate) fn stats(&self) -> ReadBatchStats {
+        let c = &self.counters;
+        ReadBatchStats {
+            waiting: c.waiting.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            reads: c.reads.load(Ordering::Relaxed),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Queue a read of the whole stream and wait for its events.
+    pub(crate) async fn submit(&self, resource: &str, aggregate_id: AggregateId) -> CoreResult<Vec<Event>> {
+        let make = |reply| PendingRead {
+            resource: resource.to_owned(),
+            aggregate_id,
+            reply,
+        };
+        send_and_wait(&self.sender, &self.counters.waiting, make, || self.stopped()).await
+    }
+
+    fn stopped(&self) -> fluvius_core::Error {
+        fluvius_core::Error::store(
+            self.backend,
+            "the stream-read batcher stopped (its runtime shut down, or it panicked)",
+            None,
+        )
+    }
+}
+
+#[cfg(feature = "sqlite")]
+/// Answer every caller of a read batch with the same failure.
+pub(crate) fn fail_reads(batch: Vec<PendingRead>, target: &str, operation: &str, error: &str) {
+    let n = batch.len();
+    for p in batch {
+        p.answer(Err(fluvius_core::Error::store(
+            target.to_owned(),
+            format!("{operation} (a group of {n} stream reads): {error}"),
+            None,
+        )));
     }
 }
 

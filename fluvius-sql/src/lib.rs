@@ -59,7 +59,7 @@ pub mod sqlite;
 pub use append_tx::AppendTxExt;
 pub use error::{Error, Result};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use group_commit::{GroupCommit, GroupCommitStats};
+pub use group_commit::{GroupCommit, GroupCommitStats, ReadBatchStats};
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresLogStore, PostgresOptions};

@@ -50,6 +50,21 @@
 //! savepoint — is written one savepoint per append, as is a batch whose bulk statements fail
 //! (rolled back, then written again append by append).
 //!
+//! # Batched stream reads
+//! With group commit on, stream reads share queries too: a
+//! [`read_stream`](LogStore::read_stream) of a whole stream (the default [`StreamQuery`], what
+//! loading an aggregate does) is queued for the store's reader task, which takes the
+//! first read waiting plus whatever else is queued at that moment (up to 256 streams) and reads
+//! all their streams with one query — the listed streams (one JSON array, so one prepared
+//! statement for every batch size) joined against the stream index —
+//! then answers each caller with its stream's events in version order. Each query is one trip
+//! to sqlx's SQLite worker thread instead of one per read, which is what concurrent loads
+//! spend most of their time on. Like appends, a lone read is sent at once, never held back for
+//! company; and one query sees one snapshot of the database, so each stream comes back whole
+//! as of that moment. A failing query fails every read of its batch with the store error.
+//! Reads with a range or a time bound, and every read with [`GroupCommit::off`], run their own
+//! query on the calling task. [`SqliteLogStore::read_batch_stats`] counts the batches.
+//!
 //! An in-memory database (`sqlite::memory:`) keeps nothing when the store is dropped. Its pool
 //! holds exactly one connection, kept open for the store's lifetime, so every operation sees
 //! the same database.
@@ -93,7 +108,8 @@ use uuid::Uuid;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::group_commit::{
-    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue,
+    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue, ReadBatchStats,
+    ReadQueue,
 };
 
 /// Why an append of a batch failed: on its own (its savepoint rolled back), or because the
@@ -105,6 +121,7 @@ enum SavepointFailure {
 
 mod bulk;
 mod checkpoint;
+mod reads;
 
 pub use checkpoint::{advance_projection, reset_projection};
 
@@ -185,7 +202,8 @@ impl SqliteOptions {
     }
 
     /// How concurrent appends share transactions (default: [`GroupCommit::default`], on). See
-    /// the [module docs](self#group-commit).
+    /// the [module docs](self#group-commit). With group commit on, concurrent whole-stream
+    /// reads share queries too ([batched stream reads](self#batched-stream-reads)).
     pub fn group_commit(mut self, group_commit: GroupCommit) -> Self {
         self.group_commit = group_commit;
         self
@@ -212,6 +230,8 @@ pub struct SqliteLogStore {
     target: Arc<str>,
     /// The group-commit writer's queue, when group commit is on.
     queue: Option<Queue>,
+    /// The queue of the stream-read batcher, when group commit is on.
+    reads: Option<ReadQueue>,
     /// Taken by every write of this store (appends, checkpoint writes) for its transaction:
     /// SQLite has one write lock, and writers of one process queue here in order instead of
     /// sleeping in SQLite's busy handler (1, 2, 5, 10… ms) until the lock happens to be free.
@@ -287,13 +307,26 @@ impl SqliteLogStore {
             pool,
             target: target.into(),
             queue: None,
+            reads: None,
             writer: Arc::default(),
         };
         if options.run_migrations {
             store.migrate().await?;
         }
         if options.group_commit.is_on() {
+            // Taken before the queues are set: the tasks must not keep their own queues open.
             let writer = store.clone();
+            let reader = store.clone();
+            store.reads = Some(ReadQueue::spawn(
+                "sqlite",
+                reads::READERS,
+                reads::MAX_READ_BATCH,
+                move |batch| {
+                    let reader = reader.clone();
+                    let span = tracing::debug_span!("fluvius.sqlite.read_batch", streams = batch.len());
+                    async move { reader.read_batch(batch).await }.instrument(span)
+                },
+            ));
             store.queue = Some(Queue::spawn(options.group_commit, "sqlite", 1, move |batch| {
                 let writer = writer.clone();
                 let span = tracing::debug_span!("fluvius.sqlite.group_commit", appends = batch.len());
@@ -342,6 +375,12 @@ impl SqliteLogStore {
     /// What the group-commit writer has done so far; `None` when group commit is off.
     pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
         self.queue.as_ref().map(Queue::stats)
+    }
+
+    /// What the stream-read batcher has done so far; `None` when group commit is off. See the
+    /// [module docs](self#batched-stream-reads).
+    pub fn read_batch_stats(&self) -> Option<ReadBatchStats> {
+        self.reads.as_ref().map(ReadQueue::stats)
     }
 
     fn query_error(&self, operation: &'static str) -> impl FnOnce(sqlx::Error) -> fluvius_core::Error + '_ {
@@ -735,6 +774,11 @@ impl SqliteLogStore {
         aggregate_id: AggregateId,
         query: StreamQuery,
     ) -> CoreResult<Vec<Event>> {
+        if let Some(reads) = &self.reads {
+            if query == StreamQuery::default() {
+                return reads.submit(resource, aggregate_id).await;
+            }
+        }
         let from = query.from_version.map_or(0, codec::clamp_i64);
         let to = query.to_version.map_or(i64::MAX, codec::clamp_i64);
         let until = query.until.map_or(i64::MAX, |t| t.timestamp_micros());

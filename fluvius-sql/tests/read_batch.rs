@@ -1,0 +1,240 @@
+//! Batched stream reads on SQLite: concurrent whole-stream reads answered by one query each
+//! batch return exactly what the same reads return one by one, a read racing appends sees a
+//! prefix of its stream, and a failing batch query fails every read of it with the store error.
+//!
+//! To make a batch form for sure, the test holds the pool's only connection while the reads are
+//! queued; the batcher's stats say when they all wait, and that they went in a large batch.
+#![cfg(feature = "sqlite")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fluvius_core::testing;
+use fluvius_core::{AggregateId, Event, LogStore, StreamQuery};
+use fluvius_sql::{GroupCommit, ReadBatchStats, SqliteLogStore};
+use uuid::Uuid;
+
+fn url_for(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// Wait (without asserting on time) until the batcher's stats satisfy `done`; panics after a
+/// generous deadline so a broken batcher fails the test instead of hanging it.
+async fn wait_for(store: &SqliteLogStore, done: impl Fn(&ReadBatchStats) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = || store.read_batch_stats().expect("group commit is on");
+    while !done(&stats()) {
+        assert!(
+            Instant::now() < deadline,
+            "the readers never got there: {:?}",
+            stats()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// What a comparison looks at: each event's id and version, in order.
+fn ids(events: &[Event]) -> Vec<(Uuid, u64)> {
+    events.iter().map(|e| (e.id, e.aggregate_version)).collect()
+}
+
+/// 50 streams of lengths 0 to 9 on "thing", and for every fifth aggregate id a stream of
+/// another resource ("other") under the same id.
+async fn fill(store: &SqliteLogStore) -> Vec<(&'static str, AggregateId)> {
+    let mut streams = Vec::new();
+    for i in 0..50u64 {
+        let id = AggregateId::new();
+        let length = i % 10;
+        if length > 0 {
+            store
+                .append(testing::request("thing", id, 0, length))
+                .await
+                .expect("append");
+        }
+        streams.push(("thing", id));
+        if i % 5 == 0 {
+            store
+                .append(testing::request("other", id, 0, 3))
+                .await
+                .expect("append");
+            streams.push(("other", id));
+        }
+    }
+    streams
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_batched_match_reads_one_by_one() {
+    let dir = common::temp_dir("read-batch");
+    let url = url_for(&dir.join("log.db"));
+    // One connection: held below, it keeps the readers waiting while the reads queue up.
+    let store = SqliteLogStore::builder(url.as_str())
+        .max_connections(1)
+        .open()
+        .await
+        .expect("open");
+    let streams = fill(&store).await;
+    // The same reads, one by one, through a store that does not batch them.
+    let single = SqliteLogStore::builder(url.as_str())
+        .group_commit(GroupCommit::off())
+        .open()
+        .await
+        .expect("open");
+    assert_eq!(single.read_batch_stats(), None);
+    let mut expected = BTreeMap::new();
+    for (resource, id) in &streams {
+        let events = single
+            .read_stream(resource, *id, StreamQuery::default())
+            .await
+            .expect("read");
+        assert!(events
+            .iter()
+            .all(|e| e.resource == *resource && e.aggregate_id == *id));
+        expected.insert((*resource, *id), ids(&events));
+    }
+    assert!(expected.values().any(Vec::is_empty), "some streams are empty");
+
+    let held = store.pool().acquire().await.expect("hold the connection");
+    let before = store.read_batch_stats().expect("group commit is on");
+    let reads = 200;
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..reads)
+        .map(|i| {
+            let store = store.clone();
+            let (resource, id) = streams[(i * 7) % streams.len()];
+            tokio::spawn(async move {
+                let events = store
+                    .read_stream(resource, id, StreamQuery::default())
+                    .await
+                    .expect("batched read");
+                (resource, id, events)
+            })
+        })
+        .collect();
+    // Every read is queued, but for the few the readers took before they blocked on the pool.
+    wait_for(&store, |s| {
+        s.waiting + (s.reads - before.reads) >= reads as u64 && s.waiting >= 150
+    })
+    .await;
+    drop(held);
+    for task in tasks {
+        let (resource, id, events) = task.await.expect("read task");
+        assert_eq!(ids(&events), expected[&(resource, id)], "{resource}/{id}");
+        assert!(events
+            .iter()
+            .all(|e| e.resource == resource && e.aggregate_id == id));
+    }
+    let after = store.read_batch_stats().expect("group commit is on");
+    assert_eq!(after.reads - before.reads, reads as u64);
+    assert_eq!(after.waiting, 0);
+    assert!(
+        after.largest_batch >= 150,
+        "the queued reads went in one batch: {after:?}"
+    );
+    assert!(after.batches - before.batches < reads as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_racing_appends_see_a_prefix_of_their_stream() {
+    let dir = common::temp_dir("read-batch-race");
+    let store = Arc::new(
+        SqliteLogStore::open(&url_for(&dir.join("log.db")))
+            .await
+            .expect("open"),
+    );
+    let ids_of: Vec<AggregateId> = (0..16).map(|_| AggregateId::new()).collect();
+    let writers: Vec<_> = ids_of
+        .iter()
+        .map(|&id| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for version in 0..20 {
+                    store
+                        .append(testing::request("thing", id, version, 1))
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            let id = ids_of[i % ids_of.len()];
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..20 {
+                    let events = store
+                        .read_stream("thing", id, StreamQuery::default())
+                        .await
+                        .expect("read");
+                    seen.push(events);
+                    tokio::task::yield_now().await;
+                }
+                (id, seen)
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let mut last = BTreeMap::new();
+    for &id in &ids_of {
+        let events = store
+            .read_stream("thing", id, StreamQuery::default())
+            .await
+            .expect("read");
+        assert_eq!(events.len(), 20);
+        last.insert(id, ids(&events));
+    }
+    for reader in readers {
+        let (id, seen) = reader.await.expect("reader");
+        let full = &last[&id];
+        for events in seen {
+            assert!(events
+                .iter()
+                .all(|e| e.aggregate_id == id && e.resource == "thing"));
+            let got = ids(&events);
+            assert_eq!(got.as_slice(), &full[..got.len()], "a prefix of {id}");
+        }
+    }
+    let stats = store.read_batch_stats().expect("group commit is on");
+    assert!(stats.reads >= 32 * 20, "{stats:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_batch_query_fails_every_read_with_the_store_error() {
+    let dir = common::temp_dir("read-batch-error");
+    let store = SqliteLogStore::open(&url_for(&dir.join("log.db")))
+        .await
+        .expect("open");
+    let id = AggregateId::new();
+    store
+        .append(testing::request("thing", id, 0, 2))
+        .await
+        .expect("append");
+    sqlx::query("DROP TABLE fluvius_events")
+        .execute(store.pool())
+        .await
+        .expect("drop the events table");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.read_stream("thing", id, StreamQuery::default()).await })
+        })
+        .collect();
+    for task in tasks {
+        let result = task.await.expect("read task");
+        let message = result.expect_err("the table is gone").to_string();
+        assert!(message.contains("read stream"), "{message}");
+        assert!(message.contains("stream reads"), "{message}");
+        assert!(message.contains("fluvius_events"), "{message}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
