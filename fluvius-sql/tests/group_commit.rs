@@ -19,20 +19,7 @@ use fluvius_core::{AggregateId, AppendRequest, Error, Event, LogStore};
 use fluvius_sql::GroupCommitStats;
 
 use common::child::{child_arg, CHILD_ENV};
-
-/// Wait (without asserting on time) until the writer's stats satisfy `done`; panics after a
-/// generous deadline so a broken writer fails the test instead of hanging it.
-async fn wait_for(stats: impl Fn() -> GroupCommitStats, done: impl Fn(&GroupCommitStats) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done(&stats()) {
-        assert!(
-            Instant::now() < deadline,
-            "the writer never got there: {:?}",
-            stats()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
+use common::wait_for;
 
 /// The mixed batch: which appends succeed, which fail, and how.
 struct MixedBatch {

@@ -11,30 +11,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use fluvius_core::testing;
 use fluvius_core::{AggregateId, Event, LogStore, StreamQuery};
-use fluvius_sql::{GroupCommit, ReadBatchStats, SqliteLogStore};
+use fluvius_sql::{GroupCommit, SqliteLogStore};
 use uuid::Uuid;
+
+use common::wait_for;
 
 fn url_for(path: &Path) -> String {
     format!("sqlite://{}", path.display())
-}
-
-/// Wait (without asserting on time) until the batcher's stats satisfy `done`; panics after a
-/// generous deadline so a broken batcher fails the test instead of hanging it.
-async fn wait_for(store: &SqliteLogStore, done: impl Fn(&ReadBatchStats) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stats = || store.read_batch_stats().expect("group commit is on");
-    while !done(&stats()) {
-        assert!(
-            Instant::now() < deadline,
-            "the readers never got there: {:?}",
-            stats()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 /// What a comparison looks at: each event's id and version, in order.
@@ -116,9 +102,10 @@ async fn concurrent_reads_batched_match_reads_one_by_one() {
         })
         .collect();
     // Every read is queued, but for the few the readers took before they blocked on the pool.
-    wait_for(&store, |s| {
-        s.waiting + (s.reads - before.reads) >= reads as u64 && s.waiting >= 150
-    })
+    wait_for(
+        || store.read_batch_stats().expect("group commit is on"),
+        |s| s.waiting + (s.reads - before.reads) >= reads as u64 && s.waiting >= 150,
+    )
     .await;
     drop(held);
     for task in tasks {
