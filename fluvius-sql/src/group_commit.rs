@@ -168,12 +168,29 @@ pub struct GroupCommitStats {
     pub bulk_batches: u64,
 }
 
+/// What a queue's draining tasks have taken so far (appends for the writer, stream reads
+/// for the readers).
 #[derive(Debug, Default)]
-struct Counters {
+struct BatchCounters {
     waiting: AtomicU64,
     batches: AtomicU64,
-    appends: AtomicU64,
+    taken: AtomicU64,
     largest_batch: AtomicU64,
+}
+
+impl BatchCounters {
+    /// A task took a batch of `n` requests off the queue.
+    fn took(&self, n: u64) {
+        self.waiting.fetch_sub(n, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.taken.fetch_add(n, Ordering::Relaxed);
+        self.largest_batch.fetch_max(n, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batch: BatchCounters,
     bulk_batches: AtomicU64,
 }
 
@@ -289,11 +306,7 @@ impl Queue {
         };
         let mut write = write;
         let sender = drain(writers, bounds, move |batch: Vec<Pending>| {
-            let n = batch.len() as u64;
-            stats.waiting.fetch_sub(n, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.appends.fetch_add(n, Ordering::Relaxed);
-            stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+            stats.batch.took(batch.len() as u64);
             let written = write(batch);
             let stats = stats.clone();
             async move {
@@ -313,10 +326,10 @@ impl Queue {
     pub(crate) fn stats(&self) -> GroupCommitStats {
         let c = &self.counters;
         GroupCommitStats {
-            waiting: c.waiting.load(Ordering::Relaxed),
-            batches: c.batches.load(Ordering::Relaxed),
-            appends: c.appends.load(Ordering::Relaxed),
-            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            waiting: c.batch.waiting.load(Ordering::Relaxed),
+            batches: c.batch.batches.load(Ordering::Relaxed),
+            appends: c.batch.taken.load(Ordering::Relaxed),
+            largest_batch: c.batch.largest_batch.load(Ordering::Relaxed),
             bulk_batches: c.bulk_batches.load(Ordering::Relaxed),
         }
     }
@@ -324,7 +337,10 @@ impl Queue {
     /// Queue `request` and wait for its result.
     pub(crate) async fn submit(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
         let make = |reply| Pending { request, reply };
-        send_and_wait(&self.sender, &self.counters.waiting, make, || self.stopped()).await
+        send_and_wait(&self.sender, &self.counters.batch.waiting, make, || {
+            self.stopped()
+        })
+        .await
     }
 
     fn stopped(&self) -> fluvius_core::Error {
@@ -369,15 +385,6 @@ pub struct ReadBatchStats {
 }
 
 #[cfg(feature = "sqlite")]
-#[derive(Debug, Default)]
-struct ReadCounters {
-    waiting: AtomicU64,
-    batches: AtomicU64,
-    reads: AtomicU64,
-    largest_batch: AtomicU64,
-}
-
-#[cfg(feature = "sqlite")]
 /// The queue in front of a store's reader tasks, which read the streams of concurrent
 /// [`read_stream`](fluvius_core::LogStore::read_stream) calls with one query per batch, as the
 /// writer writes concurrent appends in one transaction. The tasks end when the last handle is
@@ -386,7 +393,7 @@ struct ReadCounters {
 pub(crate) struct ReadQueue {
     sender: mpsc::UnboundedSender<PendingRead>,
     backend: &'static str,
-    counters: Arc<ReadCounters>,
+    counters: Arc<BatchCounters>,
 }
 
 #[cfg(feature = "sqlite")]
@@ -399,7 +406,7 @@ impl ReadQueue {
         R: FnMut(Vec<PendingRead>) -> F + Clone + Send + 'static,
         F: Future<Output = ()> + Send,
     {
-        let counters = Arc::new(ReadCounters::default());
+        let counters = Arc::new(BatchCounters::default());
         let stats = counters.clone();
         let bounds = Bounds {
             max: max_batch.max(1),
@@ -408,11 +415,7 @@ impl ReadQueue {
         };
         let mut read = read;
         let sender = drain(readers, bounds, move |batch: Vec<PendingRead>| {
-            let n = batch.len() as u64;
-            stats.waiting.fetch_sub(n, Ordering::Relaxed);
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.reads.fetch_add(n, Ordering::Relaxed);
-            stats.largest_batch.fetch_max(n, Ordering::Relaxed);
+            stats.took(batch.len() as u64);
             read(batch)
         });
         Self {
@@ -428,7 +431,7 @@ impl ReadQueue {
         ReadBatchStats {
             waiting: c.waiting.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
-            reads: c.reads.load(Ordering::Relaxed),
+            reads: c.taken.load(Ordering::Relaxed),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
         }
     }
