@@ -65,6 +65,16 @@
 //! Reads with a range or a time bound, and every read with [`GroupCommit::off`], run their own
 //! query on the calling task. [`SqliteLogStore::read_batch_stats`] counts the batches.
 //!
+//! # Connections
+//! Appends to a file database write on one connection of their own, opened on the first
+//! append with the pool's settings and kept until [`SqliteLogStore::close`]: outside the pool,
+//! which keeps its connections for reads (and checkpoint writes). One connection for every
+//! append keeps that connection's page cache valid from one commit to the next, where
+//! appends on whichever pool connection is idle re-read the pages they touch (SQLite drops a
+//! connection's cache when another connection wrote since). The pool does not ping a
+//! connection before handing it out (an SQLite connection is a handle in this process, not a
+//! socket that can go stale; the ping is a trip to its worker thread).
+//!
 //! An in-memory database (`sqlite::memory:`) keeps nothing when the store is dropped. Its pool
 //! holds exactly one connection, kept open for the store's lifetime, so every operation sees
 //! the same database.
@@ -83,7 +93,10 @@
 //! events that also checks the expected version — `INSERT … SELECT * FROM (VALUES …) WHERE
 //! <the stream's version> = <expected> RETURNING …`, so no separate read of the version;
 //! when it returns no rows the stream is elsewhere, and only then is its version read, to
-//! name it in the conflict — then the snapshot row if the request carries one. Appends above
+//! name it in the conflict — then the snapshot row if the request carries one. The command
+//! row and the events go to SQLite as one query of two statements (each query is a trip to
+//! sqlx's worker thread), so a lone append is `BEGIN IMMEDIATE`, that query and `COMMIT`.
+//! Appends above
 //! [`MAX_ROWS_PER_INSERT`] events are split into several statements of the same transaction,
 //! to stay under SQLite's limit on bound parameters; the first one checks the version, the
 //! others follow it under the same write lock.
@@ -101,7 +114,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Executor, QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Executor, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -126,6 +139,9 @@ mod reads;
 pub use checkpoint::{advance_projection, reset_projection};
 
 type CoreResult<T> = fluvius_core::Result<T>;
+
+/// This process's turn to write, with the writer's connection.
+type WriteTurn<'a> = tokio::sync::MutexGuard<'a, WriterSlot>;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -188,7 +204,9 @@ impl SqliteOptions {
         self
     }
 
-    /// Size of the connection pool (at least 1; an in-memory database always uses 1).
+    /// Size of the connection pool (at least 1; an in-memory database always uses 1). Appends
+    /// to a file database write on one more connection, outside the pool (see
+    /// [connections](crate::sqlite#connections)).
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
         self
@@ -235,7 +253,27 @@ pub struct SqliteLogStore {
     /// Taken by every write of this store (appends, checkpoint writes) for its transaction:
     /// SQLite has one write lock, and writers of one process queue here in order instead of
     /// sleeping in SQLite's busy handler (1, 2, 5, 10… ms) until the lock happens to be free.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// It also holds the connection appends write on (see [`WriterSlot`]).
+    writer: Arc<tokio::sync::Mutex<WriterSlot>>,
+}
+
+/// The connection appends write on, kept from one write to the next (a file database).
+///
+/// One connection for every append keeps SQLite's page cache of that connection valid from
+/// one commit to the next: a connection drops its cache whenever another connection wrote
+/// since its last transaction, and appends taking whichever pool connection is idle re-read
+/// the pages they touch (about ten reads per commit). It is opened with the pool's settings
+/// on the first append, outside the pool (so the pool keeps all its connections for reads),
+/// and closed by [`SqliteLogStore::close`].
+#[derive(Default)]
+struct WriterSlot {
+    /// How to open the connection; `None` for an in-memory database, whose pool's one
+    /// connection *is* the database: its appends take that connection from the pool.
+    options: Option<SqliteConnectOptions>,
+    conn: Option<SqliteConnection>,
+    /// The last `BEGIN` on `conn` failed other than in the database (the connection may be
+    /// broken): the next append opens a new one.
+    suspect: bool,
 }
 
 impl std::fmt::Debug for SqliteLogStore {
@@ -296,6 +334,15 @@ impl SqliteLogStore {
                 });
             SqlitePoolOptions::new().max_connections(options.max_connections)
         };
+        // No ping before handing out a connection: an SQLite connection is a handle in this
+        // process, not a socket that can go stale, and the ping is a round trip to its worker
+        // thread on every acquire (a broken connection still fails its statement, and the
+        // pool drops it when it comes back).
+        let pool_options = pool_options.test_before_acquire(false);
+        let writer = WriterSlot {
+            options: (!memory).then(|| connect.clone()),
+            ..WriterSlot::default()
+        };
         let pool = pool_options
             .connect_with(connect)
             .await
@@ -308,7 +355,7 @@ impl SqliteLogStore {
             target: target.into(),
             queue: None,
             reads: None,
-            writer: Arc::default(),
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
         };
         if options.run_migrations {
             store.migrate().await?;
@@ -367,9 +414,21 @@ impl SqliteLogStore {
         &self.target
     }
 
-    /// Close every connection (waits for those in use). An in-memory database is gone after.
+    /// Close every connection (waits for those in use, and for an append in progress). An
+    /// in-memory database is gone after. Reads and writes fail from then on.
     pub async fn close(&self) {
-        self.pool.close().await
+        let conn = {
+            // Under the write turn: an append after this sees the pool closed, and does not
+            // open a new writer connection.
+            let mut slot = self.writer.lock().await;
+            self.pool.close().await;
+            slot.conn.take()
+        };
+        if let Some(conn) = conn {
+            if let Err(e) = conn.close().await {
+                tracing::debug!(error = %e, "closing the writer connection failed");
+            }
+        }
     }
 
     /// What the group-commit writer has done so far; `None` when group commit is off.
@@ -478,10 +537,9 @@ impl SqliteLogStore {
         }
         // Take the write lock up front: no read-then-upgrade failures, and the version check
         // cannot go stale before the insert.
-        let _turn = self.write_turn().await;
+        let mut turn = self.write_turn().await;
         let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+            .begin_write(&mut turn)
             .await
             .map_err(self.query_error("begin append"))?;
         let positions = self.write_append(&mut tx, &request).await?;
@@ -490,8 +548,39 @@ impl SqliteLogStore {
     }
 
     /// Wait for this process's turn to write (see the `writer` field).
-    pub(crate) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    async fn write_turn(&self) -> WriteTurn<'_> {
         self.writer.lock().await
+    }
+
+    /// Begin an append's write transaction (`BEGIN IMMEDIATE`) on the writer's connection,
+    /// opening it if need be (see [`WriterSlot`]); an in-memory database's on its pool's
+    /// connection.
+    async fn begin_write<'t>(&self, turn: &'t mut WriteTurn<'_>) -> sqlx::Result<Transaction<'t, Sqlite>> {
+        let WriterSlot {
+            options,
+            conn,
+            suspect,
+        } = &mut **turn;
+        let Some(options) = options else {
+            return self.pool.begin_with("BEGIN IMMEDIATE").await;
+        };
+        if self.pool.is_closed() {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        if std::mem::take(suspect) {
+            *conn = None;
+        }
+        let conn = match conn {
+            Some(conn) => conn,
+            None => conn.insert(options.connect().await?),
+        };
+        match conn.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => Ok(tx),
+            Err(e) => {
+                *suspect = !matches!(e, sqlx::Error::Database(_));
+                Err(e)
+            }
+        }
     }
 
     /// Write the batch of the group-commit writer in one transaction, each caller answered
@@ -500,8 +589,8 @@ impl SqliteLogStore {
     /// wrote the batch in bulk.
     async fn write_batch(&self, batch: Vec<Pending>) -> bool {
         let n = batch.len();
-        let _turn = self.write_turn().await;
-        let mut tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
+        let mut turn = self.write_turn().await;
+        let mut tx = match self.begin_write(&mut turn).await {
             Ok(tx) => tx,
             Err(e) => {
                 fail_batch(batch, &self.target, "begin append", &e);
@@ -521,7 +610,7 @@ impl SqliteLogStore {
                     // (still holding the write turn), where each failure is an append's own.
                     tracing::debug!(error = %e, appends = n, "bulk write failed, writing the batch append by append");
                     let _ = tx.rollback().await;
-                    tx = match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                    tx = match self.begin_write(&mut turn).await {
                         Ok(tx) => tx,
                         Err(e) => {
                             fail_batch(batch, &self.target, "begin append", &e);
@@ -589,8 +678,8 @@ impl SqliteLogStore {
         }
     }
 
-    /// Write one append in the open write transaction `tx`: its command row, then its events,
-    /// the first `INSERT` written only if the stream is at the expected version (no rows back:
+    /// Write one append in the open write transaction `tx`: its command row, then its events
+    /// (one query for both), the first `INSERT` written only if the stream is at the expected version (no rows back:
     /// a conflict, and only then is the stream's version read). Returns the position of each
     /// event written, in event order. On error the caller rolls back (the transaction, or the
     /// append's savepoint).
@@ -600,25 +689,20 @@ impl SqliteLogStore {
         request: &AppendRequest,
     ) -> CoreResult<Vec<u64>> {
         let prepared = self.prepare(request)?;
-        if let Some((record, row)) = &prepared.command {
-            let inserted = insert_commands_query([(*record, row)])
-                .build()
-                .execute(&mut *tx)
-                .await;
-            if let Err(err) = inserted {
-                if codec::unique_violation(&err).is_some() {
-                    return Err(fluvius_core::Error::DuplicateCommand {
-                        command_id: record.id,
-                    });
-                }
-                return Err(self.query_error("append (record command)")(err));
-            }
-        }
-
         let expected =
             codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
         let mut positions: Vec<(i64, i64)> = Vec::with_capacity(prepared.rows.len());
         for (index, chunk) in prepared.rows.chunks(MAX_ROWS_PER_INSERT).enumerate() {
+            let mut query = QueryBuilder::<Sqlite>::new("");
+            // The first statement records the command too (before the events: a duplicate
+            // command is what gets reported, whatever the version), sent with the events
+            // `INSERT` as one query: one trip to the worker thread for both. A duplicate stops
+            // the query before the events.
+            let command = prepared.command.as_ref().filter(|_| index == 0);
+            if let Some((record, row)) = command {
+                push_insert_commands(&mut query, [(*record, row)]);
+                query.push("; ");
+            }
             let rows = chunk
                 .iter()
                 .map(|row| (row, request.resource.as_str(), prepared.aggregate_id.as_str()));
@@ -629,13 +713,22 @@ impl SqliteLogStore {
                 aggregate_id: prepared.aggregate_id.as_str(),
                 version: expected,
             });
-            let returned = match insert_events_query(rows, at).build().fetch_all(&mut *tx).await {
+            push_insert_events(&mut query, rows, at);
+            let returned = match query.build().fetch_all(&mut *tx).await {
                 Ok(returned) if returned.is_empty() => {
                     // The version check failed (the `VALUES` are never empty): read where the
                     // stream is, for the conflict.
                     return Err(self.version_conflict(tx, request).await);
                 }
                 Ok(returned) => returned,
+                Err(err) if is_duplicate_command(&err) => {
+                    return Err(match command {
+                        Some((record, _)) => fluvius_core::Error::DuplicateCommand {
+                            command_id: record.id,
+                        },
+                        None => self.query_error("append (insert events)")(err),
+                    });
+                }
                 // Cannot happen while we hold the write lock and the version check passed,
                 // but if it does, it is a conflict.
                 Err(err) if codec::unique_violation(&err).is_some() => {
@@ -645,7 +738,7 @@ impl SqliteLogStore {
                         Self::conflict(request, request.expected_version)
                     });
                 }
-                Err(err) => return Err(self.query_error("append (insert events)")(err)),
+                Err(err) => return Err(self.query_error("append (record command, insert events)")(err)),
             };
             for row in returned {
                 let position: i64 = row
@@ -889,11 +982,21 @@ struct Prepared<'a> {
 fn insert_commands_query<'a>(
     commands: impl IntoIterator<Item = (&'a CommandRecord, &'a CommandRow)>,
 ) -> QueryBuilder<'a, Sqlite> {
-    let mut insert = QueryBuilder::<Sqlite>::new(
+    let mut insert = QueryBuilder::new("");
+    push_insert_commands(&mut insert, commands);
+    insert
+}
+
+/// Push the statement of [`insert_commands_query`] onto `query`.
+fn push_insert_commands<'a>(
+    query: &mut QueryBuilder<'a, Sqlite>,
+    commands: impl IntoIterator<Item = (&'a CommandRecord, &'a CommandRow)>,
+) {
+    query.push(
         "INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context, \
          version_before, version_after, recorded_at) ",
     );
-    insert.push_values(commands, |mut b, (record, row)| {
+    query.push_values(commands, |mut b, (record, row)| {
         b.push_bind(record.id.to_string())
             .push_bind(record.namespace.as_str())
             .push_bind(record.resource.as_str())
@@ -905,7 +1008,13 @@ fn insert_commands_query<'a>(
             .push_bind(row.version_after)
             .push_bind(row.recorded_at);
     });
-    insert
+}
+
+/// Whether `err` is the refusal of a command id recorded already (the primary key of
+/// `fluvius_commands`; SQLite names the table and column in the message).
+fn is_duplicate_command(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.is_unique_violation() && db.message().contains("fluvius_commands.id"))
 }
 
 /// A stream at a version: the condition of a checked events `INSERT`.
@@ -926,14 +1035,25 @@ fn insert_events_query<'a>(
     rows: impl IntoIterator<Item = (&'a EventRow<'a>, &'a str, &'a str)>,
     at: Option<StreamAt<'a>>,
 ) -> QueryBuilder<'a, Sqlite> {
-    let mut insert = QueryBuilder::<Sqlite>::new(
+    let mut insert = QueryBuilder::new("");
+    push_insert_events(&mut insert, rows, at);
+    insert
+}
+
+/// Push the statement of [`insert_events_query`] onto `query`.
+fn push_insert_events<'a>(
+    query: &mut QueryBuilder<'a, Sqlite>,
+    rows: impl IntoIterator<Item = (&'a EventRow<'a>, &'a str, &'a str)>,
+    at: Option<StreamAt<'a>>,
+) {
+    query.push(
         "INSERT INTO fluvius_events (id, namespace, resource, aggregate_id, aggregate_version, key, \
          schema_version, payload, args, metadata, command_id, command_name, recorded_at) ",
     );
     if at.is_some() {
-        insert.push("SELECT * FROM (");
+        query.push("SELECT * FROM (");
     }
-    insert.push_values(rows, |mut b, (row, resource, aggregate_id)| {
+    query.push_values(rows, |mut b, (row, resource, aggregate_id)| {
         b.push_bind(row.event.id.to_string())
             .push_bind(row.event.namespace.as_str())
             .push_bind(resource)
@@ -950,7 +1070,7 @@ fn insert_events_query<'a>(
     });
     if let Some(at) = at {
         // An uncorrelated subquery: SQLite evaluates it once, before the first row.
-        insert
+        query
             .push(
                 ") WHERE coalesce((SELECT max(aggregate_version) FROM fluvius_events \
                  WHERE tenant = '' AND resource = ",
@@ -961,8 +1081,7 @@ fn insert_events_query<'a>(
             .push("), 0) = ")
             .push_bind(at.version);
     }
-    insert.push(" RETURNING position, aggregate_version, resource, aggregate_id");
-    insert
+    query.push(" RETURNING position, aggregate_version, resource, aggregate_id");
 }
 
 fn column<'r, T>(row: &'r SqliteRow, index: usize) -> Result<T, String>

@@ -159,6 +159,72 @@ async fn a_closed_store_fails_with_a_store_error() {
     assert!(err.to_string().contains("sqlite::memory:"), "{err}");
 }
 
+/// Group commit on and off, by name.
+fn group_commit_modes() -> [(&'static str, fluvius_sql::GroupCommit); 2] {
+    [
+        ("on", fluvius_sql::GroupCommit::default()),
+        ("off", fluvius_sql::GroupCommit::off()),
+    ]
+}
+
+/// On a file, appends write on the store's own writer connection, not on one of the pool's:
+/// with every pool connection taken, appends still go through (with group commit on and off).
+#[tokio::test]
+async fn appends_on_a_file_do_not_wait_for_a_pool_connection() {
+    let dir = common::temp_dir("writer");
+    for (name, group_commit) in group_commit_modes() {
+        let store = SqliteLogStore::builder(url_for(&dir.join(format!("{name}.db"))))
+            .max_connections(1)
+            .group_commit(group_commit)
+            .open()
+            .await
+            .unwrap();
+        let id = AggregateId::new();
+        let held = store.pool().acquire().await.unwrap();
+        let mut stored = Vec::new();
+        for version in 0..3 {
+            let mut request = testing::request("thing", id, version, 1);
+            request.command = Some(testing::command_record(&request));
+            stored.extend(store.append(request).await.unwrap());
+        }
+        drop(held);
+        assert_eq!(
+            store.get_events("thing", id).await.unwrap(),
+            stored,
+            "group commit {name}"
+        );
+        store.close().await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Closing a file store closes its writer connection too: an append after fails, and does not
+/// open a new one.
+#[tokio::test]
+async fn a_closed_file_store_fails_appends() {
+    let dir = common::temp_dir("closed");
+    for (name, group_commit) in group_commit_modes() {
+        let url = url_for(&dir.join(format!("{name}.db")));
+        let store = SqliteLogStore::builder(&url)
+            .group_commit(group_commit)
+            .open()
+            .await
+            .unwrap();
+        let id = AggregateId::new();
+        store.append(testing::request("thing", id, 0, 1)).await.unwrap();
+        store.close().await;
+        let err = store
+            .append(testing::request("thing", id, 1, 1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "store", "group commit {name}: {err}");
+        let reopened = SqliteLogStore::open(&url).await.unwrap();
+        assert_eq!(reopened.get_events("thing", id).await.unwrap().len(), 1);
+        reopened.close().await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn very_large_batches_span_several_statements_in_one_transaction() {
     let store = SqliteLogStore::open("sqlite::memory:").await.unwrap();
