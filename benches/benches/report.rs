@@ -6,6 +6,18 @@
 //! section, and the dispatch figures on it) runs when `FLUVIUS_TEST_PG_URL` is set, and prints a
 //! note otherwise.
 //!
+//! The SQLite section ends in two summaries of one-at-a-time commands (concurrency 1): against
+//! the disk's sync rate (a 4 KiB write + fdatasync, [`sql::syncs_per_second`]), and against the
+//! same commit in raw sqlx ([`sql::floor`]: the command record and the event of one create,
+//! `BEGIN IMMEDIATE`, two prepared `INSERT`s, `COMMIT`, on one connection of a store opened
+//! like the others), the floor for what Fluvius can reach on SQLite and sqlx. The floor rows
+//! take turns in rounds and report medians (the machine is noisy), each contender on its own
+//! store: raw sqlx, raw sqlx with both `INSERT`s as one query (the statement shape Fluvius
+//! sends), and `process_command` with caller-chosen and domain-assigned ids, group commit on
+//! and off. The raw commit is also set against the sync rate, which says what SQLite itself
+//! costs on top of the sync (it writes a frame per changed page to the write-ahead log and
+//! syncs it with `fsync`).
+//!
 //! Two sections run in child processes of the report (the same binary, `--child …`), which
 //! hand their figures back on stderr: the in-memory comparison, with stdout on `/dev/null`
 //! (cqrs-es's `MemStore` prints two lines per command), and the peak RSS, which needs a fresh
@@ -338,14 +350,19 @@ fn main() {
             in_memory(&mut rows, quick);
         }
         if run("sqlite") {
-            let off = sql::SqliteFiles::new(false);
-            notes.push(format!("SQLite files in {}", off.dir().display()));
-            let off = sql::measure(&mut rows, &off, sizes).await;
+            let off_files = sql::SqliteFiles::new(false);
+            notes.push(format!("SQLite files in {}", off_files.dir().display()));
+            let off = sql::measure(&mut rows, &off_files, sizes).await;
             let files = sql::SqliteFiles::new(true);
             let on = sql::measure(&mut rows, &files, sizes).await;
             let syncs = sql::syncs_per_second(files.dir(), if quick { 200 } else { 1_000 });
+            let (rounds, per_round) = if quick { (6, 50) } else { (20, 100) };
+            let mut floor = Vec::new();
+            let raw = sql::floor(&mut floor, &files, &off_files, rounds, per_round).await;
             sql::summary(&mut summary, "SQLite FULL", off, on);
             sql::sync_bound(&mut summary, "SQLite FULL, group commit on", syncs, on.conc1);
+            sql::sync_bound(&mut summary, "SQLite FULL, raw sqlx commit", syncs, raw);
+            summary.append(&mut floor);
         }
         if run("rss") {
             let files = sql::SqliteFiles::new(true);

@@ -3,7 +3,8 @@
 //!
 //! Each store gets: single-command latency and commands/s at concurrency 1, 16 and 64 on
 //! distinct aggregates; one hot aggregate under 16 writers (conflict rate); direct
-//! `LogStore::append` throughput for batches of 1 to 1 000 events; `read_all` events/s.
+//! `LogStore::append` throughput for batches of 1 to 1 000 events; `read_all` events/s. SQLite
+//! also gets its floor: the commit of a create command in raw sqlx ([`floor`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -192,6 +193,8 @@ pub struct Throughput {
     pub conc1: f64,
     pub conc16: f64,
     pub conc64: f64,
+    /// Creates with domain-assigned ids (no read before the decision) at concurrency 1.
+    pub new1: f64,
     /// Concurrency 64 vs 1 for creates with domain-assigned ids.
     pub new64_vs_1: f64,
 }
@@ -247,6 +250,7 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
         let (per_s, value) = creates(opener, concurrency, sizes.commands, fluvius_benches::create_new).await;
         if concurrency == 1 {
             new1 = per_s;
+            throughput.new1 = per_s;
         } else {
             throughput.new64_vs_1 = per_s / new1;
         }
@@ -349,6 +353,218 @@ pub fn syncs_per_second(dir: &std::path::Path, n: usize) -> f64 {
     per_s
 }
 
+/// The commit of one create command in raw sqlx: its command record and its event — the very
+/// rows of one real create, with fresh ids each time — in one transaction, `BEGIN IMMEDIATE`,
+/// the `INSERT`s, `COMMIT`, on one pool connection of its own store (the same schema, pragmas
+/// and pool settings as the stores measured), held throughout: the best case for sqlx, with
+/// no pool round trips and that connection's page cache valid from one commit to the next.
+struct RawCommit {
+    store: fluvius_sql::SqliteLogStore,
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    command: CommandRecord,
+    event: Event,
+    context: String,
+    metadata: String,
+    /// Both `INSERT`s as one query of two statements (one trip to sqlx's worker thread, as
+    /// the store sends them) instead of one prepared statement each.
+    one_query: bool,
+}
+
+const RAW_INSERT_COMMAND: &str = "INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, \
+     action, args, context, version_before, version_after, recorded_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const RAW_INSERT_EVENT: &str = "INSERT INTO fluvius_events (id, namespace, resource, aggregate_id, \
+     aggregate_version, key, schema_version, payload, args, metadata, command_id, command_name, \
+     recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// Both, as one query (its parameters numbered across the two statements).
+static RAW_INSERT_BOTH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{RAW_INSERT_COMMAND}; {RAW_INSERT_EVENT}"));
+
+type RawQuery = sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'static>>;
+
+impl RawCommit {
+    async fn new(files: &SqliteFiles, one_query: bool) -> Self {
+        let store = files.open_sqlite().await;
+        let domain = fluvius_benches::domain(store.clone()).await;
+        let created = domain
+            .process_command(fluvius_benches::create_fresh())
+            .await
+            .expect("the template create");
+        let command = store
+            .get_command(created.command_id)
+            .await
+            .expect("read the command record")
+            .expect("the template command record");
+        let event = created.events.into_iter().next().expect("the template event");
+        let context = serde_json::to_string(&command.context).expect("context");
+        let metadata = serde_json::to_string(&event.metadata).expect("metadata");
+        let conn = store.pool().acquire().await.expect("a pool connection");
+        Self {
+            store,
+            conn,
+            command,
+            event,
+            context,
+            metadata,
+            one_query,
+        }
+    }
+
+    /// `n` commits in a row.
+    async fn run(&mut self, n: usize) {
+        let (command, event) = (&self.command, &self.event);
+        for _ in 0..n {
+            let command_id = Uuid::now_v7().to_string();
+            let aggregate_id = AggregateId::new().to_string();
+            let bind_command = |query: RawQuery| {
+                query
+                    .bind(command_id.clone())
+                    .bind(command.namespace.to_string())
+                    .bind(command.resource.to_string())
+                    .bind(aggregate_id.clone())
+                    .bind(command.action.to_string())
+                    .bind(command.args.as_str().to_owned())
+                    .bind(self.context.clone())
+                    .bind(0_i64)
+                    .bind(1_i64)
+                    .bind(command.timestamp.timestamp_micros())
+            };
+            let bind_event = |query: RawQuery| {
+                query
+                    .bind(Uuid::now_v7().to_string())
+                    .bind(event.namespace.to_string())
+                    .bind(event.resource.to_string())
+                    .bind(aggregate_id.clone())
+                    .bind(1_i64)
+                    .bind(event.key.to_string())
+                    .bind(i64::from(event.schema_version))
+                    .bind(event.payload.as_str().to_owned())
+                    .bind(event.args.as_str().to_owned())
+                    .bind(self.metadata.clone())
+                    .bind(command_id.clone())
+                    .bind(event.command_name.to_string())
+                    .bind(event.timestamp.timestamp_micros())
+            };
+            let mut tx = sqlx::Connection::begin_with(&mut *self.conn, "BEGIN IMMEDIATE")
+                .await
+                .expect("begin");
+            if self.one_query {
+                bind_event(bind_command(sqlx::query(&RAW_INSERT_BOTH)))
+                    .execute(&mut *tx)
+                    .await
+                    .expect("insert both rows");
+            } else {
+                bind_command(sqlx::query(RAW_INSERT_COMMAND))
+                    .execute(&mut *tx)
+                    .await
+                    .expect("insert the command record");
+                bind_event(sqlx::query(RAW_INSERT_EVENT))
+                    .execute(&mut *tx)
+                    .await
+                    .expect("insert the event");
+            }
+            tx.commit().await.expect("commit");
+        }
+    }
+}
+
+/// One contender of [`floor`].
+enum Contender {
+    Raw(Box<RawCommit>),
+    Fluvius(Domain, fn() -> Command),
+}
+
+impl Contender {
+    async fn run(&mut self, n: usize) {
+        match self {
+            Self::Raw(raw) => raw.run(n).await,
+            Self::Fluvius(domain, create) => {
+                for _ in 0..n {
+                    domain.process_command(create()).await.expect("create");
+                }
+            }
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The floor under one-at-a-time commands on SQLite: the commit of a create command in raw
+/// sqlx ([`RawCommit`], its two `INSERT`s one at a time), against `process_command` of
+/// creates at concurrency 1 — caller-chosen ids (the empty stream read first, as for any
+/// aggregate not cached) and domain-assigned ids (no read: the raw commit plus Fluvius), group
+/// commit on and off — and the raw commit with both `INSERT`s as one query. Each contender has
+/// its own store; they take turns, `per_round` commits each per round, for `rounds` rounds
+/// (so a noisy stretch of the machine touches them alike), and each gets the median of its
+/// rounds. Returns the raw commit's commits/s.
+pub async fn floor(
+    rows: &mut Vec<Row>,
+    on: &SqliteFiles,
+    off: &SqliteFiles,
+    rounds: usize,
+    per_round: usize,
+) -> f64 {
+    let section = "summary: SQLite single-command floor (concurrency 1, median of rounds taken in turn)";
+    let mut contenders: Vec<(String, Contender)> = vec![
+        (
+            "the same commit in raw sqlx: BEGIN IMMEDIATE, 2 prepared INSERTs, COMMIT".into(),
+            Contender::Raw(Box::new(RawCommit::new(on, false).await)),
+        ),
+        (
+            "raw sqlx, both INSERTs as one query (one trip to the worker thread, as Fluvius does)".into(),
+            Contender::Raw(Box::new(RawCommit::new(on, true).await)),
+        ),
+    ];
+    for (files, mode) in [(on, "on"), (off, "off")] {
+        for (create, ids) in [
+            (
+                fluvius_benches::create_fresh as fn() -> Command,
+                "caller-chosen ids",
+            ),
+            (fluvius_benches::create_new, "domain-assigned ids"),
+        ] {
+            let domain = fluvius_benches::domain(files.open().await).await;
+            contenders.push((
+                format!("process_command, {ids}, group commit {mode}"),
+                Contender::Fluvius(domain, create),
+            ));
+        }
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); contenders.len()];
+    for _ in 0..rounds {
+        for ((_, contender), rates) in contenders.iter_mut().zip(&mut rates) {
+            let start = Instant::now();
+            contender.run(per_round).await;
+            rates.push(per_round as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let rates: Vec<f64> = rates.into_iter().map(median).collect();
+    let raw = rates[0];
+    for ((name, contender), rate) in contenders.iter().zip(&rates) {
+        let unit = match contender {
+            Contender::Raw(_) => "commits/s",
+            Contender::Fluvius(..) => "cmds/s",
+        };
+        rows.push(Row {
+            section,
+            name: format!("SQLite FULL: {name} ({rounds} x {per_round})"),
+            value: format!("{rate:.0} {unit}"),
+            ratio: format!("{:.2}x raw sqlx", rate / raw),
+        });
+    }
+    for (_, contender) in contenders {
+        if let Contender::Raw(raw) = contender {
+            let RawCommit { store, conn, .. } = *raw;
+            drop(conn);
+            store.close().await;
+        }
+    }
+    raw
+}
+
 /// How close one-at-a-time commands come to the disk's sync rate.
 pub fn sync_bound(rows: &mut Vec<Row>, store: &str, syncs: f64, one_at_a_time: f64) {
     rows.push(Row {
@@ -416,6 +632,17 @@ impl SqliteFiles {
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
+
+    /// A fresh, empty store, as itself (for its pool).
+    pub async fn open_sqlite(&self) -> fluvius_sql::SqliteLogStore {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let url = format!("sqlite://{}", self.dir.join(format!("bench-{n}.db")).display());
+        fluvius_sql::SqliteLogStore::builder(url)
+            .group_commit(group_commit(self.group_commit))
+            .open()
+            .await
+            .expect("open SQLite")
+    }
 }
 
 impl Drop for SqliteFiles {
@@ -432,17 +659,7 @@ impl Opener for SqliteFiles {
         )
     }
     fn open(&self) -> BoxFuture<'_, Arc<dyn LogStore>> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let url = format!("sqlite://{}", self.dir.join(format!("bench-{n}.db")).display());
-        let group_commit = group_commit(self.group_commit);
-        Box::pin(async move {
-            let store = fluvius_sql::SqliteLogStore::builder(url)
-                .group_commit(group_commit)
-                .open()
-                .await
-                .expect("open SQLite");
-            Arc::new(store) as Arc<dyn LogStore>
-        })
+        Box::pin(async move { Arc::new(self.open_sqlite().await) as Arc<dyn LogStore> })
     }
 }
 
