@@ -96,10 +96,9 @@
 //! name it in the conflict — then the snapshot row if the request carries one. The command
 //! row and the events go to SQLite as one query of two statements (each query is a trip to
 //! sqlx's worker thread), so a lone append is `BEGIN IMMEDIATE`, that query and `COMMIT`.
-//! Appends above
-//! [`MAX_ROWS_PER_INSERT`] events are split into several statements of the same transaction,
-//! to stay under SQLite's limit on bound parameters; the first one checks the version, the
-//! others follow it under the same write lock.
+//! Appends above [`MAX_ROWS_PER_INSERT`] events are split into several statements of the same
+//! transaction, to stay under SQLite's limit on bound parameters; the first one checks the
+//! version, the others follow it under the same write lock.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -679,10 +678,10 @@ impl SqliteLogStore {
     }
 
     /// Write one append in the open write transaction `tx`: its command row, then its events
-    /// (one query for both), the first `INSERT` written only if the stream is at the expected version (no rows back:
-    /// a conflict, and only then is the stream's version read). Returns the position of each
-    /// event written, in event order. On error the caller rolls back (the transaction, or the
-    /// append's savepoint).
+    /// (one query for both), the first `INSERT` written only if the stream is at the expected
+    /// version (no rows back: a conflict, and only then is the stream's version read). Returns
+    /// the position of each event written, in event order. On error the caller rolls back (the
+    /// transaction, or the append's savepoint).
     async fn write_append(
         &self,
         tx: &mut sqlx::SqliteConnection,
