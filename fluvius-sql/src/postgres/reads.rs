@@ -1,0 +1,50 @@
+//! Batched stream reads: the stream reads of concurrent loads answered by one query (see the
+//! [module docs](super#batched-stream-reads)).
+
+use fluvius_core::AggregateId;
+use uuid::Uuid;
+
+use super::{decode_event, PostgresLogStore, EVENT_COLUMNS};
+use crate::codec;
+use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead};
+
+/// Reader tasks of a store with group commit on.
+pub(super) const READERS: usize = 1;
+
+/// At most this many stream reads go into one query.
+pub(super) const MAX_READ_BATCH: usize = 256;
+
+/// The whole streams listed as `unnest($1 resources, $2 aggregate ids)`: the join searches
+/// the stream key's index once per listed stream.
+static READ_STREAMS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns = codec::qualified(EVENT_COLUMNS, "e");
+    format!(
+        "SELECT {columns} FROM unnest($1::text[], $2::uuid[]) AS s(resource, aggregate_id) \
+         JOIN fluvius_events e ON e.tenant = '' \
+         AND e.resource = s.resource AND e.aggregate_id = s.aggregate_id"
+    )
+});
+
+impl PostgresLogStore {
+    /// Read the whole streams of a batch with one query, and answer each caller with its
+    /// stream's events in version order (none for a stream without events). A failing query
+    /// answers every caller with the store error.
+    pub(super) async fn read_batch(&self, batch: Vec<PendingRead>) {
+        // One statement text for every batch size (the streams go in as two arrays), so each
+        // connection prepares it once.
+        let (resources, aggregate_ids): (Vec<&str>, Vec<Uuid>) = read_keys(&batch)
+            .into_iter()
+            .map(|(resource, aggregate_id): (&str, AggregateId)| (resource, *aggregate_id.as_uuid()))
+            .unzip();
+        let rows = sqlx::query(&READ_STREAMS)
+            .bind(&resources)
+            .bind(&aggregate_ids)
+            .fetch_all(&self.pool)
+            .await;
+        drop(resources);
+        match rows {
+            Ok(rows) => answer_reads(batch, &rows, decode_event, &self.target),
+            Err(e) => fail_reads(batch, &self.target, "read stream", &e.to_string()),
+        }
+    }
+}
