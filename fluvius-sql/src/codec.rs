@@ -18,16 +18,6 @@ pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64, String> {
     u64::try_from(value).map_err(|_| format!("stored {what} {value} is negative"))
 }
 
-/// A comma-separated column list (`a, b::text`) with each column taken from `table`
-/// (`e.a, e.b::text`), for a query that joins.
-pub(crate) fn qualified(columns: &str, table: &str) -> String {
-    columns
-        .split(", ")
-        .map(|c| format!("{table}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The precision every store keeps.
 pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)

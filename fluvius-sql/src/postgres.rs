@@ -99,8 +99,9 @@
 //! loading an aggregate does) is queued for the store's reader task, which takes the first read
 //! waiting plus whatever else is queued at that moment (up to 256 streams) and reads all their
 //! streams with one query — the listed streams (`unnest` of two arrays, resources and aggregate
-//! ids, so one prepared statement for every batch size) joined against the stream key's index
-//! — then answers each caller with its stream's events in version order. Concurrent loads then
+//! ids, so one prepared statement for every batch size), each read by a lateral subquery
+//! through the stream key's index, as a single read would — then answers each caller with its
+//! stream's events in version order. Concurrent loads then
 //! cost one round trip and one pooled connection per batch instead of one each. Like appends,
 //! a lone read is sent at once, never held back for company; and one statement sees one
 //! snapshot of the database, so each stream comes back whole as of that moment (every event

@@ -5,7 +5,6 @@ use fluvius_core::AggregateId;
 use uuid::Uuid;
 
 use super::{decode_event, PostgresLogStore, EVENT_COLUMNS};
-use crate::codec;
 use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead};
 
 /// Reader tasks of a store with group commit on.
@@ -14,14 +13,17 @@ pub(super) const READERS: usize = 1;
 /// At most this many stream reads go into one query.
 pub(super) const MAX_READ_BATCH: usize = 256;
 
-/// The whole streams listed as `unnest($1 resources, $2 aggregate ids)`: the join searches
-/// the stream key's index once per listed stream.
+/// The whole streams listed as `unnest($1 resources, $2 aggregate ids)`, each read as the
+/// single-stream read reads it. The lateral subquery is ordered, so PostgreSQL cannot flatten
+/// it into a join it might run as a hash join over the whole table: whatever the statistics
+/// say, each listed stream is one scan of the stream key's index, which yields the stream in
+/// version order.
 static READ_STREAMS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let columns = codec::qualified(EVENT_COLUMNS, "e");
     format!(
-        "SELECT {columns} FROM unnest($1::text[], $2::uuid[]) AS s(resource, aggregate_id) \
-         JOIN fluvius_events e ON e.tenant = '' \
-         AND e.resource = s.resource AND e.aggregate_id = s.aggregate_id"
+        "SELECT e.* FROM unnest($1::text[], $2::uuid[]) AS s(resource, aggregate_id) \
+         CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM fluvius_events \
+         WHERE tenant = '' AND resource = s.resource AND aggregate_id = s.aggregate_id \
+         ORDER BY aggregate_version) AS e"
     )
 });
 
@@ -41,7 +43,6 @@ impl PostgresLogStore {
             .bind(&aggregate_ids)
             .fetch_all(&self.pool)
             .await;
-        drop(resources);
         match rows {
             Ok(rows) => answer_reads(batch, &rows, decode_event, &self.target),
             Err(e) => fail_reads(batch, &self.target, "read stream", &e.to_string()),

@@ -2,7 +2,6 @@
 //! [module docs](super#batched-stream-reads)).
 
 use super::{decode_event, SqliteLogStore, EVENT_COLUMNS};
-use crate::codec;
 use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
@@ -16,7 +15,11 @@ pub(super) const MAX_READ_BATCH: usize = 256;
 /// The whole streams listed in `?1`, a JSON array of `[resource, aggregate_id]` pairs: the
 /// join (`CROSS JOIN`: the list drives) searches the stream index once per listed stream.
 static READ_STREAMS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let columns = codec::qualified(EVENT_COLUMNS, "e");
+    let columns = EVENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("e.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "WITH s(resource, aggregate_id) AS (SELECT value ->> 0, value ->> 1 FROM json_each(?1)) \
          SELECT {columns} FROM s CROSS JOIN fluvius_events e ON e.tenant = '' \
