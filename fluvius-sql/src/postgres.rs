@@ -93,6 +93,23 @@
 //! positions of the whole batch first, and each append writes its events, then its command
 //! record.
 //!
+//! # Batched stream reads
+//! With group commit on, stream reads share queries too: a
+//! [`read_stream`](LogStore::read_stream) of a whole stream (the default [`StreamQuery`], what
+//! loading an aggregate does) is queued for the store's reader task, which takes the first read
+//! waiting plus whatever else is queued at that moment (up to 256 streams) and reads all their
+//! streams with one query — the listed streams (`unnest` of two arrays, resources and aggregate
+//! ids, so one prepared statement for every batch size), each read by a lateral subquery
+//! through the stream key's index, as a single read would — then answers each caller with its
+//! stream's events in version order. Concurrent loads then cost one query and one pooled
+//! connection per batch instead of one each. Like appends, a lone read is sent at once, never
+//! held back for company; and one statement sees one snapshot of the database, so each stream
+//! comes back whole as of that moment (every event committed before the query started, none
+//! of a transaction still open). A failing query fails every read of its batch with the store
+//! error. Reads with a range or a time bound, and every read with [`GroupCommit::off`], run
+//! their own query on the calling task. [`PostgresLogStore::read_batch_stats`] counts the
+//! batches.
+//!
 //! # Connection loss
 //! The pool checks a connection before handing it out and reconnects as needed: when the
 //! database comes back, the store works again without being reopened. While it is away,
@@ -117,7 +134,8 @@ use uuid::Uuid;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::group_commit::{
-    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue,
+    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue, ReadBatchStats,
+    ReadQueue,
 };
 
 /// Why one append failed inside its transaction.
@@ -144,6 +162,7 @@ enum SavepointFailure {
 
 mod bulk;
 mod checkpoint;
+mod reads;
 
 pub use checkpoint::{advance_projection, reset_projection, APPEND_CHANNEL};
 
@@ -339,6 +358,8 @@ pub struct PostgresLogStore {
     target: Arc<str>,
     /// The group-commit writer's queue, when group commit is on.
     queue: Option<Queue>,
+    /// The stream-read batcher's queue, when group commit is on.
+    reads: Option<ReadQueue>,
 }
 
 impl std::fmt::Debug for PostgresLogStore {
@@ -472,14 +493,28 @@ impl PostgresLogStore {
             pool: pool.connect_lazy_with(connect),
             target: target.into(),
             queue: None,
+            reads: None,
         }
         .with_group_commit(options.group_commit))
     }
 
-    /// Start the group-commit writer (when `config` is on and a tokio runtime is running).
+    /// Start the group-commit writers and the stream readers (when `config` is on and a tokio
+    /// runtime is running).
     fn with_group_commit(mut self, config: GroupCommit) -> Self {
         if config.is_on() && tokio::runtime::Handle::try_current().is_ok() {
+            // Taken before the queues are set: the tasks must not keep their own queues open.
             let writer = self.clone();
+            let reader = self.clone();
+            self.reads = Some(ReadQueue::spawn(
+                "postgres",
+                reads::READERS,
+                reads::MAX_READ_BATCH,
+                move |batch| {
+                    let reader = reader.clone();
+                    let span = tracing::debug_span!("fluvius.postgres.read_batch", streams = batch.len());
+                    async move { reader.read_batch(batch).await }.instrument(span)
+                },
+            ));
             let writers = config.writers_or(GroupCommit::DEFAULT_POSTGRES_WRITERS);
             self.queue = Some(Queue::spawn(config, "postgres", writers, move |batch| {
                 let writer = writer.clone();
@@ -506,6 +541,7 @@ impl PostgresLogStore {
             pool,
             target: target.into(),
             queue: None,
+            reads: None,
         }
         .with_group_commit(GroupCommit::default())
     }
@@ -549,6 +585,12 @@ impl PostgresLogStore {
     /// What the group-commit writer has done so far; `None` when group commit is off.
     pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
         self.queue.as_ref().map(Queue::stats)
+    }
+
+    /// What the stream-read batcher has done so far; `None` when group commit is off. See the
+    /// [module docs](self#batched-stream-reads).
+    pub fn read_batch_stats(&self) -> Option<ReadBatchStats> {
+        self.reads.as_ref().map(ReadQueue::stats)
     }
 
     fn query_error(&self, operation: &'static str) -> impl FnOnce(sqlx::Error) -> fluvius_core::Error + '_ {
@@ -1007,6 +1049,11 @@ impl PostgresLogStore {
         aggregate_id: AggregateId,
         query: StreamQuery,
     ) -> CoreResult<Vec<Event>> {
+        if let Some(reads) = &self.reads {
+            if query == StreamQuery::default() {
+                return reads.submit(resource, aggregate_id).await;
+            }
+        }
         let from = query.from_version.map_or(0, codec::clamp_i64);
         let to = query.to_version.map_or(i64::MAX, codec::clamp_i64);
         let sql = format!(

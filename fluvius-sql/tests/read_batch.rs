@@ -1,36 +1,37 @@
-//! Batched stream reads on SQLite: concurrent whole-stream reads answered by one query each
-//! batch return exactly what the same reads return one by one, a read racing appends sees a
-//! prefix of its stream, and a failing batch query fails every read of it with the store error.
+//! Batched stream reads, on SQLite and on PostgreSQL: concurrent whole-stream reads answered by
+//! one query each batch return exactly what the same reads return one by one, a read racing
+//! appends sees a prefix of its stream, and a failing batch query fails every read of it with
+//! the store error.
 //!
-//! To make a batch form for sure, the test holds the pool's only connection while the reads are
+//! To make a batch form for sure, a test holds the pool's only connection while the reads are
 //! queued; the batcher's stats say when they all wait, and that they went in a large batch.
-#![cfg(feature = "sqlite")]
+//!
+//! The PostgreSQL tests need `FLUVIUS_TEST_PG_URL` (see `postgres.rs`); without it they print
+//! "PostgreSQL suite NOT RUN" and pass.
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use fluvius_core::testing;
 use fluvius_core::{AggregateId, Event, LogStore, StreamQuery};
-use fluvius_sql::{GroupCommit, SqliteLogStore};
+use fluvius_sql::ReadBatchStats;
 use uuid::Uuid;
 
 use common::wait_for;
-
-fn url_for(path: &Path) -> String {
-    format!("sqlite://{}", path.display())
-}
 
 /// What a comparison looks at: each event's id and version, in order.
 fn ids(events: &[Event]) -> Vec<(Uuid, u64)> {
     events.iter().map(|e| (e.id, e.aggregate_version)).collect()
 }
 
+type Streams = Vec<(&'static str, AggregateId)>;
+
 /// 50 streams of lengths 0 to 9 on "thing", and for every fifth aggregate id a stream of
 /// another resource ("other") under the same id.
-async fn fill(store: &SqliteLogStore) -> Vec<(&'static str, AggregateId)> {
+async fn fill<S: LogStore>(store: &S) -> Streams {
     let mut streams = Vec::new();
     for i in 0..50u64 {
         let id = AggregateId::new();
@@ -53,26 +54,13 @@ async fn fill(store: &SqliteLogStore) -> Vec<(&'static str, AggregateId)> {
     streams
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_reads_batched_match_reads_one_by_one() {
-    let dir = common::temp_dir("read-batch");
-    let url = url_for(&dir.join("log.db"));
-    // One connection: held below, it keeps the readers waiting while the reads queue up.
-    let store = SqliteLogStore::builder(url.as_str())
-        .max_connections(1)
-        .open()
-        .await
-        .expect("open");
-    let streams = fill(&store).await;
-    // The same reads, one by one, through a store that does not batch them.
-    let single = SqliteLogStore::builder(url.as_str())
-        .group_commit(GroupCommit::off())
-        .open()
-        .await
-        .expect("open");
-    assert_eq!(single.read_batch_stats(), None);
+/// Each stream as read one by one through `single`, a store that does not batch reads.
+async fn read_one_by_one<S: LogStore>(
+    single: &S,
+    streams: &Streams,
+) -> BTreeMap<(&'static str, AggregateId), Vec<(Uuid, u64)>> {
     let mut expected = BTreeMap::new();
-    for (resource, id) in &streams {
+    for (resource, id) in streams {
         let events = single
             .read_stream(resource, *id, StreamQuery::default())
             .await
@@ -83,11 +71,24 @@ async fn concurrent_reads_batched_match_reads_one_by_one() {
         expected.insert((*resource, *id), ids(&events));
     }
     assert!(expected.values().any(Vec::is_empty), "some streams are empty");
+    assert!(expected.values().any(|e| e.len() > 1), "some streams are long");
+    expected
+}
 
-    let held = store.pool().acquire().await.expect("hold the connection");
-    let before = store.read_batch_stats().expect("group commit is on");
+/// Read the streams 200 times concurrently through `store`, whose only pooled connection is
+/// `held`: the reads queue until it is released, and must then come back as `expected`, in few
+/// large batches.
+async fn check_batched_reads<S, H>(
+    store: Arc<S>,
+    stats: fn(&S) -> Option<ReadBatchStats>,
+    held: H,
+    streams: &Streams,
+    expected: &BTreeMap<(&'static str, AggregateId), Vec<(Uuid, u64)>>,
+) where
+    S: LogStore + 'static,
+{
+    let before = stats(&store).expect("group commit is on");
     let reads = 200;
-    let store = Arc::new(store);
     let tasks: Vec<_> = (0..reads)
         .map(|i| {
             let store = store.clone();
@@ -103,7 +104,7 @@ async fn concurrent_reads_batched_match_reads_one_by_one() {
         .collect();
     // Every read is queued, but for the few the readers took before they blocked on the pool.
     wait_for(
-        || store.read_batch_stats().expect("group commit is on"),
+        || stats(&store).expect("group commit is on"),
         |s| s.waiting + (s.reads - before.reads) >= reads as u64 && s.waiting >= 150,
     )
     .await;
@@ -115,7 +116,7 @@ async fn concurrent_reads_batched_match_reads_one_by_one() {
             .iter()
             .all(|e| e.resource == resource && e.aggregate_id == id));
     }
-    let after = store.read_batch_stats().expect("group commit is on");
+    let after = stats(&store).expect("group commit is on");
     assert_eq!(after.reads - before.reads, reads as u64);
     assert_eq!(after.waiting, 0);
     assert!(
@@ -123,17 +124,14 @@ async fn concurrent_reads_batched_match_reads_one_by_one() {
         "the queued reads went in one batch: {after:?}"
     );
     assert!(after.batches - before.batches < reads as u64);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reads_racing_appends_see_a_prefix_of_their_stream() {
-    let dir = common::temp_dir("read-batch-race");
-    let store = Arc::new(
-        SqliteLogStore::open(&url_for(&dir.join("log.db")))
-            .await
-            .expect("open"),
-    );
+/// 16 streams appended to one event at a time while 32 tasks read them over and over: every
+/// read is a prefix of the stream as it ends.
+async fn check_reads_racing_appends<S>(store: Arc<S>, stats: fn(&S) -> Option<ReadBatchStats>)
+where
+    S: LogStore + 'static,
+{
     let ids_of: Vec<AggregateId> = (0..16).map(|_| AggregateId::new()).collect();
     let writers: Vec<_> = ids_of
         .iter()
@@ -190,26 +188,22 @@ async fn reads_racing_appends_see_a_prefix_of_their_stream() {
             assert_eq!(got.as_slice(), &full[..got.len()], "a prefix of {id}");
         }
     }
-    let stats = store.read_batch_stats().expect("group commit is on");
+    let stats = stats(&store).expect("group commit is on");
     assert!(stats.reads >= 32 * 20, "{stats:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_batch_query_fails_every_read_with_the_store_error() {
-    let dir = common::temp_dir("read-batch-error");
-    let store = SqliteLogStore::open(&url_for(&dir.join("log.db")))
-        .await
-        .expect("open");
+/// Append a stream to `store`, drop its events table with `drop_events`, then read the stream
+/// eight times concurrently: each read fails with the store error of its batch.
+async fn check_failing_batch<S, T>(store: &S, drop_events: impl std::future::Future<Output = sqlx::Result<T>>)
+where
+    S: LogStore + Clone + 'static,
+{
     let id = AggregateId::new();
     store
         .append(testing::request("thing", id, 0, 2))
         .await
         .expect("append");
-    sqlx::query("DROP TABLE fluvius_events")
-        .execute(store.pool())
-        .await
-        .expect("drop the events table");
+    drop_events.await.expect("drop the events table");
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
@@ -218,10 +212,116 @@ async fn a_failing_batch_query_fails_every_read_with_the_store_error() {
         .collect();
     for task in tasks {
         let result = task.await.expect("read task");
-        let message = result.expect_err("the table is gone").to_string();
+        let error = result.expect_err("the table is gone");
+        assert!(matches!(error, fluvius_core::Error::Store { .. }), "{error:?}");
+        let message = error.to_string();
         assert!(message.contains("read stream"), "{message}");
         assert!(message.contains("stream reads"), "{message}");
         assert!(message.contains("fluvius_events"), "{message}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use fluvius_sql::{GroupCommit, SqliteLogStore};
+
+    fn url_for(path: &std::path::Path) -> String {
+        format!("sqlite://{}", path.join("log.db").display())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_reads_batched_match_reads_one_by_one() {
+        let dir = common::temp_dir("read-batch");
+        let url = url_for(&dir);
+        // One connection: held below, it keeps the readers waiting while the reads queue up.
+        let store = SqliteLogStore::builder(url.as_str())
+            .max_connections(1)
+            .open()
+            .await
+            .expect("open");
+        let streams = fill(&store).await;
+        let single = SqliteLogStore::builder(url.as_str())
+            .group_commit(GroupCommit::off())
+            .open()
+            .await
+            .expect("open");
+        assert_eq!(single.read_batch_stats(), None);
+        let expected = read_one_by_one(&single, &streams).await;
+        let held = store.pool().acquire().await.expect("hold the connection");
+        let stats = SqliteLogStore::read_batch_stats;
+        check_batched_reads(Arc::new(store), stats, held, &streams, &expected).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_racing_appends_see_a_prefix_of_their_stream() {
+        let dir = common::temp_dir("read-batch-race");
+        let store = SqliteLogStore::open(&url_for(&dir)).await.expect("open");
+        check_reads_racing_appends(Arc::new(store), SqliteLogStore::read_batch_stats).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_batch_query_fails_every_read_with_the_store_error() {
+        let dir = common::temp_dir("read-batch-error");
+        let store = SqliteLogStore::open(&url_for(&dir)).await.expect("open");
+        let drop_events = sqlx::query("DROP TABLE fluvius_events").execute(store.pool());
+        check_failing_batch(&store, drop_events).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use common::pg::{self, SchemaGuard};
+    use fluvius_sql::{GroupCommit, PostgresLogStore, PostgresOptions};
+
+    /// A store in the guard's schema, with `options` on top of the defaults.
+    async fn connect(
+        guard: &SchemaGuard,
+        options: fn(PostgresOptions) -> PostgresOptions,
+    ) -> PostgresLogStore {
+        options(PostgresLogStore::builder(&guard.url).schema(&guard.schema))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_reads_batched_match_reads_one_by_one() {
+        let Some(url) = pg::url().await else { return };
+        let guard = SchemaGuard::fresh(&url);
+        // One connection: held below, it keeps the readers waiting while the reads queue up.
+        let store = connect(&guard, |o| o.max_connections(1)).await;
+        let streams = fill(&store).await;
+        let single = connect(&guard, |o| o.group_commit(GroupCommit::off())).await;
+        assert_eq!(single.read_batch_stats(), None);
+        let expected = read_one_by_one(&single, &streams).await;
+        single.close().await;
+        let held = store.pool().acquire().await.expect("hold the connection");
+        let stats = PostgresLogStore::read_batch_stats;
+        check_batched_reads(Arc::new(store.clone()), stats, held, &streams, &expected).await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_racing_appends_see_a_prefix_of_their_stream() {
+        let Some(url) = pg::url().await else { return };
+        let guard = SchemaGuard::fresh(&url);
+        let store = connect(&guard, |o| o.max_connections(8)).await;
+        check_reads_racing_appends(Arc::new(store.clone()), PostgresLogStore::read_batch_stats).await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_batch_query_fails_every_read_with_the_store_error() {
+        let Some(url) = pg::url().await else { return };
+        let guard = SchemaGuard::fresh(&url);
+        let store = connect(&guard, |o| o).await;
+        let drop_events = sqlx::query("DROP TABLE fluvius_events CASCADE").execute(store.pool());
+        check_failing_batch(&store, drop_events).await;
+        store.close().await;
+    }
 }

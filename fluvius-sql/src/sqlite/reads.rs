@@ -1,12 +1,8 @@
 //! Batched stream reads: the stream reads of concurrent loads answered by one query (see the
 //! [module docs](super#batched-stream-reads)).
 
-use std::collections::HashMap;
-
-use fluvius_core::{AggregateId, Event};
-
 use super::{decode_event, SqliteLogStore, EVENT_COLUMNS};
-use crate::group_commit::{fail_reads, PendingRead};
+use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
 /// gathers, and one query reads many streams; in the benchmark report (2 cores) two or four
@@ -36,17 +32,11 @@ impl SqliteLogStore {
     /// stream's events in version order (none for a stream without events). A failing query
     /// answers every caller with the store error.
     pub(super) async fn read_batch(&self, batch: Vec<PendingRead>) {
-        let mut keys: Vec<(&str, AggregateId)> = batch
-            .iter()
-            .map(|p| (p.resource.as_str(), p.aggregate_id))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
         // One statement text for every batch size (the streams go in as one JSON array), so
         // each connection prepares it once.
-        let list: Vec<(&str, String)> = keys
-            .iter()
-            .map(|(resource, aggregate_id)| (*resource, aggregate_id.to_string()))
+        let list: Vec<(&str, String)> = read_keys(&batch)
+            .into_iter()
+            .map(|(resource, aggregate_id)| (resource, aggregate_id.to_string()))
             .collect();
         let list = match serde_json::to_string(&list) {
             Ok(list) => list,
@@ -60,60 +50,9 @@ impl SqliteLogStore {
                 return;
             }
         };
-        let query = sqlx::query(&READ_STREAMS).bind(list);
-        let rows = match query.fetch_all(&self.pool).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                fail_reads(batch, &self.target, "read stream", &e.to_string());
-                return;
-            }
-        };
-        let slot: HashMap<(&str, AggregateId), usize> =
-            keys.iter().enumerate().map(|(i, key)| (*key, i)).collect();
-        let mut streams: Vec<Vec<Event>> = vec![Vec::new(); keys.len()];
-        for row in &rows {
-            let event = match decode_event(row) {
-                Ok(event) => event,
-                Err(message) => {
-                    fail_reads(batch, &self.target, "read stream (decode an event)", &message);
-                    return;
-                }
-            };
-            let Some(&i) = slot.get(&(event.resource.as_str(), event.aggregate_id)) else {
-                let message = format!(
-                    "the query returned an event of a stream it did not read: {}/{}",
-                    event.resource, event.aggregate_id
-                );
-                fail_reads(batch, &self.target, "read stream", &message);
-                return;
-            };
-            streams[i].push(event);
-        }
-        for events in &mut streams {
-            events.sort_unstable_by_key(|e| e.aggregate_version);
-        }
-        // Each caller's stream, and how many callers read it.
-        let wanted: Vec<usize> = batch
-            .iter()
-            .map(|p| {
-                slot.get(&(p.resource.as_str(), p.aggregate_id))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let mut readers = vec![0usize; keys.len()];
-        for &i in &wanted {
-            readers[i] += 1;
-        }
-        for (p, i) in batch.into_iter().zip(wanted) {
-            readers[i] -= 1;
-            // The last caller of a stream takes its events, the others a copy.
-            let events = if readers[i] == 0 {
-                std::mem::take(&mut streams[i])
-            } else {
-                streams[i].clone()
-            };
-            p.answer(Ok(events));
+        match sqlx::query(&READ_STREAMS).bind(list).fetch_all(&self.pool).await {
+            Ok(rows) => answer_reads(batch, &rows, decode_event, &self.target),
+            Err(e) => fail_reads(batch, &self.target, "read stream", &e.to_string()),
         }
     }
 }
