@@ -25,7 +25,11 @@
 //!
 //! A lone append is written at once: the writer never waits for company, so an idle store
 //! adds no latency. Batches form by themselves while a commit is in flight — exactly when
-//! callers would otherwise queue for the write lock.
+//! callers would otherwise queue for the write lock. On SQLite a lone append is written on
+//! its caller's task when nothing is queued and nobody is writing (no hand-off to the writer
+//! task and back, [`GroupCommitStats::alone`]); the writer, having taken the first append of
+//! its next batch, waits for that write before it takes the rest, so what queues meanwhile
+//! still forms one batch.
 //!
 //! A caller that stops waiting (its future is dropped) does not withdraw its append: once
 //! queued, it is written, as a request already sent to a server would be.
@@ -169,6 +173,9 @@ pub struct GroupCommitStats {
     /// Batches written in bulk (a few statements for the whole batch, see the
     /// [module docs](self)) rather than one savepoint per append.
     pub bulk_batches: u64,
+    /// Appends written on the caller's own task, because nothing was queued and nobody was
+    /// writing (SQLite; see the [module docs](self)). Not counted in `appends`.
+    pub alone: u64,
 }
 
 /// What a queue's draining tasks have taken so far (appends for the writer, stream reads
@@ -195,6 +202,7 @@ impl BatchCounters {
 struct Counters {
     batch: BatchCounters,
     bulk_batches: AtomicU64,
+    alone: AtomicU64,
 }
 
 /// The receiving end of a queue, shared by the tasks that drain it.
@@ -215,11 +223,13 @@ struct Bounds<T> {
 impl<T> Intake<T> {
     /// The first request waiting (waiting for one if need be), plus whatever else is queued
     /// right now, within the bounds. `None` when every sender is gone.
-    async fn next_batch(&mut self, bounds: &Bounds<T>) -> Option<Vec<T>> {
+    async fn next_batch<G: Gate>(&mut self, bounds: &Bounds<T>, gate: &G) -> Option<(Vec<T>, G::Guard)> {
         let first = match self.carried.take() {
             Some(p) => p,
             None => self.receiver.recv().await?,
         };
+        // Wait for the gate with the first request in hand: what queues meanwhile joins it.
+        let guard = gate.enter().await;
         let mut weight = (bounds.weight)(&first);
         let mut batch = vec![first];
         while batch.len() < bounds.max {
@@ -231,17 +241,42 @@ impl<T> Intake<T> {
             }
             batch.push(next);
         }
-        Some(batch)
+        Some((batch, guard))
+    }
+}
+
+/// What a draining task waits for after taking the first request of a batch and before taking
+/// the rest (so requests that queue meanwhile join the batch); the guard goes to the handler.
+pub(crate) trait Gate: Send + Sync + 'static {
+    /// Held while the batch is handled.
+    type Guard: Send + 'static;
+    /// Wait until the gate lets this task through.
+    fn enter(&self) -> impl Future<Output = Self::Guard> + Send;
+}
+
+/// No gate: the batch is taken at once.
+impl Gate for () {
+    type Guard = ();
+    async fn enter(&self) {}
+}
+
+/// A lock shared with callers that write on their own task when the queue is idle (SQLite's
+/// write turn): the batch waits for it.
+impl<S: Send + 'static> Gate for Arc<tokio::sync::Mutex<S>> {
+    type Guard = tokio::sync::OwnedMutexGuard<S>;
+    fn enter(&self) -> impl Future<Output = Self::Guard> + Send {
+        self.clone().lock_owned()
     }
 }
 
 /// Start `tasks` tasks draining one new queue batch by batch (one task at a time takes a
 /// batch, the others handle theirs meanwhile); `handle` handles one batch. The tasks end when
 /// the returned sender and all its clones are gone. Must be called inside a tokio runtime.
-fn drain<T, H, F>(tasks: usize, bounds: Bounds<T>, handle: H) -> mpsc::UnboundedSender<T>
+fn drain<T, G, H, F>(tasks: usize, bounds: Bounds<T>, gate: G, handle: H) -> mpsc::UnboundedSender<T>
 where
     T: Send + 'static,
-    H: FnMut(Vec<T>) -> F + Clone + Send + 'static,
+    G: Gate + Clone,
+    H: FnMut(Vec<T>, G::Guard) -> F + Clone + Send + 'static,
     F: Future<Output = ()> + Send,
 {
     let (sender, receiver) = mpsc::unbounded_channel::<T>();
@@ -254,12 +289,13 @@ where
         let intake = intake.clone();
         let bounds = bounds.clone();
         let mut handle = handle.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             loop {
-                let Some(batch) = intake.lock().await.next_batch(&bounds).await else {
+                let Some((batch, guard)) = intake.lock().await.next_batch(&bounds, &gate).await else {
                     return;
                 };
-                handle(batch).await;
+                handle(batch, guard).await;
             }
         });
     }
@@ -295,9 +331,16 @@ impl Queue {
     /// Start `writers` writer tasks draining one queue; `write` writes one batch, answers
     /// every request in it, and says whether it wrote the batch in bulk. Must be called inside
     /// a tokio runtime.
-    pub(crate) fn spawn<W, F>(config: GroupCommit, backend: &'static str, writers: usize, write: W) -> Self
+    pub(crate) fn spawn<G, W, F>(
+        config: GroupCommit,
+        backend: &'static str,
+        writers: usize,
+        gate: G,
+        write: W,
+    ) -> Self
     where
-        W: FnMut(Vec<Pending>) -> F + Clone + Send + 'static,
+        G: Gate + Clone,
+        W: FnMut(Vec<Pending>, G::Guard) -> F + Clone + Send + 'static,
         F: Future<Output = bool> + Send,
     {
         let counters = Arc::new(Counters::default());
@@ -308,9 +351,9 @@ impl Queue {
             weight: |p: &Pending| p.request.events.len(),
         };
         let mut write = write;
-        let sender = drain(writers, bounds, move |batch: Vec<Pending>| {
+        let sender = drain(writers, bounds, gate, move |batch: Vec<Pending>, guard| {
             stats.batch.took(batch.len() as u64);
-            let written = write(batch);
+            let written = write(batch, guard);
             let stats = stats.clone();
             async move {
                 if written.await {
@@ -334,7 +377,19 @@ impl Queue {
             appends: c.batch.taken.load(Ordering::Relaxed),
             largest_batch: c.batch.largest_batch.load(Ordering::Relaxed),
             bulk_batches: c.bulk_batches.load(Ordering::Relaxed),
+            alone: c.alone.load(Ordering::Relaxed),
         }
+    }
+
+    /// Nothing is queued or being gathered into a batch (a writer holding a batch's first
+    /// append while it waits for the gate still counts it as waiting).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.counters.batch.waiting.load(Ordering::Relaxed) == 0
+    }
+
+    /// Count an append written on its caller's task.
+    pub(crate) fn wrote_alone(&self) {
+        self.counters.alone.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queue `request` and wait for its result.
@@ -413,7 +468,7 @@ impl ReadQueue {
             weight: |_: &PendingRead| 1,
         };
         let mut read = read;
-        let sender = drain(readers, bounds, move |batch: Vec<PendingRead>| {
+        let sender = drain(readers, bounds, (), move |batch: Vec<PendingRead>, ()| {
             stats.took(batch.len() as u64);
             read(batch)
         });

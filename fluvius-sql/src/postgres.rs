@@ -516,7 +516,7 @@ impl PostgresLogStore {
                 },
             ));
             let writers = config.writers_or(GroupCommit::DEFAULT_POSTGRES_WRITERS);
-            self.queue = Some(Queue::spawn(config, "postgres", writers, move |batch| {
+            self.queue = Some(Queue::spawn(config, "postgres", writers, (), move |batch, ()| {
                 let writer = writer.clone();
                 let span = tracing::debug_span!("fluvius.postgres.group_commit", appends = batch.len());
                 async move { writer.write_batch(batch).await }.instrument(span)

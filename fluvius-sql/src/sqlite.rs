@@ -373,11 +373,20 @@ impl SqliteLogStore {
                     async move { reader.read_batch(batch).await }.instrument(span)
                 },
             ));
-            store.queue = Some(Queue::spawn(options.group_commit, "sqlite", 1, move |batch| {
-                let writer = writer.clone();
-                let span = tracing::debug_span!("fluvius.sqlite.group_commit", appends = batch.len());
-                async move { writer.write_batch(batch).await }.instrument(span)
-            }));
+            // The gate is the write turn: a lone append written on its caller's task holds it,
+            // and the writer waits for it with its batch's first append (see `append_impl`).
+            let gate = store.writer.clone();
+            store.queue = Some(Queue::spawn(
+                options.group_commit,
+                "sqlite",
+                1,
+                gate,
+                move |batch, turn| {
+                    let writer = writer.clone();
+                    let span = tracing::debug_span!("fluvius.sqlite.group_commit", appends = batch.len());
+                    async move { writer.write_batch(batch, turn).await }.instrument(span)
+                },
+            ));
         }
         Ok(store)
     }
@@ -532,13 +541,27 @@ impl SqliteLogStore {
             return Ok(Vec::new());
         }
         if let Some(queue) = &self.queue {
+            // Nothing queued and nobody writing: write it here. Through the writer it would be
+            // a batch of one, plus a hand-off to the writer task and back. (The write turn is
+            // fair: it is not free while the writer waits for it.)
+            if queue.is_idle() {
+                if let Ok(mut turn) = self.writer.try_lock() {
+                    queue.wrote_alone();
+                    return self.append_alone(&mut turn, request).await;
+                }
+            }
             return queue.submit(request).await;
         }
         // Take the write lock up front: no read-then-upgrade failures, and the version check
         // cannot go stale before the insert.
         let mut turn = self.write_turn().await;
+        self.append_alone(&mut turn, request).await
+    }
+
+    /// Write one append in a transaction of its own, holding the write turn.
+    async fn append_alone(&self, slot: &mut WriterSlot, request: AppendRequest) -> CoreResult<Vec<Event>> {
         let mut tx = self
-            .begin_write(&mut turn)
+            .begin_write(slot)
             .await
             .map_err(self.query_error("begin append"))?;
         let positions = self.write_append(&mut tx, &request).await?;
@@ -554,12 +577,12 @@ impl SqliteLogStore {
     /// Begin an append's write transaction (`BEGIN IMMEDIATE`) on the writer's connection,
     /// opening it if need be (see [`WriterSlot`]); an in-memory database's on its pool's
     /// connection.
-    async fn begin_write<'t>(&self, turn: &'t mut WriteTurn<'_>) -> sqlx::Result<Transaction<'t, Sqlite>> {
+    async fn begin_write<'t>(&self, slot: &'t mut WriterSlot) -> sqlx::Result<Transaction<'t, Sqlite>> {
         let WriterSlot {
             options,
             conn,
             suspect,
-        } = &mut **turn;
+        } = slot;
         let Some(options) = options else {
             return self.pool.begin_with("BEGIN IMMEDIATE").await;
         };
@@ -586,9 +609,12 @@ impl SqliteLogStore {
     /// after the commit: in bulk when it can (several appends, none with transactional
     /// handlers), else one savepoint per append (when there are several). Returns whether it
     /// wrote the batch in bulk.
-    async fn write_batch(&self, batch: Vec<Pending>) -> bool {
+    async fn write_batch(
+        &self,
+        batch: Vec<Pending>,
+        mut turn: tokio::sync::OwnedMutexGuard<WriterSlot>,
+    ) -> bool {
         let n = batch.len();
-        let mut turn = self.write_turn().await;
         let mut tx = match self.begin_write(&mut turn).await {
             Ok(tx) => tx,
             Err(e) => {

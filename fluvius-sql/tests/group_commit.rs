@@ -646,9 +646,11 @@ mod sqlite {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Take the write lock from another connection and queue one append behind it: the
-    /// writer waits for the lock with that append, and what is queued next forms one batch.
-    /// Returns the first append's task and what gives the lock back.
+    /// Take the write lock from another connection and start one append behind it (with
+    /// nothing queued it is written on its own task, holding the store's write turn, and
+    /// waits for the lock): the writer waits for that write with the first append queued
+    /// next, and what is queued next forms one batch. Returns the first append's task and
+    /// what gives the lock back.
     async fn hold_writer(
         store: &SqliteLogStore,
         url: &str,
@@ -658,6 +660,7 @@ mod sqlite {
     ) {
         let mut locker = sqlx::SqliteConnection::connect(url).await.unwrap();
         locker.execute("BEGIN IMMEDIATE").await.unwrap();
+        let before = store.group_commit_stats().unwrap().alone;
         let first = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -666,13 +669,53 @@ mod sqlite {
                     .await
             })
         };
-        let before = store.group_commit_stats().unwrap().appends;
-        wait_for(|| store.group_commit_stats().unwrap(), |s| s.appends > before).await;
+        wait_for(|| store.group_commit_stats().unwrap(), |s| s.alone > before).await;
         let release = async move {
             locker.execute("COMMIT").await.unwrap();
             let _ = locker.close().await;
         };
         (first, release)
+    }
+
+    #[tokio::test]
+    async fn a_lone_append_is_written_on_its_callers_task_and_batches_still_form() {
+        let dir = common::temp_dir("group-commit-alone");
+        let url = url(&dir);
+        let store = SqliteLogStore::open(&url).await.unwrap();
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        // One at a time: nothing is ever queued, so no append goes through the writer.
+        let id = AggregateId::new();
+        for version in 0..3 {
+            let stored = store
+                .append(testing::request("thing", id, version, 1))
+                .await
+                .unwrap();
+            assert_eq!(stored[0].aggregate_version, version + 1);
+        }
+        let after = stats();
+        assert_eq!(
+            (after.alone, after.appends, after.batches),
+            (3, 0, 0),
+            "{after:?}"
+        );
+        // A lone append holding the write turn: the appends queued meanwhile form one batch
+        // behind it (`run_batch` checks the batch).
+        let (first, release) = hold_writer(&store, &url).await;
+        let requests: Vec<_> = (0..5)
+            .map(|_| testing::request("thing", AggregateId::new(), 0, 1))
+            .collect();
+        let results = run_batch(&store, stats, release, &requests).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        first.await.unwrap().expect("the first append");
+        let after = stats();
+        assert_eq!(
+            (after.alone, after.appends, after.batches),
+            (4, 5, 1),
+            "{after:?}"
+        );
+        assert_eq!(store.read_all(0, 100).await.unwrap().len(), 9);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
