@@ -1052,20 +1052,17 @@ struct StreamAt<'a> {
 /// A multi-row `INSERT` of events, each with its stream's resource and aggregate id (at most
 /// [`MAX_ROWS_PER_INSERT`] of them), returning `position, aggregate_version, resource,
 /// aggregate_id` of each row, in no particular order.
-///
-/// With `at`, the rows are written only if that stream is at that version
-/// (`INSERT … SELECT * FROM (VALUES …) WHERE <its version> = ?`): else nothing is written and
-/// no row comes back.
 fn insert_events_query<'a>(
     rows: impl IntoIterator<Item = (&'a EventRow<'a>, &'a str, &'a str)>,
-    at: Option<StreamAt<'a>>,
 ) -> QueryBuilder<'a, Sqlite> {
     let mut insert = QueryBuilder::new("");
-    push_insert_events(&mut insert, rows, at);
+    push_insert_events(&mut insert, rows, None);
     insert
 }
 
-/// Push the statement of [`insert_events_query`] onto `query`.
+/// Push the statement of [`insert_events_query`] onto `query`. With `at`, the rows are written
+/// only if that stream is at that version (`INSERT … SELECT * FROM (VALUES …) WHERE <its
+/// version> = ?`): else nothing is written and no row comes back.
 fn push_insert_events<'a>(
     query: &mut QueryBuilder<'a, Sqlite>,
     rows: impl IntoIterator<Item = (&'a EventRow<'a>, &'a str, &'a str)>,

@@ -303,7 +303,7 @@ impl RandomCase {
     }
 
     /// Write the history to `store`, then queue the batch behind the write lock `hold` takes
-    /// (it also queues a first append, of its own), write it in bulk and check it.
+    /// (it also starts a first append, of its own), write it in bulk and check it.
     async fn run<S, R>(
         &self,
         seed: u64,

@@ -78,7 +78,7 @@ impl SqliteLogStore {
             .map(|p| Vec::with_capacity(p.rows.len()))
             .collect();
         for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let returned = insert_events_query(chunk.iter().copied(), None)
+            let returned = insert_events_query(chunk.iter().copied())
                 .build()
                 .fetch_all(&mut *tx)
                 .await
