@@ -25,11 +25,12 @@
 //!
 //! A lone append is written at once: the writer never waits for company, so an idle store
 //! adds no latency. Batches form by themselves while a commit is in flight — exactly when
-//! callers would otherwise queue for the write lock. On SQLite a lone append is written on
-//! its caller's task when nothing is queued and nobody is writing (no hand-off to the writer
-//! task and back, [`GroupCommitStats::alone`]); the writer, having taken the first append of
-//! its next batch, waits for that write before it takes the rest, so what queues meanwhile
-//! still forms one batch.
+//! callers would otherwise queue for the write lock. A lone append is written on its caller's
+//! task (no hand-off to the writer task and back, [`GroupCommitStats::alone`]): on SQLite when
+//! nothing is queued and nobody is writing — the writer, having taken the first append of its
+//! next batch, waits for that write before it takes the rest, so what queues meanwhile still
+//! forms one batch; on PostgreSQL when no other append is queued, being written or written
+//! alone (appends that arrive meanwhile queue for the writers, which write them beside it).
 //!
 //! A caller that stops waiting (its future is dropped) does not withdraw its append: once
 //! queued, it is written, as a request already sent to a server would be.
@@ -40,8 +41,9 @@
 //!
 //! Group commit also batches whole-stream reads: concurrent [`LogStore::read_stream`] calls
 //! share one query, with the same shape (a reader task takes the first read waiting plus
-//! whatever else is queued, a lone read goes at once). See the `sqlite` and `postgres` module
-//! docs and [`ReadBatchStats`].
+//! whatever else is queued, a lone read goes at once; on PostgreSQL the only read in flight
+//! runs on its caller's task). See the `sqlite` and `postgres` module docs and
+//! [`ReadBatchStats`].
 //!
 //! [`LogStore::append`]: fluvius_core::LogStore::append
 //! [`LogStore::read_stream`]: fluvius_core::LogStore::read_stream
@@ -174,7 +176,7 @@ pub struct GroupCommitStats {
     /// [module docs](self)) rather than one savepoint per append.
     pub bulk_batches: u64,
     /// Appends written on the caller's own task, because nothing was queued and nobody was
-    /// writing (SQLite; see the [module docs](self)). Not counted in `appends`.
+    /// writing (see the [module docs](self)). Not counted in `appends`.
     pub alone: u64,
 }
 
@@ -203,6 +205,38 @@ struct Counters {
     batch: BatchCounters,
     bulk_batches: AtomicU64,
     alone: AtomicU64,
+    in_flight: InFlight,
+}
+
+/// Requests submitted to a queue or run beside it and not yet answered (PostgreSQL: a request
+/// runs on its caller's task only when it is the only one).
+#[derive(Debug, Default)]
+struct InFlight(AtomicU64);
+
+impl InFlight {
+    /// Count one more request until the guard is dropped.
+    fn enter(&self) -> InFlightGuard<'_> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self)
+    }
+
+    /// Count this request only if there is no other: the guard says it may run alone.
+    fn enter_alone(&self) -> Option<InFlightGuard<'_>> {
+        self.0
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| InFlightGuard(self))
+    }
+}
+
+/// Counts its request in flight (also when the caller stops waiting: dropping the guard ends it).
+#[must_use]
+pub(crate) struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The receiving end of a queue, shared by the tasks that drain it.
@@ -392,8 +426,18 @@ impl Queue {
         self.counters.alone.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Start an append on the caller's task if no other append is queued, being written, or
+    /// written alone (PostgreSQL): the guard keeps the others queueing until it is dropped.
+    /// Counted in [`GroupCommitStats::alone`].
+    pub(crate) fn try_alone(&self) -> Option<InFlightGuard<'_>> {
+        let guard = self.counters.in_flight.enter_alone()?;
+        self.wrote_alone();
+        Some(guard)
+    }
+
     /// Queue `request` and wait for its result.
     pub(crate) async fn submit(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
+        let _in_flight = self.counters.in_flight.enter();
         let make = |reply| Pending { request, reply };
         send_and_wait(&self.sender, &self.counters.batch.waiting, make, || {
             self.stopped()
@@ -438,6 +482,9 @@ pub struct ReadBatchStats {
     pub reads: u64,
     /// The most stream reads in one batch.
     pub largest_batch: u64,
+    /// Stream reads run on the caller's own task, because no other read was queued or being
+    /// read (PostgreSQL; see the [module docs](self)). Not counted in `reads`.
+    pub alone: u64,
 }
 
 /// The queue in front of a store's reader tasks, which read the streams of concurrent
@@ -448,7 +495,14 @@ pub struct ReadBatchStats {
 pub(crate) struct ReadQueue {
     sender: mpsc::UnboundedSender<PendingRead>,
     backend: &'static str,
-    counters: Arc<BatchCounters>,
+    counters: Arc<ReadCounters>,
+}
+
+#[derive(Debug, Default)]
+struct ReadCounters {
+    batch: BatchCounters,
+    alone: AtomicU64,
+    in_flight: InFlight,
 }
 
 impl ReadQueue {
@@ -460,7 +514,7 @@ impl ReadQueue {
         R: FnMut(Vec<PendingRead>) -> F + Clone + Send + 'static,
         F: Future<Output = ()> + Send,
     {
-        let counters = Arc::new(BatchCounters::default());
+        let counters = Arc::new(ReadCounters::default());
         let stats = counters.clone();
         let bounds = Bounds {
             max: max_batch.max(1),
@@ -469,7 +523,7 @@ impl ReadQueue {
         };
         let mut read = read;
         let sender = drain(readers, bounds, (), move |batch: Vec<PendingRead>, ()| {
-            stats.took(batch.len() as u64);
+            stats.batch.took(batch.len() as u64);
             read(batch)
         });
         Self {
@@ -483,21 +537,35 @@ impl ReadQueue {
     pub(crate) fn stats(&self) -> ReadBatchStats {
         let c = &self.counters;
         ReadBatchStats {
-            waiting: c.waiting.load(Ordering::Relaxed),
-            batches: c.batches.load(Ordering::Relaxed),
-            reads: c.taken.load(Ordering::Relaxed),
-            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            waiting: c.batch.waiting.load(Ordering::Relaxed),
+            batches: c.batch.batches.load(Ordering::Relaxed),
+            reads: c.batch.taken.load(Ordering::Relaxed),
+            largest_batch: c.batch.largest_batch.load(Ordering::Relaxed),
+            alone: c.alone.load(Ordering::Relaxed),
         }
+    }
+
+    /// Start a stream read on the caller's task if no other read is queued or being read
+    /// (PostgreSQL): the guard keeps the others queueing until it is dropped. Counted in
+    /// [`ReadBatchStats::alone`].
+    pub(crate) fn try_alone(&self) -> Option<InFlightGuard<'_>> {
+        let guard = self.counters.in_flight.enter_alone()?;
+        self.counters.alone.fetch_add(1, Ordering::Relaxed);
+        Some(guard)
     }
 
     /// Queue a read of the whole stream and wait for its events.
     pub(crate) async fn submit(&self, resource: &str, aggregate_id: AggregateId) -> CoreResult<Vec<Event>> {
+        let _in_flight = self.counters.in_flight.enter();
         let make = |reply| PendingRead {
             resource: resource.to_owned(),
             aggregate_id,
             reply,
         };
-        send_and_wait(&self.sender, &self.counters.waiting, make, || self.stopped()).await
+        send_and_wait(&self.sender, &self.counters.batch.waiting, make, || {
+            self.stopped()
+        })
+        .await
     }
 
     fn stopped(&self) -> fluvius_core::Error {

@@ -75,7 +75,9 @@
 //! On by default ([`GroupCommit`], set with [`PostgresOptions::group_commit`]): appends made
 //! concurrently through one store share one transaction and one commit (one WAL flush), and a
 //! conflict or a duplicate command fails only that append. A lone append is written at once,
-//! in one statement. See [`crate::group_commit`].
+//! in one statement, on its caller's task: while no other append of the store is queued or
+//! being written, the caller writes its own (counted in [`GroupCommitStats::alone`]), and
+//! appends that arrive meanwhile queue for the writers. See [`crate::group_commit`].
 //!
 //! A batch of several appends is written in bulk, with a few round trips whatever its size:
 //! one query reads the versions of all its streams, one which of its command ids are recorded;
@@ -103,7 +105,7 @@
 //! through the stream key's index, as a single read would — then answers each caller with its
 //! stream's events in version order. Concurrent loads then cost one query and one pooled
 //! connection per batch instead of one each. Like appends, a lone read is sent at once, never
-//! held back for company; and one statement sees one snapshot of the database, so each stream
+//! held back for company, on its caller's task (counted in [`ReadBatchStats::alone`]); and one statement sees one snapshot of the database, so each stream
 //! comes back whole as of that moment (every event committed before the query started, none
 //! of a transaction still open). A failing query fails every read of its batch with the store
 //! error. Reads with a range or a time bound, and every read with [`GroupCommit::off`], run
@@ -684,7 +686,12 @@ impl PostgresLogStore {
             return Ok(Vec::new());
         }
         match &self.queue {
-            Some(queue) => queue.submit(request).await,
+            // The only append in flight: written here, as the writer would write a batch of
+            // one, without the hand-off to a writer task and back.
+            Some(queue) => match queue.try_alone() {
+                Some(_alone) => self.append_alone(request).await,
+                None => queue.submit(request).await,
+            },
             None => self.append_alone(request).await,
         }
     }
@@ -1049,9 +1056,15 @@ impl PostgresLogStore {
         aggregate_id: AggregateId,
         query: StreamQuery,
     ) -> CoreResult<Vec<Event>> {
+        // The only whole-stream read in flight runs here (below), as a reader would run a
+        // batch of one; others queue for the readers meanwhile.
+        let mut _alone = None;
         if let Some(reads) = &self.reads {
             if query == StreamQuery::default() {
-                return reads.submit(resource, aggregate_id).await;
+                match reads.try_alone() {
+                    Some(guard) => _alone = Some(guard),
+                    None => return reads.submit(resource, aggregate_id).await,
+                }
             }
         }
         let from = query.from_version.map_or(0, codec::clamp_i64);

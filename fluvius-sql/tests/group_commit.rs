@@ -90,6 +90,25 @@ async fn run_batch<S: LogStore + Clone>(
     results
 }
 
+/// Three appends one at a time on a fresh store: with nothing else in flight, each is written
+/// on its caller's task and none goes through the writer.
+async fn appends_one_at_a_time_go_alone<S: LogStore>(store: &S, stats: impl Fn() -> GroupCommitStats) {
+    let id = AggregateId::new();
+    for version in 0..3 {
+        let stored = store
+            .append(testing::request("thing", id, version, 1))
+            .await
+            .unwrap();
+        assert_eq!(stored[0].aggregate_version, version + 1);
+    }
+    let after = stats();
+    assert_eq!(
+        (after.alone, after.appends, after.batches),
+        (3, 0, 0),
+        "{after:?}"
+    );
+}
+
 /// Queue the mixed batch behind a held write lock (`hold` takes it, `release` gives it back)
 /// and check each append's own outcome and what was stored.
 async fn check_mixed_batch<S: LogStore + Clone>(
@@ -683,21 +702,7 @@ mod sqlite {
         let url = url(&dir);
         let store = SqliteLogStore::open(&url).await.unwrap();
         let stats = || store.group_commit_stats().expect("group commit is on by default");
-        // One at a time: nothing is ever queued, so no append goes through the writer.
-        let id = AggregateId::new();
-        for version in 0..3 {
-            let stored = store
-                .append(testing::request("thing", id, version, 1))
-                .await
-                .unwrap();
-            assert_eq!(stored[0].aggregate_version, version + 1);
-        }
-        let after = stats();
-        assert_eq!(
-            (after.alone, after.appends, after.batches),
-            (3, 0, 0),
-            "{after:?}"
-        );
+        appends_one_at_a_time_go_alone(&store, stats).await;
         // A lone append holding the write turn: the appends queued meanwhile form one batch
         // behind it (`run_batch` checks the batch).
         let (first, release) = hold_writer(&store, &url).await;
@@ -832,9 +837,11 @@ mod postgres {
         store.close().await;
     }
 
-    /// Lock the events table from another connection and queue one append behind it: the
-    /// (single) writer waits for the lock with that append, and what is queued next forms one
-    /// batch. Returns the first append's task and what gives the lock back.
+    /// Lock the events table from another connection and start two appends behind it: the
+    /// first, the only append in flight, is written on its own task and waits for the lock;
+    /// the second queues, and the (single) writer waits for the lock with it, so what is queued
+    /// next forms one batch. Returns a task ending with both appends (the first error, if any)
+    /// and what gives the lock back.
     async fn hold_writer(
         store: &PostgresLogStore,
         url: &str,
@@ -849,7 +856,8 @@ mod postgres {
             .execute(format!("LOCK TABLE \"{schema}\".fluvius_events IN EXCLUSIVE MODE").as_str())
             .await
             .unwrap();
-        let first = {
+        let stats = || store.group_commit_stats().unwrap();
+        let append_first = || {
             let store = store.clone();
             tokio::spawn(async move {
                 store
@@ -857,13 +865,53 @@ mod postgres {
                     .await
             })
         };
-        let before = store.group_commit_stats().unwrap().appends;
-        wait_for(|| store.group_commit_stats().unwrap(), |s| s.appends > before).await;
+        let before = stats();
+        let alone = append_first();
+        wait_for(stats, |s| s.alone > before.alone).await;
+        let queued = append_first();
+        wait_for(stats, |s| s.appends > before.appends).await;
+        let first = tokio::spawn(async move {
+            let alone = alone.await.expect("the lone append's task");
+            let queued = queued.await.expect("the queued append's task");
+            alone.and(queued)
+        });
         let release = async move {
             locker.execute("COMMIT").await.unwrap();
             let _ = locker.close().await;
         };
         (first, release)
+    }
+
+    #[tokio::test]
+    async fn a_lone_append_is_written_on_its_callers_task_and_batches_still_form() {
+        let Some(url) = pg::url().await else { return };
+        let (schema, _guard) = fresh_schema(&url);
+        let store = one_writer(&url, &schema).connect().await.unwrap();
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        appends_one_at_a_time_go_alone(&store, stats).await;
+        // A lone append and the writer's first both held by a table lock: the appends queued
+        // meanwhile form one batch (`run_batch` checks the batch).
+        let (first, release) = hold_writer(&store, &url, &schema).await;
+        let requests: Vec<_> = (0..5)
+            .map(|_| testing::request("thing", AggregateId::new(), 0, 1))
+            .collect();
+        let results = run_batch(&store, stats, release, &requests).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        first.await.unwrap().expect("the first appends");
+        let after = stats();
+        assert_eq!(
+            (after.alone, after.appends, after.batches),
+            (4, 6, 2),
+            "{after:?}"
+        );
+        // (Not `read_all`: it stops short of transactions still open anywhere in the database,
+        // such as other tests' held locks.)
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM fluvius_events")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored, 10);
+        store.close().await;
     }
 
     #[tokio::test]
@@ -939,10 +987,15 @@ mod postgres {
         );
         let mut holds_w = uncommitted_version_1(&url, &schema, w).await;
         let mut holds_x = uncommitted_version_1(&url, &schema, x).await;
-        let first = {
+        let append_w = || {
             let store = store.clone();
             tokio::spawn(async move { store.append(testing::request("thing", w, 0, 1)).await })
         };
+        // The first append of w is the only one in flight, written on its own task; the second
+        // goes to the writer. Both wait for the transaction writing version 1 of w.
+        let alone = append_w();
+        wait_for(stats, |s| s.alone == 1).await;
+        let first = append_w();
         wait_for(stats, |s| s.appends == 1).await;
         let release = async move {
             holds_w.execute("COMMIT").await.unwrap();
@@ -960,6 +1013,10 @@ mod postgres {
                 run_batch(&store, stats, release, &requests).await
             })
         };
+        assert!(
+            matches!(alone.await.unwrap(), Err(Error::Conflict { actual: 1, .. })),
+            "the lone append lost to the committed version 1 of w"
+        );
         assert!(
             matches!(first.await.unwrap(), Err(Error::Conflict { actual: 1, .. })),
             "the first append lost to the committed version 1 of w"

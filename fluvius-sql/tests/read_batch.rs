@@ -102,10 +102,14 @@ async fn check_batched_reads<S, H>(
             })
         })
         .collect();
-    // Every read is queued, but for the few the readers took before they blocked on the pool.
+    // Every read is queued, but for the few the readers took before they blocked on the pool
+    // (and, on PostgreSQL, the first one, sent alone by its caller and blocked on the pool too).
     wait_for(
         || stats(&store).expect("group commit is on"),
-        |s| s.waiting + (s.reads - before.reads) >= reads as u64 && s.waiting >= 150,
+        |s| {
+            s.waiting + (s.reads - before.reads) + (s.alone - before.alone) >= reads as u64
+                && s.waiting >= 150
+        },
     )
     .await;
     drop(held);
@@ -117,7 +121,11 @@ async fn check_batched_reads<S, H>(
             .all(|e| e.resource == resource && e.aggregate_id == id));
     }
     let after = stats(&store).expect("group commit is on");
-    assert_eq!(after.reads - before.reads, reads as u64);
+    assert_eq!(
+        (after.reads - before.reads) + (after.alone - before.alone),
+        reads as u64
+    );
+    assert!(after.alone - before.alone <= 1, "{after:?}");
     assert_eq!(after.waiting, 0);
     assert!(
         after.largest_batch >= 150,
@@ -189,36 +197,57 @@ where
         }
     }
     let stats = stats(&store).expect("group commit is on");
-    assert!(stats.reads >= 32 * 20, "{stats:?}");
+    assert!(stats.reads + stats.alone >= 32 * 20, "{stats:?}");
 }
 
-/// Append a stream to `store`, drop its events table with `drop_events`, then read the stream
-/// eight times concurrently: each read fails with the store error of its batch.
-async fn check_failing_batch<S, T>(store: &S, drop_events: impl std::future::Future<Output = sqlx::Result<T>>)
-where
+/// Append a stream to `store` (one pooled connection), drop its events table with
+/// `drop_events`, then read the stream eight times concurrently while `hold` holds the pool's
+/// connection, so the reads queue: each read fails with the store error of its batch (or, for
+/// the one read a PostgreSQL caller may send alone, its own query's error).
+async fn check_failing_batch<S, T, H>(
+    store: &S,
+    stats: impl Fn() -> ReadBatchStats,
+    drop_events: impl std::future::Future<Output = sqlx::Result<T>>,
+    hold: impl std::future::Future<Output = sqlx::Result<H>>,
+) where
     S: LogStore + Clone + 'static,
 {
+    let before = stats();
     let id = AggregateId::new();
     store
         .append(testing::request("thing", id, 0, 2))
         .await
         .expect("append");
     drop_events.await.expect("drop the events table");
+    let held = hold.await.expect("hold the connection");
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move { store.read_stream("thing", id, StreamQuery::default()).await })
         })
         .collect();
+    wait_for(&stats, |s| {
+        s.waiting + (s.reads - before.reads) + (s.alone - before.alone) >= 8 && s.waiting >= 6
+    })
+    .await;
+    drop(held);
+    let mut of_a_batch = 0;
     for task in tasks {
         let result = task.await.expect("read task");
         let error = result.expect_err("the table is gone");
         assert!(matches!(error, fluvius_core::Error::Store { .. }), "{error:?}");
         let message = error.to_string();
         assert!(message.contains("read stream"), "{message}");
-        assert!(message.contains("stream reads"), "{message}");
         assert!(message.contains("fluvius_events"), "{message}");
+        if message.contains("stream reads") {
+            of_a_batch += 1;
+        }
     }
+    let after = stats();
+    let alone = after.alone - before.alone;
+    assert!(alone <= 1, "{after:?}");
+    assert_eq!(of_a_batch + alone, 8, "{after:?}");
+    assert_eq!(after.reads - before.reads, of_a_batch, "{after:?}");
 }
 
 #[cfg(feature = "sqlite")]
@@ -265,9 +294,14 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_batch_query_fails_every_read_with_the_store_error() {
         let dir = common::temp_dir("read-batch-error");
-        let store = SqliteLogStore::open(&url_for(&dir)).await.expect("open");
+        let store = SqliteLogStore::builder(url_for(&dir))
+            .max_connections(1)
+            .open()
+            .await
+            .expect("open");
         let drop_events = sqlx::query("DROP TABLE fluvius_events").execute(store.pool());
-        check_failing_batch(&store, drop_events).await;
+        let stats = || store.read_batch_stats().expect("group commit is on");
+        check_failing_batch(&store, stats, drop_events, store.pool().acquire()).await;
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -306,6 +340,32 @@ mod postgres {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn a_lone_read_runs_on_its_callers_task() {
+        let Some(url) = pg::url().await else { return };
+        let guard = SchemaGuard::fresh(&url);
+        let store = connect(&guard, |o| o).await;
+        let id = AggregateId::new();
+        store
+            .append(testing::request("thing", id, 0, 3))
+            .await
+            .expect("append");
+        // One at a time: no other read is ever in flight, so none goes through a reader.
+        for _ in 0..3 {
+            let events = store
+                .read_stream("thing", id, StreamQuery::default())
+                .await
+                .expect("read");
+            assert_eq!(
+                events.iter().map(|e| e.aggregate_version).collect::<Vec<_>>(),
+                [1, 2, 3]
+            );
+        }
+        let stats = store.read_batch_stats().expect("group commit is on");
+        assert_eq!((stats.alone, stats.reads, stats.batches), (3, 0, 0), "{stats:?}");
+        store.close().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn reads_racing_appends_see_a_prefix_of_their_stream() {
         let Some(url) = pg::url().await else { return };
@@ -319,9 +379,10 @@ mod postgres {
     async fn a_failing_batch_query_fails_every_read_with_the_store_error() {
         let Some(url) = pg::url().await else { return };
         let guard = SchemaGuard::fresh(&url);
-        let store = connect(&guard, |o| o).await;
+        let store = connect(&guard, |o| o.max_connections(1)).await;
         let drop_events = sqlx::query("DROP TABLE fluvius_events CASCADE").execute(store.pool());
-        check_failing_batch(&store, drop_events).await;
+        let stats = || store.read_batch_stats().expect("group commit is on");
+        check_failing_batch(&store, stats, drop_events, store.pool().acquire()).await;
         store.close().await;
     }
 }
