@@ -149,6 +149,14 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// statements, still in one transaction.
 pub const MAX_ROWS_PER_INSERT: usize = 2_000;
 
+/// Prepared statements the writer's connection keeps (sqlx's default is 100). A group-commit
+/// batch runs four statements whose text depends on its size (the stream versions, the
+/// recorded commands, the command rows, the event rows), so batches of up to 64 appends
+/// already need some 256; with the default, concurrent appends kept evicting and re-preparing
+/// them (preparing a statement of many rows costs about as much as running it). Measured at
+/// concurrency 64 on SQLite: 1.07x the commands/s, 3 MiB more peak memory.
+const WRITER_STATEMENT_CACHE: usize = 512;
+
 const EVENT_COLUMNS: &str = "position, id, namespace, resource, aggregate_id, aggregate_version, key, \
      schema_version, payload, args, metadata, command_id, command_name, recorded_at";
 
@@ -339,7 +347,7 @@ impl SqliteLogStore {
         // pool drops it when it comes back).
         let pool_options = pool_options.test_before_acquire(false);
         let writer = WriterSlot {
-            options: (!memory).then(|| connect.clone()),
+            options: (!memory).then(|| connect.clone().statement_cache_capacity(WRITER_STATEMENT_CACHE)),
             ..WriterSlot::default()
         };
         let pool = pool_options
