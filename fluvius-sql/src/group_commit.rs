@@ -42,8 +42,9 @@
 //! Group commit also batches whole-stream reads: concurrent [`LogStore::read_stream`] calls
 //! share one query, with the same shape (a reader task takes the first read waiting plus
 //! whatever else is queued, a lone read goes at once; on PostgreSQL the only read in flight
-//! runs on its caller's task). See the `sqlite` and `postgres` module docs and
-//! [`ReadBatchStats`].
+//! runs on its caller's task, on SQLite a read while nothing is queued and nobody is writing
+//! runs on its caller's task, on the writer's connection). See the `sqlite` and `postgres`
+//! module docs and [`ReadBatchStats`].
 //!
 //! [`LogStore::append`]: fluvius_core::LogStore::append
 //! [`LogStore::read_stream`]: fluvius_core::LogStore::read_stream
@@ -483,7 +484,8 @@ pub struct ReadBatchStats {
     /// The most stream reads in one batch.
     pub largest_batch: u64,
     /// Stream reads run on the caller's own task, because no other read was queued or being
-    /// read (PostgreSQL; see the [module docs](self)). Not counted in `reads`.
+    /// read (on SQLite: and nobody was writing, so the read used the writer's connection; see
+    /// the [module docs](self)). Not counted in `reads`.
     pub alone: u64,
 }
 
@@ -545,13 +547,23 @@ impl ReadQueue {
         }
     }
 
+    /// Nothing is queued or being read.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.counters.in_flight.0.load(Ordering::Acquire) == 0
+    }
+
     /// Start a stream read on the caller's task if no other read is queued or being read
     /// (PostgreSQL): the guard keeps the others queueing until it is dropped. Counted in
     /// [`ReadBatchStats::alone`].
     pub(crate) fn try_alone(&self) -> Option<InFlightGuard<'_>> {
         let guard = self.counters.in_flight.enter_alone()?;
-        self.counters.alone.fetch_add(1, Ordering::Relaxed);
+        self.read_alone();
         Some(guard)
+    }
+
+    /// Count a stream read its caller ran itself, past the queue.
+    pub(crate) fn read_alone(&self) {
+        self.counters.alone.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queue a read of the whole stream and wait for its events.
