@@ -209,8 +209,9 @@ struct Counters {
     in_flight: InFlight,
 }
 
-/// Requests submitted to a queue or run beside it and not yet answered (PostgreSQL: a request
-/// runs on its caller's task only when it is the only one).
+/// Requests submitted to a queue, or run beside it on their callers' tasks, and not yet
+/// answered: a request may run on its caller's task only when it would be the only one
+/// (PostgreSQL), and SQLite's reads look for none before reading on the writer's connection.
 #[derive(Debug, Default)]
 struct InFlight(AtomicU64);
 

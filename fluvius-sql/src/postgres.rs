@@ -105,12 +105,12 @@
 //! through the stream key's index, as a single read would — then answers each caller with its
 //! stream's events in version order. Concurrent loads then cost one query and one pooled
 //! connection per batch instead of one each. Like appends, a lone read is sent at once, never
-//! held back for company, on its caller's task (counted in [`ReadBatchStats::alone`]); and one statement sees one snapshot of the database, so each stream
-//! comes back whole as of that moment (every event committed before the query started, none
-//! of a transaction still open). A failing query fails every read of its batch with the store
-//! error. Reads with a range or a time bound, and every read with [`GroupCommit::off`], run
-//! their own query on the calling task. [`PostgresLogStore::read_batch_stats`] counts the
-//! batches.
+//! held back for company, on its caller's task (counted in [`ReadBatchStats::alone`]); and
+//! one statement sees one snapshot of the database, so each stream comes back whole as of
+//! that moment (every event committed before the query started, none of a transaction still
+//! open). A failing query fails every read of its batch with the store error. Reads with a
+//! range or a time bound, and every read with [`GroupCommit::off`], run their own query on the
+//! calling task. [`PostgresLogStore::read_batch_stats`] counts the batches.
 //!
 //! # Connection loss
 //! The pool checks a connection before handing it out and reconnects as needed: when the

@@ -925,6 +925,11 @@ impl SqliteLogStore {
         let idle = self.queue.as_ref().is_none_or(Queue::is_idle)
             && self.reads.as_ref().is_none_or(ReadQueue::is_idle);
         let mut turn = if idle { self.writer.try_lock().ok() } else { None };
+        if turn.as_mut().is_some_and(|turn| turn.open_conn().is_none()) {
+            // No writer's connection to read on (none opened yet, or suspect): give the turn
+            // back at once and read like any other.
+            turn = None;
+        }
         let writer = turn.as_mut().and_then(|turn| turn.open_conn());
         if let Some(reads) = &self.reads {
             if writer.is_some() {
@@ -956,9 +961,10 @@ impl SqliteLogStore {
             .as_ref()
             .is_err_and(|e| !matches!(e, sqlx::Error::Database(_)))
         {
-            // As after a failed `BEGIN`: the next append opens a new writer connection.
+            // Read on the writer's connection (the turn is only kept for that), as after a
+            // failed `BEGIN`: the next append opens a new one.
             if let Some(turn) = turn.as_mut() {
-                turn.suspect = turn.conn.is_some();
+                turn.suspect = true;
             }
         }
         drop(turn);
