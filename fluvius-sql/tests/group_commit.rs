@@ -109,6 +109,20 @@ async fn appends_one_at_a_time_go_alone<S: LogStore>(store: &S, stats: impl Fn()
     );
 }
 
+/// Five appends of fresh streams queued behind a held write lock (`release` gives it back):
+/// one batch (`run_batch` checks it), every append written.
+async fn five_queued_appends_form_one_batch<S: LogStore + Clone>(
+    store: &S,
+    stats: impl Fn() -> GroupCommitStats,
+    release: impl std::future::Future<Output = ()>,
+) {
+    let requests: Vec<_> = (0..5)
+        .map(|_| testing::request("thing", AggregateId::new(), 0, 1))
+        .collect();
+    let results = run_batch(store, stats, release, &requests).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
 /// Queue the mixed batch behind a held write lock (`hold` takes it, `release` gives it back)
 /// and check each append's own outcome and what was stored.
 async fn check_mixed_batch<S: LogStore + Clone>(
@@ -677,18 +691,7 @@ mod sqlite {
         tokio::task::JoinHandle<Result<Vec<Event>, Error>>,
         impl std::future::Future<Output = ()>,
     ) {
-        let mut locker = sqlx::SqliteConnection::connect(url).await.unwrap();
-        locker.execute("BEGIN IMMEDIATE").await.unwrap();
-        let before = store.group_commit_stats().unwrap().alone;
-        let first = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .append(testing::request("first", AggregateId::new(), 0, 1))
-                    .await
-            })
-        };
-        wait_for(|| store.group_commit_stats().unwrap(), |s| s.alone > before).await;
+        let (first, mut locker) = common::sqlite::hold_write_turn(store, url, "first").await;
         let release = async move {
             locker.execute("COMMIT").await.unwrap();
             let _ = locker.close().await;
@@ -706,11 +709,7 @@ mod sqlite {
         // A lone append holding the write turn: the appends queued meanwhile form one batch
         // behind it (`run_batch` checks the batch).
         let (first, release) = hold_writer(&store, &url).await;
-        let requests: Vec<_> = (0..5)
-            .map(|_| testing::request("thing", AggregateId::new(), 0, 1))
-            .collect();
-        let results = run_batch(&store, stats, release, &requests).await;
-        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        five_queued_appends_form_one_batch(&store, stats, release).await;
         first.await.unwrap().expect("the first append");
         let after = stats();
         assert_eq!(
@@ -892,11 +891,7 @@ mod postgres {
         // A lone append and the writer's first both held by a table lock: the appends queued
         // meanwhile form one batch (`run_batch` checks the batch).
         let (first, release) = hold_writer(&store, &url, &schema).await;
-        let requests: Vec<_> = (0..5)
-            .map(|_| testing::request("thing", AggregateId::new(), 0, 1))
-            .collect();
-        let results = run_batch(&store, stats, release, &requests).await;
-        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        five_queued_appends_form_one_batch(&store, stats, release).await;
         first.await.unwrap().expect("the first appends");
         let after = stats();
         assert_eq!(

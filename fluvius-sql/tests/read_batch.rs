@@ -254,7 +254,6 @@ async fn check_failing_batch<S, T, H>(
 mod sqlite {
     use super::*;
     use fluvius_sql::{GroupCommit, SqliteLogStore};
-    use sqlx::{Connection, Executor};
 
     fn url_for(path: &std::path::Path) -> String {
         format!("sqlite://{}", path.join("log.db").display())
@@ -290,19 +289,7 @@ mod sqlite {
     /// both back, and the append goes on.
     async fn hold_pool_and_writer(store: &SqliteLogStore, url: &str) -> sqlx::Result<impl Sized + use<>> {
         let pooled = store.pool().acquire().await?;
-        let mut locker = sqlx::SqliteConnection::connect(url).await?;
-        locker.execute("BEGIN IMMEDIATE").await?;
-        let appends = || store.group_commit_stats().expect("group commit is on");
-        let before = appends().alone;
-        let append = {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .append(testing::request("thing", AggregateId::new(), 0, 1))
-                    .await
-            })
-        };
-        wait_for(appends, |s| s.alone > before).await;
+        let (append, locker) = common::sqlite::hold_write_turn(store, url, "thing").await;
         Ok((pooled, locker, append))
     }
 

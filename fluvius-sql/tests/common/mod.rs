@@ -5,6 +5,8 @@ pub mod child;
 pub mod counter;
 #[cfg(feature = "postgres")]
 pub mod pg;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
