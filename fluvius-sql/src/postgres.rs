@@ -1058,15 +1058,13 @@ impl PostgresLogStore {
     ) -> CoreResult<Vec<Event>> {
         // The only whole-stream read in flight runs here (below), as a reader would run a
         // batch of one; others queue for the readers meanwhile.
-        let mut _alone = None;
-        if let Some(reads) = &self.reads {
-            if query == StreamQuery::default() {
-                match reads.try_alone() {
-                    Some(guard) => _alone = Some(guard),
-                    None => return reads.submit(resource, aggregate_id).await,
-                }
-            }
-        }
+        let _alone = match &self.reads {
+            Some(reads) if query == StreamQuery::default() => match reads.try_alone() {
+                Some(guard) => Some(guard),
+                None => return reads.submit(resource, aggregate_id).await,
+            },
+            _ => None,
+        };
         let from = query.from_version.map_or(0, codec::clamp_i64);
         let to = query.to_version.map_or(i64::MAX, codec::clamp_i64);
         let sql = format!(

@@ -292,13 +292,10 @@ struct WriterSlot {
 }
 
 impl WriterSlot {
-    /// The writer's connection, if it is open and not suspect (an in-memory database has
-    /// none of its own).
-    fn open_conn(&mut self) -> Option<&mut SqliteConnection> {
-        if self.suspect {
-            return None;
-        }
-        self.conn.as_mut()
+    /// The writer's connection is open and not suspect (an in-memory database has none of
+    /// its own): a read may use it.
+    fn can_read(&self) -> bool {
+        self.conn.is_some() && !self.suspect
     }
 }
 
@@ -924,13 +921,13 @@ impl SqliteLogStore {
         // after every write of another connection and reads the pages again.
         let idle = self.queue.as_ref().is_none_or(Queue::is_idle)
             && self.reads.as_ref().is_none_or(ReadQueue::is_idle);
-        let mut turn = if idle { self.writer.try_lock().ok() } else { None };
-        if turn.as_mut().is_some_and(|turn| turn.open_conn().is_none()) {
-            // No writer's connection to read on (none opened yet, or suspect): give the turn
-            // back at once and read like any other.
-            turn = None;
-        }
-        let writer = turn.as_mut().and_then(|turn| turn.open_conn());
+        // Without a writer's connection to read on (none opened yet, or suspect) the turn is
+        // given back at once, and the read goes like any other.
+        let mut turn = idle
+            .then(|| self.writer.try_lock().ok())
+            .flatten()
+            .filter(|turn| turn.can_read());
+        let writer = turn.as_mut().and_then(|turn| turn.conn.as_mut());
         if let Some(reads) = &self.reads {
             if writer.is_some() {
                 reads.read_alone();
