@@ -193,8 +193,6 @@ pub struct Throughput {
     pub conc1: f64,
     pub conc16: f64,
     pub conc64: f64,
-    /// Creates with domain-assigned ids (no read before the decision) at concurrency 1.
-    pub new1: f64,
     /// Concurrency 64 vs 1 for creates with domain-assigned ids.
     pub new64_vs_1: f64,
 }
@@ -250,7 +248,6 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
         let (per_s, value) = creates(opener, concurrency, sizes.commands, fluvius_benches::create_new).await;
         if concurrency == 1 {
             new1 = per_s;
-            throughput.new1 = per_s;
         } else {
             throughput.new64_vs_1 = per_s / new1;
         }
