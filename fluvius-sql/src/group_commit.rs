@@ -9,8 +9,9 @@
 //! alone, and its neighbours commit. Every caller is answered only after the commit returned,
 //! so an acknowledged append is as durable as without group commit.
 //!
-//! A batch of several appends is written in bulk: one query for the current versions of all
-//! its streams, one for which of its command ids are already recorded, a decision per append
+//! A batch of several appends is written in bulk: a read of the current versions of all its
+//! streams and of which of its command ids are already recorded (one query each on
+//! PostgreSQL, one for both on SQLite), a decision per append
 //! in batch order (a command id recorded, or carried by an earlier accepted append of the same
 //! batch, is a [duplicate](fluvius_core::Error::DuplicateCommand); an expected version other
 //! than the stream's, counting the earlier accepted appends of the batch, is a

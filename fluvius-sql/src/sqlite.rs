@@ -36,19 +36,23 @@
 //! [`crate::group_commit`] for the details.
 //!
 //! A batch of several appends is written in bulk, with a few statements whatever its size
-//! (each statement costs a trip to sqlx's SQLite worker thread): one query reads the versions
-//! of all its streams, one which of its command ids are recorded already; the store then
-//! decides each append in batch order (a command id recorded, or carried by an earlier
-//! accepted append of the batch, is a duplicate; an expected version other than the stored
-//! one plus the earlier accepted appends of the batch is a conflict naming that version), and
-//! writes the accepted ones with one multi-row `INSERT` for their command records and one for
-//! their events (split at [`MAX_ROWS_PER_INSERT`] rows), then their snapshots. Nothing else
-//! can write meanwhile: the transaction holds SQLite's write lock and the store's write turn.
-//! Each event's position is matched to its append by stream and version, not by the order of
-//! `RETURNING` (which SQLite does not define). A batch with [transactional
-//! handlers](fluvius_core::transactional) — which must run inside their append's own
-//! savepoint — is written one savepoint per append, as is a batch whose bulk statements fail
-//! (rolled back, then written again append by append).
+//! (each statement costs a trip to sqlx's SQLite worker thread): one query, one row back,
+//! reads the log's last position, the versions of all its streams and which of its command
+//! ids are recorded already (the streams and ids go in as JSON arrays, so one prepared
+//! statement serves every batch size); the store then decides each append in batch order (a
+//! command id recorded, or carried by an earlier accepted append of the batch, is a
+//! duplicate; an expected version other than the stored one plus the earlier accepted appends
+//! of the batch is a conflict naming that version), and writes the accepted ones with one
+//! query of two statements: a multi-row `INSERT` for their command records and one for their
+//! events (split at [`MAX_ROWS_PER_INSERT`] rows), then their snapshots. Nothing else can
+//! write meanwhile: the transaction holds SQLite's write lock and the store's write turn. So
+//! the store numbers the events itself, the positions after the last one in batch order —
+//! those SQLite would assign — and needs no row back per event. Measured at concurrency 64
+//! (distinct aggregates, 40 000 creates, three A/B pairs): 1.13–1.27x the commands/s of a
+//! query each for the versions and the command ids and an events `INSERT … RETURNING`. A
+//! batch with [transactional handlers](fluvius_core::transactional) — which must run inside
+//! their append's own savepoint — is written one savepoint per append, as is a batch whose
+//! bulk statements fail (rolled back, then written again append by append).
 //!
 //! # Batched stream reads
 //! With group commit on, stream reads share queries too: a
@@ -1053,17 +1057,8 @@ struct Prepared<'a> {
     aggregate_id: String,
 }
 
-/// A multi-row `INSERT` of command records (at most [`MAX_ROWS_PER_INSERT`] of them: 10
-/// parameters each).
-fn insert_commands_query<'a>(
-    commands: impl IntoIterator<Item = (&'a CommandRecord, &'a CommandRow)>,
-) -> QueryBuilder<'a, Sqlite> {
-    let mut insert = QueryBuilder::new("");
-    push_insert_commands(&mut insert, commands);
-    insert
-}
-
-/// Push the statement of [`insert_commands_query`] onto `query`.
+/// Push a multi-row `INSERT` of command records onto `query` (at most
+/// [`MAX_ROWS_PER_INSERT`] of them: 10 parameters each).
 fn push_insert_commands<'a>(
     query: &mut QueryBuilder<'a, Sqlite>,
     commands: impl IntoIterator<Item = (&'a CommandRecord, &'a CommandRow)>,
@@ -1093,6 +1088,10 @@ fn is_duplicate_command(err: &sqlx::Error) -> bool {
         if db.is_unique_violation() && db.message().contains("fluvius_commands.id"))
 }
 
+/// The columns of `fluvius_events` an `INSERT` binds for each event (all but the position).
+const EVENT_INSERT_COLUMNS: &str = "id, namespace, resource, aggregate_id, aggregate_version, key, \
+     schema_version, payload, args, metadata, command_id, command_name, recorded_at";
+
 /// A stream at a version: the condition of a checked events `INSERT`.
 struct StreamAt<'a> {
     resource: &'a str,
@@ -1100,46 +1099,25 @@ struct StreamAt<'a> {
     version: i64,
 }
 
-/// A multi-row `INSERT` of events, each with its stream's resource and aggregate id (at most
-/// [`MAX_ROWS_PER_INSERT`] of them), returning `position, aggregate_version, resource,
-/// aggregate_id` of each row, in no particular order.
-fn insert_events_query<'a>(
-    rows: impl IntoIterator<Item = (&'a EventRow<'a>, &'a str, &'a str)>,
-) -> QueryBuilder<'a, Sqlite> {
-    let mut insert = QueryBuilder::new("");
-    push_insert_events(&mut insert, rows, None);
-    insert
-}
-
-/// Push the statement of [`insert_events_query`] onto `query`. With `at`, the rows are written
-/// only if that stream is at that version (`INSERT … SELECT * FROM (VALUES …) WHERE <its
-/// version> = ?`): else nothing is written and no row comes back.
+/// Push a multi-row `INSERT` of events onto `query`, each with its stream's resource and
+/// aggregate id (at most [`MAX_ROWS_PER_INSERT`] of them), returning `position,
+/// aggregate_version, resource, aggregate_id` of each row, in no particular order. With `at`,
+/// the rows are written only if that stream is at that version (`INSERT … SELECT * FROM
+/// (VALUES …) WHERE <its version> = ?`): else nothing is written and no row comes back.
 fn push_insert_events<'a>(
     query: &mut QueryBuilder<'a, Sqlite>,
     rows: impl IntoIterator<Item = (&'a EventRow<'a>, &'a str, &'a str)>,
     at: Option<StreamAt<'a>>,
 ) {
-    query.push(
-        "INSERT INTO fluvius_events (id, namespace, resource, aggregate_id, aggregate_version, key, \
-         schema_version, payload, args, metadata, command_id, command_name, recorded_at) ",
-    );
+    query
+        .push("INSERT INTO fluvius_events (")
+        .push(EVENT_INSERT_COLUMNS)
+        .push(") ");
     if at.is_some() {
         query.push("SELECT * FROM (");
     }
     query.push_values(rows, |mut b, (row, resource, aggregate_id)| {
-        b.push_bind(row.event.id.to_string())
-            .push_bind(row.event.namespace.as_str())
-            .push_bind(resource)
-            .push_bind(aggregate_id)
-            .push_bind(row.version)
-            .push_bind(row.event.key.as_str())
-            .push_bind(i64::from(row.event.schema_version))
-            .push_bind(row.event.payload.as_str())
-            .push_bind(row.event.args.as_str())
-            .push_bind(row.metadata.as_str())
-            .push_bind(row.event.command_id.to_string())
-            .push_bind(row.event.command_name.as_str())
-            .push_bind(row.recorded_at);
+        bind_event(&mut b, row, resource, aggregate_id);
     });
     if let Some(at) = at {
         // An uncorrelated subquery: SQLite evaluates it once, before the first row.
@@ -1155,6 +1133,28 @@ fn push_insert_events<'a>(
             .push_bind(at.version);
     }
     query.push(" RETURNING position, aggregate_version, resource, aggregate_id");
+}
+
+/// The columns an event row binds, in the order of [`EVENT_INSERT_COLUMNS`].
+fn bind_event<'a>(
+    b: &mut sqlx::query_builder::Separated<'_, 'a, Sqlite, &'static str>,
+    row: &'a EventRow<'a>,
+    resource: &'a str,
+    aggregate_id: &'a str,
+) {
+    b.push_bind(row.event.id.to_string())
+        .push_bind(row.event.namespace.as_str())
+        .push_bind(resource)
+        .push_bind(aggregate_id)
+        .push_bind(row.version)
+        .push_bind(row.event.key.as_str())
+        .push_bind(i64::from(row.event.schema_version))
+        .push_bind(row.event.payload.as_str())
+        .push_bind(row.event.args.as_str())
+        .push_bind(row.metadata.as_str())
+        .push_bind(row.event.command_id.to_string())
+        .push_bind(row.event.command_name.as_str())
+        .push_bind(row.recorded_at);
 }
 
 fn column<'r, T>(row: &'r SqliteRow, index: usize) -> Result<T, String>

@@ -4,23 +4,53 @@
 use std::collections::{HashMap, HashSet};
 
 use fluvius_core::AppendRequest;
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::{insert_events_query, CoreResult, Prepared, SqliteLogStore, MAX_ROWS_PER_INSERT};
+use super::{
+    bind_event, push_insert_commands, CoreResult, Prepared, SqliteLogStore, EVENT_INSERT_COLUMNS,
+    MAX_ROWS_PER_INSERT,
+};
 use crate::codec;
 use crate::group_commit::{bulk_keys, bulk_outcomes, decide, StreamKey};
 
 /// Each append's outcome, in batch order: its positions, or its own error.
 pub(super) type Outcomes = Vec<CoreResult<Vec<u64>>>;
 
+/// What a batch is decided on, read in its write transaction with one query (one row back,
+/// whatever the batch's size: one trip to the worker thread). `?1` is a JSON array of the
+/// batch's streams as `[resource, aggregate_id]` pairs, `?2` one of its command ids, so one
+/// statement text serves every batch size. The columns: the log's last position (`NULL` when
+/// empty); `index:version` for each listed stream that has events, comma-separated; the listed
+/// command ids that are recorded, comma-separated.
+const BATCH_STATE: &str = "WITH s(i, resource, aggregate_id) AS \
+     (SELECT key, value ->> 0, value ->> 1 FROM json_each(?1)) \
+     SELECT (SELECT max(position) FROM fluvius_events), \
+     (SELECT group_concat(i || ':' || v) FROM (SELECT s.i AS i, (SELECT max(e.aggregate_version) \
+     FROM fluvius_events e WHERE e.tenant = '' AND e.resource = s.resource \
+     AND e.aggregate_id = s.aggregate_id) AS v FROM s) WHERE v IS NOT NULL), \
+     (SELECT group_concat(id) FROM fluvius_commands WHERE id IN (SELECT value FROM json_each(?2)))";
+
+/// What [`BATCH_STATE`] says of a batch.
+struct BatchState<'a> {
+    /// The log's last position (0 when empty).
+    last_position: i64,
+    /// The version of each stream of the batch that has events (the others are at 0).
+    current: HashMap<StreamKey<'a>, u64>,
+    /// The command ids of the batch that are recorded already.
+    recorded: HashSet<Uuid>,
+}
+
 impl SqliteLogStore {
     /// Write the appends of a batch (none with transactional handlers) in the open write
-    /// transaction `tx`: one query for the versions of its streams, one for which of its
-    /// command ids are recorded, the decision in Rust, then one `INSERT` for the accepted
-    /// command records and one for their events (chunked by [`MAX_ROWS_PER_INSERT`]), and the
-    /// snapshots. Each append gets the outcome the per-append path would give it.
+    /// transaction `tx`: one query for the log's last position, the versions of its streams
+    /// and which of its command ids are recorded; the decision in Rust; then one query of two
+    /// statements, a multi-row `INSERT` for the accepted command records and one for their
+    /// events (more when they exceed [`MAX_ROWS_PER_INSERT`] rows), and the snapshots. The
+    /// events get their positions from the store, the next ones after the last, in batch
+    /// order: nothing else can write meanwhile (the transaction holds SQLite's write lock),
+    /// so they are the positions SQLite would assign, known without `RETURNING` a row per
+    /// event. Each append gets the outcome the per-append path would give it.
     ///
     /// An error means a statement failed or returned something unexpected: the caller rolls
     /// the transaction back and writes the batch append by append instead.
@@ -32,9 +62,8 @@ impl SqliteLogStore {
         let prepared: Vec<CoreResult<Prepared<'_>>> = batch.iter().map(|r| self.prepare(r)).collect();
         let ready: Vec<&Prepared<'_>> = prepared.iter().flatten().collect();
         let (streams, command_ids) = bulk_keys(ready.iter().map(|p| p.request));
-        let current = self.stream_versions(tx, &streams).await?;
-        let recorded = self.recorded_commands(tx, &command_ids).await?;
-        let verdicts = decide(ready.iter().map(|p| p.request), current, recorded);
+        let state = self.batch_state(tx, &streams, &command_ids).await?;
+        let verdicts = decide(ready.iter().map(|p| p.request), state.current, state.recorded);
         let accepted: Vec<&Prepared<'_>> = ready
             .iter()
             .zip(&verdicts)
@@ -42,142 +71,120 @@ impl SqliteLogStore {
             .map(|(p, _)| *p)
             .collect();
 
+        // The positions, in batch order after the last one.
+        let mut next = state.last_position;
+        let mut positions = Vec::with_capacity(accepted.len());
+        let mut rows = Vec::new();
+        for p in &accepted {
+            let mut own = Vec::with_capacity(p.rows.len());
+            for row in &p.rows {
+                next = next
+                    .checked_add(1)
+                    .ok_or_else(|| self.data_error("the log's positions are exhausted".to_owned()))?;
+                own.push(codec::to_u64(next, "position").map_err(|m| self.data_error(m))?);
+                rows.push((row, p.request.resource.as_str(), p.aggregate_id.as_str(), next));
+            }
+            positions.push(own);
+        }
         let commands: Vec<_> = accepted
             .iter()
             .filter_map(|p| p.command.as_ref().map(|(record, row)| (*record, row)))
             .collect();
-        for chunk in commands.chunks(MAX_ROWS_PER_INSERT) {
-            super::insert_commands_query(chunk.iter().copied())
+        if !rows.is_empty() || !commands.is_empty() {
+            // Every statement in one query: one trip to the worker thread.
+            let mut query = QueryBuilder::<Sqlite>::new("");
+            let mut first = true;
+            for chunk in commands.chunks(MAX_ROWS_PER_INSERT) {
+                if !std::mem::take(&mut first) {
+                    query.push("; ");
+                }
+                push_insert_commands(&mut query, chunk.iter().copied());
+            }
+            for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
+                if !std::mem::take(&mut first) {
+                    query.push("; ");
+                }
+                query
+                    .push("INSERT INTO fluvius_events (position, ")
+                    .push(EVENT_INSERT_COLUMNS)
+                    .push(") ")
+                    .push_values(chunk, |mut b, (row, resource, aggregate_id, position)| {
+                        b.push_bind(*position);
+                        bind_event(&mut b, row, resource, aggregate_id);
+                    });
+            }
+            let done = query
                 .build()
                 .execute(&mut *tx)
                 .await
-                .map_err(self.query_error("append (record commands)"))?;
-        }
-
-        // Which accepted append each event row belongs to, by its stream and version:
-        // SQLite returns the rows of `RETURNING` in no particular order.
-        let mut owner: HashMap<(&str, &str, i64), usize> = HashMap::new();
-        for (slot, p) in accepted.iter().enumerate() {
-            for row in &p.rows {
-                owner.insert(
-                    (p.request.resource.as_str(), p.aggregate_id.as_str(), row.version),
-                    slot,
-                );
+                .map_err(self.query_error("append (record commands, insert events)"))?;
+            let expected = (commands.len() + rows.len()) as u64;
+            if done.rows_affected() != expected {
+                return Err(self.data_error(format!(
+                    "the batch's inserts wrote {} rows, not {expected}",
+                    done.rows_affected()
+                )));
             }
         }
-        let rows: Vec<_> = accepted
-            .iter()
-            .flat_map(|p| {
-                p.rows
-                    .iter()
-                    .map(|row| (row, p.request.resource.as_str(), p.aggregate_id.as_str()))
-            })
-            .collect();
-        let mut positions: Vec<Vec<(i64, i64)>> = accepted
-            .iter()
-            .map(|p| Vec::with_capacity(p.rows.len()))
-            .collect();
-        for chunk in rows.chunks(MAX_ROWS_PER_INSERT) {
-            let returned = insert_events_query(chunk.iter().copied())
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.query_error("append (insert events)"))?;
-            for row in &returned {
-                let (position, version, resource, aggregate_id) =
-                    returned_event(row).map_err(self.query_error("append (read positions)"))?;
-                let slot = owner.get(&(resource, aggregate_id, version)).ok_or_else(|| {
-                    self.data_error(format!(
-                        "the insert returned an event this batch did not write: {resource}/{aggregate_id} \
-                         version {version}"
-                    ))
-                })?;
-                positions[*slot].push((version, position));
-            }
-        }
-        let mut written = Vec::with_capacity(accepted.len());
-        for (p, positions) in accepted.iter().zip(positions) {
-            written.push(self.checked_positions(p.request, positions)?);
+        for p in &accepted {
             if let Some(snapshot) = &p.request.snapshot {
                 self.insert_snapshot(&mut *tx, snapshot).await?;
             }
         }
 
-        Ok(bulk_outcomes(prepared, verdicts, written, &self.target))
+        Ok(bulk_outcomes(prepared, verdicts, positions, &self.target))
     }
 
-    /// The current version of each stream (0 for a stream with no events), read in
-    /// `tx`.
-    async fn stream_versions<'a>(
+    /// Read [`BATCH_STATE`] for `streams` and `command_ids` in `tx`.
+    async fn batch_state<'a>(
         &self,
         tx: &mut SqliteConnection,
         streams: &[StreamKey<'a>],
-    ) -> CoreResult<HashMap<StreamKey<'a>, u64>> {
-        let mut current = HashMap::with_capacity(streams.len());
-        // 3 parameters per stream.
-        for chunk in streams.chunks(MAX_ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new("WITH s(i, resource, aggregate_id) AS (");
-            query.push_values(
-                chunk.iter().enumerate(),
-                |mut b, (i, (resource, aggregate_id))| {
-                    b.push_bind(i as i64)
-                        .push_bind(*resource)
-                        .push_bind(aggregate_id.to_string());
-                },
-            );
-            query.push(
-                ") SELECT s.i, coalesce((SELECT max(e.aggregate_version) FROM fluvius_events e \
-                 WHERE e.tenant = '' AND e.resource = s.resource AND e.aggregate_id = s.aggregate_id), 0) \
-                 FROM s",
-            );
-            let rows = query
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.query_error("read stream versions"))?;
-            for row in rows {
-                let i: i64 = row.try_get(0).map_err(self.query_error("read stream versions"))?;
-                let version: i64 = row.try_get(1).map_err(self.query_error("read stream versions"))?;
-                let stream = usize::try_from(i)
-                    .ok()
-                    .and_then(|i| chunk.get(i))
-                    .ok_or_else(|| self.data_error(format!("stream index {i} out of range")))?;
-                let version = codec::to_u64(version, "aggregate version").map_err(|m| self.data_error(m))?;
-                current.insert(*stream, version);
-            }
-        }
-        Ok(current)
-    }
+        command_ids: &[Uuid],
+    ) -> CoreResult<BatchState<'a>> {
+        let what = "read the batch's streams and commands";
+        let list: Vec<(&str, String)> = streams
+            .iter()
+            .map(|(resource, aggregate_id)| (*resource, aggregate_id.to_string()))
+            .collect();
+        let list = serde_json::to_string(&list).map_err(|e| self.data_error(e.to_string()))?;
+        let ids: Vec<String> = command_ids.iter().map(Uuid::to_string).collect();
+        let ids = serde_json::to_string(&ids).map_err(|e| self.data_error(e.to_string()))?;
+        let row = sqlx::query(BATCH_STATE)
+            .bind(list)
+            .bind(ids)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(self.query_error(what))?;
+        let last_position: Option<i64> = row.try_get(0).map_err(self.query_error(what))?;
+        let versions: Option<&str> = row.try_get(1).map_err(self.query_error(what))?;
+        let recorded: Option<&str> = row.try_get(2).map_err(self.query_error(what))?;
 
-    /// Which of `ids` are recorded commands, read in `tx`.
-    async fn recorded_commands(&self, tx: &mut SqliteConnection, ids: &[Uuid]) -> CoreResult<HashSet<Uuid>> {
-        let mut recorded = HashSet::new();
-        for chunk in ids.chunks(MAX_ROWS_PER_INSERT) {
-            let mut query = QueryBuilder::<Sqlite>::new("SELECT id FROM fluvius_commands WHERE id IN (");
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id.to_string());
-            }
-            query.push(")");
-            let rows = query
-                .build()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(self.query_error("read recorded commands"))?;
-            for row in rows {
-                let text: &str = row
-                    .try_get(0)
-                    .map_err(self.query_error("read recorded commands"))?;
-                let id = Uuid::parse_str(text)
-                    .map_err(|e| self.data_error(format!("stored command id is not a UUID: {e}")))?;
-                recorded.insert(id);
-            }
+        let mut current = HashMap::new();
+        for pair in versions.into_iter().flat_map(|v| v.split(',')) {
+            let parsed = pair
+                .split_once(':')
+                .and_then(|(i, v)| Some((i.parse::<usize>().ok()?, v.parse::<i64>().ok()?)));
+            let (i, version) =
+                parsed.ok_or_else(|| self.data_error(format!("unexpected stream version {pair:?}")))?;
+            let stream = streams
+                .get(i)
+                .ok_or_else(|| self.data_error(format!("stream index {i} out of range")))?;
+            let version = codec::to_u64(version, "aggregate version").map_err(|m| self.data_error(m))?;
+            current.insert(*stream, version);
         }
-        Ok(recorded)
+        let recorded = recorded
+            .into_iter()
+            .flat_map(|ids| ids.split(','))
+            .map(|id| {
+                Uuid::parse_str(id)
+                    .map_err(|e| self.data_error(format!("stored command id is not a UUID: {e}")))
+            })
+            .collect::<CoreResult<HashSet<Uuid>>>()?;
+        Ok(BatchState {
+            last_position: last_position.unwrap_or(0),
+            current,
+            recorded,
+        })
     }
-}
-
-/// `position, aggregate_version, resource, aggregate_id` of a row the events insert returned.
-fn returned_event(row: &SqliteRow) -> Result<(i64, i64, &str, &str), sqlx::Error> {
-    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?))
 }
