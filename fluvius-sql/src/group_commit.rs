@@ -691,11 +691,30 @@ pub(crate) fn batch_error(
     )
 }
 
+/// How [`finish_batch`] ends a batch's transaction: a sqlx transaction, or SQLite's
+/// writer-connection transaction (begun with the batch's first query).
+pub(crate) trait BatchTx: Send {
+    /// Commit.
+    fn commit(self) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Roll back.
+    fn rollback(self) -> impl Future<Output = sqlx::Result<()>> + Send;
+}
+
+impl<DB: sqlx::Database> BatchTx for sqlx::Transaction<'_, DB> {
+    fn commit(self) -> impl Future<Output = sqlx::Result<()>> + Send {
+        sqlx::Transaction::commit(self)
+    }
+
+    fn rollback(self) -> impl Future<Output = sqlx::Result<()>> + Send {
+        sqlx::Transaction::rollback(self)
+    }
+}
+
 /// Commit a written batch and answer every caller: a refused append with its own error at
 /// once, a written one (its positions in `outcomes`) once the commit returned, with the
 /// commit's error if it failed. With nothing written, the transaction is rolled back.
-pub(crate) async fn finish_batch<DB: sqlx::Database>(
-    tx: sqlx::Transaction<'_, DB>,
+pub(crate) async fn finish_batch(
+    tx: impl BatchTx,
     outcomes: Vec<(Pending, CoreResult<Vec<u64>>)>,
     target: &str,
 ) {

@@ -35,24 +35,26 @@
 //! lifts that bound for concurrent callers. A lone append is written at once. See
 //! [`crate::group_commit`] for the details.
 //!
-//! A batch of several appends is written in bulk, with a few statements whatever its size
-//! (each statement costs a trip to sqlx's SQLite worker thread): one query, one row back,
-//! reads the log's last position, the versions of all its streams and which of its command
-//! ids are recorded already (the streams and ids go in as JSON arrays, so one prepared
-//! statement serves every batch size); the store then decides each append in batch order (a
-//! command id recorded, or carried by an earlier accepted append of the batch, is a
-//! duplicate; an expected version other than the stored one plus the earlier accepted appends
-//! of the batch is a conflict naming that version), and writes the accepted ones with one
-//! query of two statements: a multi-row `INSERT` for their command records and one for their
-//! events (split at [`MAX_ROWS_PER_INSERT`] rows), then their snapshots. Nothing else can
-//! write meanwhile: the transaction holds SQLite's write lock and the store's write turn. So
-//! the store numbers the events itself, the positions after the last one in batch order —
-//! those SQLite would assign — and needs no row back per event. Measured at concurrency 64
-//! (distinct aggregates, 40 000 creates, three A/B pairs): 1.13–1.27x the commands/s of a
-//! query each for the versions and the command ids and an events `INSERT … RETURNING`. A
-//! batch with [transactional handlers](fluvius_core::transactional) — which must run inside
-//! their append's own savepoint — is written one savepoint per append, as is a batch whose
-//! bulk statements fail (rolled back, then written again append by append).
+//! A batch of several appends is written in bulk, with two queries whatever its size (each
+//! query costs a trip to sqlx's SQLite worker thread). The first begins the transaction
+//! (`BEGIN IMMEDIATE`) and reads, one row back, the log's last position, the versions of all
+//! the batch's streams and which of its command ids are recorded already (the streams and
+//! ids go in as JSON arrays, so one prepared statement serves every batch size). The store
+//! then decides each append in batch order (a command id recorded, or carried by an earlier
+//! accepted append of the batch, is a duplicate; an expected version other than the stored
+//! one plus the earlier accepted appends of the batch is a conflict naming that version). The
+//! second query writes the accepted ones — a multi-row `INSERT` for their command records, one
+//! for their events (split at [`MAX_ROWS_PER_INSERT`] rows) — and commits; appends with
+//! snapshots write those after it and commit on their own. Nothing else can write meanwhile:
+//! the transaction holds SQLite's write lock and the store's write turn. So the store numbers
+//! the events itself, the positions after the last one in batch order — those SQLite would
+//! assign — and needs no row back per event. Measured at concurrency 64 (distinct aggregates,
+//! 40 000 creates, A/B pairs): 1.13–1.27x the commands/s of a query each for the versions and
+//! the command ids and an events `INSERT … RETURNING`, and 1.14–1.2x again for `BEGIN` sent
+//! with the first query instead of on its own. A batch with [transactional
+//! handlers](fluvius_core::transactional) — which must run inside their append's own
+//! savepoint — is written one savepoint per append, as is a batch whose bulk statements fail
+//! (rolled back, then written again append by append).
 //!
 //! # Batched stream reads
 //! With group commit on, stream reads share queries too: a
@@ -106,8 +108,9 @@
 //! <the stream's version> = <expected> RETURNING …`, so no separate read of the version;
 //! when it returns no rows the stream is elsewhere, and only then is its version read, to
 //! name it in the conflict — then the snapshot row if the request carries one. The command
-//! row and the events go to SQLite as one query of two statements (each query is a trip to
-//! sqlx's worker thread), so a lone append is `BEGIN IMMEDIATE`, that query and `COMMIT`.
+//! row and the events go to SQLite as one query of two statements, with `BEGIN IMMEDIATE` in
+//! front (each query is a trip to sqlx's worker thread), so a lone append is that query and
+//! `COMMIT`.
 //! Appends above [`MAX_ROWS_PER_INSERT`] events are split into several statements of the same
 //! transaction, to stay under SQLite's limit on bound parameters; the first one checks the
 //! version, the others follow it under the same write lock.
@@ -125,7 +128,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, Executor, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{ConnectOptions, Connection, Executor, QueryBuilder, Row, Sqlite, SqliteConnection};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -146,6 +149,9 @@ enum SavepointFailure {
 mod bulk;
 mod checkpoint;
 mod reads;
+mod write_tx;
+
+use write_tx::WriteTx;
 
 pub use checkpoint::{advance_projection, reset_projection};
 
@@ -290,8 +296,9 @@ struct WriterSlot {
     /// connection *is* the database: its appends take that connection from the pool.
     options: Option<SqliteConnectOptions>,
     conn: Option<SqliteConnection>,
-    /// The last `BEGIN` on `conn` failed other than in the database (the connection may be
-    /// broken): the next append opens a new one.
+    /// `conn` may be broken (a statement failed other than in the database) or may hold a
+    /// transaction (set from `BEGIN` until `COMMIT` or `ROLLBACK` returned, see [`WriteTx`]):
+    /// the next append opens a new one, and no read uses it meanwhile.
     suspect: bool,
 }
 
@@ -592,7 +599,13 @@ impl SqliteLogStore {
             .begin_write(slot)
             .await
             .map_err(self.query_error("begin append"))?;
-        let positions = self.write_append(&mut tx, &request).await?;
+        let positions = match self.write_append(&mut tx, &request).await {
+            Ok(positions) => positions,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(e);
+            }
+        };
         tx.commit().await.map_err(self.query_error("commit append"))?;
         Ok(codec::stored(request, positions))
     }
@@ -602,17 +615,17 @@ impl SqliteLogStore {
         self.writer.lock().await
     }
 
-    /// Begin an append's write transaction (`BEGIN IMMEDIATE`) on the writer's connection,
-    /// opening it if need be (see [`WriterSlot`]); an in-memory database's on its pool's
-    /// connection.
-    async fn begin_write<'t>(&self, slot: &'t mut WriterSlot) -> sqlx::Result<Transaction<'t, Sqlite>> {
+    /// An append's write transaction on the writer's connection, opening it if need be (see
+    /// [`WriterSlot`]), begun by its first query (see [`WriteTx`]); an in-memory database's on
+    /// its pool's connection, begun at once.
+    async fn begin_write<'t>(&self, slot: &'t mut WriterSlot) -> sqlx::Result<WriteTx<'t>> {
         let WriterSlot {
             options,
             conn,
             suspect,
         } = slot;
         let Some(options) = options else {
-            return self.pool.begin_with("BEGIN IMMEDIATE").await;
+            return Ok(WriteTx::Pool(self.pool.begin_with("BEGIN IMMEDIATE").await?));
         };
         if self.pool.is_closed() {
             return Err(sqlx::Error::PoolClosed);
@@ -624,13 +637,7 @@ impl SqliteLogStore {
             Some(conn) => conn,
             None => conn.insert(options.connect().await?),
         };
-        match conn.begin_with("BEGIN IMMEDIATE").await {
-            Ok(tx) => Ok(tx),
-            Err(e) => {
-                *suspect = !matches!(e, sqlx::Error::Database(_));
-                Err(e)
-            }
-        }
+        Ok(WriteTx::writer(conn, suspect))
     }
 
     /// Write the batch of the group-commit writer in one transaction, each caller answered
@@ -688,7 +695,7 @@ impl SqliteLogStore {
                 // A failed savepoint statement leaves the transaction in doubt: give up on
                 // the whole batch (nothing is committed).
                 Err(SavepointFailure::Transaction(e)) => {
-                    drop(tx);
+                    let _ = tx.rollback().await;
                     pending.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
                     for (p, outcome) in outcomes {
                         let own =
@@ -706,24 +713,29 @@ impl SqliteLogStore {
     /// One append of a batch, inside its own savepoint: rolled back alone if it fails.
     async fn write_in_savepoint(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut WriteTx<'_>,
         request: &AppendRequest,
     ) -> Result<Vec<u64>, SavepointFailure> {
-        tx.execute("SAVEPOINT fluvius_append")
+        tx.begin().await.map_err(SavepointFailure::Transaction)?;
+        tx.conn()
+            .execute("SAVEPOINT fluvius_append")
             .await
             .map_err(SavepointFailure::Transaction)?;
         match self.write_append(tx, request).await {
             Ok(positions) => {
-                tx.execute("RELEASE fluvius_append")
+                tx.conn()
+                    .execute("RELEASE fluvius_append")
                     .await
                     .map_err(SavepointFailure::Transaction)?;
                 Ok(positions)
             }
             Err(e) => {
-                tx.execute("ROLLBACK TO fluvius_append")
+                tx.conn()
+                    .execute("ROLLBACK TO fluvius_append")
                     .await
                     .map_err(SavepointFailure::Transaction)?;
-                tx.execute("RELEASE fluvius_append")
+                tx.conn()
+                    .execute("RELEASE fluvius_append")
                     .await
                     .map_err(SavepointFailure::Transaction)?;
                 Err(SavepointFailure::Append(e))
@@ -736,17 +748,14 @@ impl SqliteLogStore {
     /// version (no rows back: a conflict, and only then is the stream's version read). Returns
     /// the position of each event written, in event order. On error the caller rolls back (the
     /// transaction, or the append's savepoint).
-    async fn write_append(
-        &self,
-        tx: &mut sqlx::SqliteConnection,
-        request: &AppendRequest,
-    ) -> CoreResult<Vec<u64>> {
+    async fn write_append(&self, tx: &mut WriteTx<'_>, request: &AppendRequest) -> CoreResult<Vec<u64>> {
         let prepared = self.prepare(request)?;
         let expected =
             codec::to_i64(request.expected_version, "expected version").map_err(|m| self.data_error(m))?;
         let mut positions: Vec<(i64, i64)> = Vec::with_capacity(prepared.rows.len());
         for (index, chunk) in prepared.rows.chunks(MAX_ROWS_PER_INSERT).enumerate() {
-            let mut query = QueryBuilder::<Sqlite>::new("");
+            // The transaction's first query begins it (see `WriteTx`).
+            let mut query = QueryBuilder::<Sqlite>::new(tx.begin_prefix());
             // The first statement records the command too (before the events: a duplicate
             // command is what gets reported, whatever the version), sent with the events
             // `INSERT` as one query: one trip to the worker thread for both. A duplicate stops
@@ -767,11 +776,11 @@ impl SqliteLogStore {
                 version: expected,
             });
             push_insert_events(&mut query, rows, at);
-            let returned = match query.build().fetch_all(&mut *tx).await {
+            let returned = match query.build().fetch_all(tx.conn()).await {
                 Ok(returned) if returned.is_empty() => {
                     // The version check failed (the `VALUES` are never empty): read where the
                     // stream is, for the conflict.
-                    return Err(self.version_conflict(tx, request).await);
+                    return Err(self.version_conflict(tx.conn(), request).await);
                 }
                 Ok(returned) => returned,
                 Err(err) if is_duplicate_command(&err) => {
@@ -786,7 +795,7 @@ impl SqliteLogStore {
                 // but if it does, it is a conflict.
                 Err(err) if codec::unique_violation(&err).is_some() => {
                     return Err(if index == 0 {
-                        self.version_conflict(tx, request).await
+                        self.version_conflict(tx.conn(), request).await
                     } else {
                         Self::conflict(request, request.expected_version)
                     });
@@ -804,13 +813,13 @@ impl SqliteLogStore {
             }
         }
         if let Some(snapshot) = &request.snapshot {
-            self.insert_snapshot(&mut *tx, snapshot).await?;
+            self.insert_snapshot(tx.conn(), snapshot).await?;
         }
         let positions = self.checked_positions(request, positions)?;
         request
             .run_transactional(
                 positions.iter().copied(),
-                &mut AppendTx::new("sqlite", Some(&mut *tx)),
+                &mut AppendTx::new("sqlite", Some(tx.conn())),
             )
             .await?;
         Ok(positions)

@@ -159,6 +159,15 @@ async fn a_closed_store_fails_with_a_store_error() {
     assert!(err.to_string().contains("sqlite::memory:"), "{err}");
 }
 
+/// A store at `url` with `group_commit`.
+async fn open_with(url: &str, group_commit: fluvius_sql::GroupCommit) -> SqliteLogStore {
+    SqliteLogStore::builder(url)
+        .group_commit(group_commit)
+        .open()
+        .await
+        .unwrap()
+}
+
 /// Group commit on and off, by name.
 fn group_commit_modes() -> [(&'static str, fluvius_sql::GroupCommit); 2] {
     [
@@ -205,11 +214,7 @@ async fn a_closed_file_store_fails_appends() {
     let dir = common::temp_dir("closed");
     for (name, group_commit) in group_commit_modes() {
         let url = url_for(&dir.join(format!("{name}.db")));
-        let store = SqliteLogStore::builder(&url)
-            .group_commit(group_commit)
-            .open()
-            .await
-            .unwrap();
+        let store = open_with(&url, group_commit).await;
         let id = AggregateId::new();
         store.append(testing::request("thing", id, 0, 1)).await.unwrap();
         store.close().await;
@@ -220,6 +225,66 @@ async fn a_closed_file_store_fails_appends() {
         assert_eq!(err.code(), "store", "group commit {name}: {err}");
         let reopened = SqliteLogStore::open(&url).await.unwrap();
         assert_eq!(reopened.get_events("thing", id).await.unwrap().len(), 1);
+        reopened.close().await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A lone append dropped while its first query waits for SQLite's write lock (its caller
+/// stopped waiting) has sent `BEGIN IMMEDIATE` on the writer's connection and nothing after
+/// it: the transaction that `BEGIN` opens once the lock is free must not stay open on the
+/// connection. Reads and appends after it go on, and nothing of the dropped append is written
+/// (with group commit on and off).
+#[tokio::test]
+async fn a_lone_append_dropped_inside_its_transaction_leaves_nothing_open() {
+    use sqlx::{Connection, Executor};
+    let dir = common::temp_dir("dropped");
+    for (name, group_commit) in group_commit_modes() {
+        let url = url_for(&dir.join(format!("{name}.db")));
+        let store = open_with(&url, group_commit).await;
+        let id = AggregateId::new();
+        // The writer's connection is open.
+        let first = store.append(testing::request("thing", id, 0, 1)).await.unwrap();
+
+        let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        locker.execute("BEGIN IMMEDIATE").await.unwrap();
+        let mut dropped = testing::request("thing", id, 1, 1);
+        let record = testing::command_record(&dropped);
+        dropped.command = Some(record.clone());
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(200), store.append(dropped)).await;
+        assert!(
+            waited.is_err(),
+            "group commit {name}: the append waits for the lock"
+        );
+        // The lock is free: the dropped append's `BEGIN` goes through, and its caller is gone.
+        locker.execute("ROLLBACK").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+        assert_eq!(
+            store.get_events("thing", id).await.unwrap(),
+            first,
+            "group commit {name}"
+        );
+        let next = store.append(testing::request("thing", id, 1, 1)).await.unwrap();
+        assert_eq!(next[0].aggregate_version, 2, "group commit {name}");
+        assert_eq!(
+            store.get_events("thing", id).await.unwrap(),
+            [first, next].concat(),
+            "group commit {name}"
+        );
+        assert_eq!(
+            store.get_command(record.id).await.unwrap(),
+            None,
+            "group commit {name}"
+        );
+        store.close().await;
+        // Nothing was left uncommitted: a new process sees the same.
+        let reopened = SqliteLogStore::open(&url).await.unwrap();
+        assert_eq!(
+            reopened.read_all(0, usize::MAX).await.unwrap().len(),
+            2,
+            "group commit {name}"
+        );
         reopened.close().await;
     }
     std::fs::remove_dir_all(&dir).unwrap();

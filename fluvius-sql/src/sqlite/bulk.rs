@@ -4,11 +4,11 @@
 use std::collections::{HashMap, HashSet};
 
 use fluvius_core::AppendRequest;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    bind_event, push_insert_commands, CoreResult, Prepared, SqliteLogStore, EVENT_INSERT_COLUMNS,
+    bind_event, push_insert_commands, CoreResult, Prepared, SqliteLogStore, WriteTx, EVENT_INSERT_COLUMNS,
     MAX_ROWS_PER_INSERT,
 };
 use crate::codec;
@@ -42,21 +42,22 @@ struct BatchState<'a> {
 }
 
 impl SqliteLogStore {
-    /// Write the appends of a batch (none with transactional handlers) in the open write
-    /// transaction `tx`: one query for the log's last position, the versions of its streams
-    /// and which of its command ids are recorded; the decision in Rust; then one query of two
-    /// statements, a multi-row `INSERT` for the accepted command records and one for their
-    /// events (more when they exceed [`MAX_ROWS_PER_INSERT`] rows), and the snapshots. The
-    /// events get their positions from the store, the next ones after the last, in batch
-    /// order: nothing else can write meanwhile (the transaction holds SQLite's write lock),
-    /// so they are the positions SQLite would assign, known without `RETURNING` a row per
-    /// event. Each append gets the outcome the per-append path would give it.
+    /// Write the appends of a batch (none with transactional handlers) in the write
+    /// transaction `tx`: one query that begins it and reads the log's last position, the
+    /// versions of its streams and which of its command ids are recorded; the decision in
+    /// Rust; then one query with a multi-row `INSERT` for the accepted command records and one
+    /// for their events (more when they exceed [`MAX_ROWS_PER_INSERT`] rows), which also
+    /// commits unless snapshots follow (then written one by one). The events get their
+    /// positions from the store, the next ones after the last, in batch order: nothing else
+    /// can write meanwhile (the transaction holds SQLite's write lock), so they are the
+    /// positions SQLite would assign, known without `RETURNING` a row per event. Each append
+    /// gets the outcome the per-append path would give it.
     ///
-    /// An error means a statement failed or returned something unexpected: the caller rolls
-    /// the transaction back and writes the batch append by append instead.
+    /// An error means a statement failed (before any `COMMIT`): the caller rolls the
+    /// transaction back and writes the batch append by append instead.
     pub(super) async fn write_bulk(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut WriteTx<'_>,
         batch: &[&AppendRequest],
     ) -> CoreResult<Outcomes> {
         let prepared: Vec<CoreResult<Prepared<'_>>> = batch.iter().map(|r| self.prepare(r)).collect();
@@ -90,6 +91,8 @@ impl SqliteLogStore {
             .iter()
             .filter_map(|p| p.command.as_ref().map(|(record, row)| (*record, row)))
             .collect();
+        // With no snapshot to write after them, the inserts commit in the same query.
+        let commit = accepted.iter().all(|p| p.request.snapshot.is_none());
         if !rows.is_empty() || !commands.is_empty() {
             // Every statement in one query: one trip to the worker thread.
             let mut query = QueryBuilder::<Sqlite>::new("");
@@ -113,22 +116,24 @@ impl SqliteLogStore {
                         bind_event(&mut b, row, resource, aggregate_id);
                     });
             }
-            let done = query
+            let suffix = if commit { tx.commit_suffix() } else { "" };
+            query.push(suffix);
+            // An `INSERT … VALUES` writes every row or fails, and a failing statement stops the
+            // query before the `COMMIT` (the caller rolls back). (The rows-affected count of a
+            // query of several statements says nothing more: sqlx adds up SQLite's count of
+            // the last `INSERT` once per statement, the `COMMIT` included.)
+            query
                 .build()
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(self.query_error("append (record commands, insert events)"))?;
-            let expected = (commands.len() + rows.len()) as u64;
-            if done.rows_affected() != expected {
-                return Err(self.data_error(format!(
-                    "the batch's inserts wrote {} rows, not {expected}",
-                    done.rows_affected()
-                )));
+            if !suffix.is_empty() {
+                tx.committed();
             }
         }
         for p in &accepted {
             if let Some(snapshot) = &p.request.snapshot {
-                self.insert_snapshot(&mut *tx, snapshot).await?;
+                self.insert_snapshot(tx.conn(), snapshot).await?;
             }
         }
 
@@ -138,7 +143,7 @@ impl SqliteLogStore {
     /// Read [`BATCH_STATE`] for `streams` and `command_ids` in `tx`.
     async fn batch_state<'a>(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut WriteTx<'_>,
         streams: &[StreamKey<'a>],
         command_ids: &[Uuid],
     ) -> CoreResult<BatchState<'a>> {
@@ -150,10 +155,12 @@ impl SqliteLogStore {
         let list = serde_json::to_string(&list).map_err(|e| self.data_error(e.to_string()))?;
         let ids: Vec<String> = command_ids.iter().map(Uuid::to_string).collect();
         let ids = serde_json::to_string(&ids).map_err(|e| self.data_error(e.to_string()))?;
-        let row = sqlx::query(BATCH_STATE)
+        // The batch's first query: it begins the transaction (see `WriteTx`).
+        let sql = format!("{}{BATCH_STATE}", tx.begin_prefix());
+        let row = sqlx::query(&sql)
             .bind(list)
             .bind(ids)
-            .fetch_one(&mut *tx)
+            .fetch_one(tx.conn())
             .await
             .map_err(self.query_error(what))?;
         let last_position: Option<i64> = row.try_get(0).map_err(self.query_error(what))?;
