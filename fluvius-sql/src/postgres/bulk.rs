@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Columns, CoreResult, PostgresLogStore, Prepared};
 use crate::codec;
-use crate::group_commit::{bulk_keys, bulk_outcomes, decide, StreamKey};
+use crate::group_commit::{bulk_keys, bulk_outcomes, decide, BatchTx, StreamKey};
 
 /// Each append's outcome, in batch order: its positions, or its own error.
 pub(super) type Outcomes = Vec<CoreResult<Vec<u64>>>;
@@ -25,11 +25,25 @@ FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS s(resource, aggregate_id,
 
 const RECORDED_COMMANDS: &str = "SELECT id FROM fluvius_commands WHERE id = ANY($1::uuid[])";
 
-/// The events of a whole batch, reserving their positions (`$1` of them) first: the first
-/// statement that writes in the transaction, as `fluvius_reserve_positions` requires. The
-/// events of each append are consecutive in the arrays, so they get consecutive positions.
-const INSERT_BULK_EVENTS: &str = "\
-WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($1) AS first)
+/// The events and the command records of a whole batch in one statement, reserving the
+/// events' positions (`$1` of them) first: the first statement that writes in its
+/// transaction, as `fluvius_reserve_positions` requires (the command records are inserted by
+/// a `WITH` clause that reads the reserved position too, so neither insert writes before it).
+/// The events of each append are consecutive in the arrays `$2`–`$14`, so they get consecutive
+/// positions; `$15`–`$24` are the command records' columns.
+const INSERT_BULK: &str = "\
+WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($1) AS first),
+commands AS (
+    INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context,
+        version_before, version_after, recorded_at)
+    SELECT c.id, c.namespace, c.resource, c.aggregate_id, c.action, c.args::json, c.context::json,
+        c.version_before, c.version_after, c.recorded_at
+    FROM reserved,
+        unnest($15::uuid[], $16::text[], $17::text[], $18::uuid[], $19::text[], $20::text[], $21::text[],
+            $22::bigint[], $23::bigint[], $24::timestamptz[])
+        AS c(id, namespace, resource, aggregate_id, action, args, context, version_before, version_after,
+            recorded_at)
+)
 INSERT INTO fluvius_events (position, id, namespace, resource, aggregate_id, aggregate_version, key,
     schema_version, payload, args, metadata, command_id, command_name, recorded_at)
 SELECT reserved.first + e.ord - 1, e.id, e.namespace, e.resource, e.aggregate_id, e.aggregate_version, e.key,
@@ -42,45 +56,69 @@ FROM reserved,
         payload, args, metadata, command_id, command_name, recorded_at, ord)
 RETURNING position, aggregate_version, resource, aggregate_id";
 
-const INSERT_BULK_COMMANDS: &str = "\
-INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context, version_before,
-    version_after, recorded_at)
-SELECT c.id, c.namespace, c.resource, c.aggregate_id, c.action, c.args::json, c.context::json,
-    c.version_before, c.version_after, c.recorded_at
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::text[],
-    $8::bigint[], $9::bigint[], $10::timestamptz[])
-    AS c(id, namespace, resource, aggregate_id, action, args, context, version_before, version_after,
-        recorded_at)";
+/// How a batch written in bulk ends (see [`PostgresLogStore::write_bulk`]).
+pub(super) enum BulkTx {
+    /// Its one writing statement ran on its own and is committed (or it wrote nothing).
+    Done,
+    /// The transaction it wrote in, to commit: a batch with snapshots.
+    Open(Transaction<'static, Postgres>),
+}
 
-impl PostgresLogStore {
-    /// Write the appends of a batch (none with transactional handlers) in a new transaction,
-    /// left open for the caller to commit: one query for the versions of its streams, one for
-    /// which of its command ids are recorded, the decision in Rust, then one statement for the
-    /// events of the accepted appends (reserving their positions) and one for their command
-    /// records, and the snapshots. Each append gets the outcome the per-append path would give
-    /// it, as of those two reads.
-    ///
-    /// An error means a statement failed — typically a unique violation, when a writer of
-    /// another transaction recorded a version or a command id of this batch after the reads —
-    /// and the transaction was rolled back: the caller writes the batch append by append.
-    pub(super) async fn write_bulk(
-        &self,
-        batch: &[&AppendRequest],
-    ) -> CoreResult<(Transaction<'static, Postgres>, Outcomes)> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(self.query_error("begin append"))?;
-        match self.write_bulk_in(&mut tx, batch).await {
-            Ok(outcomes) => Ok((tx, outcomes)),
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
-            }
+impl BatchTx for BulkTx {
+    async fn commit(self) -> sqlx::Result<()> {
+        match self {
+            Self::Done => Ok(()),
+            Self::Open(tx) => tx.commit().await,
         }
     }
 
+    async fn rollback(self) -> sqlx::Result<()> {
+        match self {
+            Self::Done => Ok(()),
+            Self::Open(tx) => tx.rollback().await,
+        }
+    }
+}
+
+impl PostgresLogStore {
+    /// Write the appends of a batch (none with transactional handlers): one query for the
+    /// versions of its streams, one for which of its command ids are recorded, the decision in
+    /// Rust, then one statement for the events of the accepted appends (reserving their
+    /// positions) and their command records, committed on its own — no `BEGIN` or `COMMIT`
+    /// (each a round trip): one statement is atomic, and the reads need no transaction, as
+    /// under `READ COMMITTED` each statement of one sees a new snapshot anyway. A batch with
+    /// snapshots is written in a transaction instead, left open for the caller to commit: the
+    /// same statement, then the snapshots.
+    /// Each append gets the outcome the per-append path would give it, as of those two reads.
+    ///
+    /// An error means a statement failed — typically a unique violation, when a writer of
+    /// another transaction recorded a version or a command id of this batch after the reads —
+    /// and nothing was written (rolled back): the caller writes the batch append by append.
+    pub(super) async fn write_bulk(&self, batch: &[&AppendRequest]) -> CoreResult<(BulkTx, Outcomes)> {
+        if batch.iter().any(|r| r.snapshot.is_some()) {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(self.query_error("begin append"))?;
+            return match self.write_bulk_in(&mut tx, batch).await {
+                Ok(outcomes) => Ok((BulkTx::Open(tx), outcomes)),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            };
+        }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(self.query_error("append (connect)"))?;
+        let outcomes = self.write_bulk_in(&mut conn, batch).await?;
+        Ok((BulkTx::Done, outcomes))
+    }
+
+    /// The bulk write on `tx`: a transaction, or a connection outside one.
     async fn write_bulk_in(&self, tx: &mut PgConnection, batch: &[&AppendRequest]) -> CoreResult<Outcomes> {
         let mut prepared: Vec<CoreResult<Prepared<'_>>> = batch.iter().map(|r| self.prepare(r)).collect();
         let (streams, command_ids) = bulk_keys(prepared.iter().flatten().map(|p| p.request));
@@ -121,7 +159,7 @@ impl PostgresLogStore {
             let total = i32::try_from(events.ids.len()).map_err(|_| {
                 self.data_error(format!("{} events in one batch is too many", events.ids.len()))
             })?;
-            let returned = sqlx::query(INSERT_BULK_EVENTS)
+            let returned = sqlx::query(INSERT_BULK)
                 .bind(total)
                 .bind(&events.ids)
                 .bind(&events.namespaces)
@@ -136,9 +174,19 @@ impl PostgresLogStore {
                 .bind(&events.command_ids)
                 .bind(&events.command_names)
                 .bind(&events.recorded_at)
+                .bind(&commands.ids)
+                .bind(&commands.namespaces)
+                .bind(&commands.resources)
+                .bind(&commands.aggregate_ids)
+                .bind(&commands.actions)
+                .bind(&commands.args)
+                .bind(&commands.contexts)
+                .bind(&commands.before)
+                .bind(&commands.after)
+                .bind(&commands.recorded_at)
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(self.query_error("append (insert events)"))?;
+                .map_err(self.query_error("append (insert events, record commands)"))?;
             // Which accepted append each row belongs to, by its stream and version.
             let mut owner: HashMap<(&str, Uuid, i64), usize> = HashMap::with_capacity(returned.len());
             for &i in &accepted {
@@ -166,22 +214,6 @@ impl PostgresLogStore {
                 })?;
                 positions.entry(*i).or_default().push((version, position));
             }
-        }
-        if !commands.ids.is_empty() {
-            sqlx::query(INSERT_BULK_COMMANDS)
-                .bind(&commands.ids)
-                .bind(&commands.namespaces)
-                .bind(&commands.resources)
-                .bind(&commands.aggregate_ids)
-                .bind(&commands.actions)
-                .bind(&commands.args)
-                .bind(&commands.contexts)
-                .bind(&commands.before)
-                .bind(&commands.after)
-                .bind(&commands.recorded_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.query_error("append (record commands)"))?;
         }
         let mut written = Vec::with_capacity(accepted.len());
         for &i in &accepted {
