@@ -825,18 +825,28 @@ pub(crate) fn bulk_outcomes<P>(
     written: Vec<Vec<u64>>,
     target: &str,
 ) -> Vec<CoreResult<Vec<u64>>> {
+    bulk_results(prepared, verdicts, written.into_iter().map(Ok).collect(), target)
+}
+
+/// [`bulk_outcomes`] with a result for each accepted append instead of its positions.
+pub(crate) fn bulk_results<P>(
+    prepared: Vec<CoreResult<P>>,
+    verdicts: Vec<CoreResult<()>>,
+    written: Vec<CoreResult<Vec<u64>>>,
+    target: &str,
+) -> Vec<CoreResult<Vec<u64>>> {
     let mut verdicts = verdicts.into_iter();
     let mut written = written.into_iter();
     prepared
         .into_iter()
         .map(|p| {
             p.and_then(|_| verdicts.next().unwrap_or(Ok(()))).and_then(|()| {
-                written.next().ok_or_else(|| {
-                    fluvius_core::Error::store(
+                written.next().unwrap_or_else(|| {
+                    Err(fluvius_core::Error::store(
                         target.to_owned(),
                         "a bulk write lost track of an accepted append".to_owned(),
                         None,
-                    )
+                    ))
                 })
             })
         })

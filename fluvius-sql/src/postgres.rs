@@ -970,12 +970,19 @@ impl PostgresLogStore {
                 });
             }
         };
+        // The statement committed: a failure to read the positions back cannot undo it.
         let positions = returned
             .iter()
             .map(|row| Ok((row.try_get(1)?, row.try_get(0)?)))
             .collect::<sqlx::Result<Vec<(i64, i64)>>>()
-            .map_err(self.query_error("append (read positions)"))?;
-        Ok(self.checked_positions(request, positions)?)
+            .map_err(self.query_error("append (read positions)"))
+            .and_then(|positions| self.checked_positions(request, positions))
+            .map_err(|e| {
+                self.data_error(format!(
+                    "the append was committed, but its positions could not be read back: {e}"
+                ))
+            })?;
+        Ok(positions)
     }
 
     /// Write one append in the open transaction `tx`: its events (with the version check), then

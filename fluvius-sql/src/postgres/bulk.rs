@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Columns, CoreResult, PostgresLogStore, Prepared};
 use crate::codec;
-use crate::group_commit::{bulk_keys, bulk_outcomes, decide, BatchTx, StreamKey};
+use crate::group_commit::{bulk_keys, bulk_outcomes, bulk_results, decide, BatchTx, StreamKey};
 
 /// Each append's outcome, in batch order: its positions, or its own error.
 pub(super) type Outcomes = Vec<CoreResult<Vec<u64>>>;
@@ -101,7 +101,7 @@ impl PostgresLogStore {
                 .begin()
                 .await
                 .map_err(self.query_error("begin append"))?;
-            return match self.write_bulk_in(&mut tx, batch).await {
+            return match self.write_bulk_in(&mut tx, batch, true).await {
                 Ok(outcomes) => Ok((BulkTx::Open(tx), outcomes)),
                 Err(e) => {
                     let _ = tx.rollback().await;
@@ -114,12 +114,17 @@ impl PostgresLogStore {
             .acquire()
             .await
             .map_err(self.query_error("append (connect)"))?;
-        let outcomes = self.write_bulk_in(&mut conn, batch).await?;
+        let outcomes = self.write_bulk_in(&mut conn, batch, false).await?;
         Ok((BulkTx::Done, outcomes))
     }
 
-    /// The bulk write on `tx`: a transaction, or a connection outside one.
-    async fn write_bulk_in(&self, tx: &mut PgConnection, batch: &[&AppendRequest]) -> CoreResult<Outcomes> {
+    /// The bulk write on `tx`: a transaction (`in_tx`), or a connection outside one.
+    async fn write_bulk_in(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[&AppendRequest],
+        in_tx: bool,
+    ) -> CoreResult<Outcomes> {
         let mut prepared: Vec<CoreResult<Prepared<'_>>> = batch.iter().map(|r| self.prepare(r)).collect();
         let (streams, command_ids) = bulk_keys(prepared.iter().flatten().map(|p| p.request));
         let current = self.stream_versions(tx, &streams).await?;
@@ -154,12 +159,12 @@ impl PostgresLogStore {
             accepted.push(i);
         }
 
-        let mut positions: HashMap<usize, Vec<(i64, i64)>> = HashMap::with_capacity(accepted.len());
+        let mut returned = Vec::new();
         if !events.ids.is_empty() {
             let total = i32::try_from(events.ids.len()).map_err(|_| {
                 self.data_error(format!("{} events in one batch is too many", events.ids.len()))
             })?;
-            let returned = sqlx::query(INSERT_BULK)
+            returned = sqlx::query(INSERT_BULK)
                 .bind(total)
                 .bind(&events.ids)
                 .bind(&events.namespaces)
@@ -187,45 +192,71 @@ impl PostgresLogStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(self.query_error("append (insert events, record commands)"))?;
-            // Which accepted append each row belongs to, by its stream and version.
-            let mut owner: HashMap<(&str, Uuid, i64), usize> = HashMap::with_capacity(returned.len());
-            for &i in &accepted {
-                let request = batch[i];
-                for event in &request.events {
-                    let version = codec::clamp_i64(event.aggregate_version);
-                    owner.insert(
-                        (
-                            request.resource.as_str(),
-                            *request.aggregate_id.as_uuid(),
-                            version,
-                        ),
-                        i,
-                    );
-                }
-            }
-            for row in &returned {
-                let (position, version, resource, aggregate_id) =
-                    returned_event(row).map_err(self.query_error("append (read positions)"))?;
-                let i = owner.get(&(resource, aggregate_id, version)).ok_or_else(|| {
-                    self.data_error(format!(
-                        "the insert returned an event this batch did not write: {resource}/{aggregate_id} \
-                         version {version}"
-                    ))
-                })?;
-                positions.entry(*i).or_default().push((version, position));
-            }
         }
-        let mut written = Vec::with_capacity(accepted.len());
+        // Outside a transaction the batch is committed now: a failure to read its positions
+        // back cannot undo it, so it is each accepted append's error (saying so), not a reason
+        // to write the batch again.
+        let written = match self.positions_of(batch, &accepted, &returned) {
+            Ok(written) => written,
+            Err(e) if !in_tx => {
+                let committed = |_| {
+                    Err(self.data_error(format!(
+                        "the append was committed, but its positions could not be read back: {e}"
+                    )))
+                };
+                let written = accepted.iter().map(committed).collect();
+                return Ok(bulk_results(prepared, verdicts, written, &self.target));
+            }
+            Err(e) => return Err(e),
+        };
         for &i in &accepted {
-            let request = batch[i];
-            let got = positions.remove(&i).unwrap_or_default();
-            written.push(self.checked_positions(request, got)?);
-            if let Some(snapshot) = &request.snapshot {
+            if let Some(snapshot) = &batch[i].snapshot {
                 self.insert_snapshot(&mut *tx, snapshot).await?;
             }
         }
 
         Ok(bulk_outcomes(prepared, verdicts, written, &self.target))
+    }
+
+    /// The positions of each accepted append (`accepted`: their indexes in `batch`, in
+    /// order), from the rows the bulk insert returned, matched by stream and version.
+    fn positions_of(
+        &self,
+        batch: &[&AppendRequest],
+        accepted: &[usize],
+        returned: &[PgRow],
+    ) -> CoreResult<Vec<Vec<u64>>> {
+        let mut owner: HashMap<(&str, Uuid, i64), usize> = HashMap::with_capacity(returned.len());
+        for &i in accepted {
+            let request = batch[i];
+            for event in &request.events {
+                let version = codec::clamp_i64(event.aggregate_version);
+                owner.insert(
+                    (
+                        request.resource.as_str(),
+                        *request.aggregate_id.as_uuid(),
+                        version,
+                    ),
+                    i,
+                );
+            }
+        }
+        let mut positions: HashMap<usize, Vec<(i64, i64)>> = HashMap::with_capacity(accepted.len());
+        for row in returned {
+            let (position, version, resource, aggregate_id) =
+                returned_event(row).map_err(self.query_error("append (read positions)"))?;
+            let i = owner.get(&(resource, aggregate_id, version)).ok_or_else(|| {
+                self.data_error(format!(
+                    "the insert returned an event this batch did not write: {resource}/{aggregate_id} \
+                     version {version}"
+                ))
+            })?;
+            positions.entry(*i).or_default().push((version, position));
+        }
+        accepted
+            .iter()
+            .map(|&i| self.checked_positions(batch[i], positions.remove(&i).unwrap_or_default()))
+            .collect()
     }
 
     /// The current version of each stream (0 for a stream with no events), read in `tx`.
