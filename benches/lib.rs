@@ -86,6 +86,13 @@ pub fn create_new() -> Command {
     command
 }
 
+/// `BenchUser::create` on a fresh aggregate with an id chosen by the caller, expected to be
+/// new (`expect_version(0)`): decided on the default state without a read, like
+/// [`create_new`].
+pub fn create_expecting_new() -> Command {
+    create_fresh().expect_version(0)
+}
+
 /// `BenchUser::create` on a fresh aggregate with an id chosen by the caller (the domain reads
 /// the empty stream before deciding, as for any aggregate it has not cached).
 pub fn create_fresh() -> Command {

@@ -242,30 +242,44 @@ pub async fn measure(rows: &mut Vec<Row>, opener: &dyn Opener, sizes: Sizes) -> 
         });
     }
 
-    // The same creates with ids the domain assigns: no read of the (empty) stream first.
-    let mut new1 = 0.0;
-    for concurrency in [1, 64] {
-        let (per_s, value) = creates(opener, concurrency, sizes.commands, fluvius_benches::create_new).await;
-        if concurrency == 1 {
-            new1 = per_s;
-        } else {
-            throughput.new64_vs_1 = per_s / new1;
+    // The same creates with ids the domain assigns, and with caller-chosen ids expected to be
+    // new (`expect_version(0)`): no read of the (empty) stream first.
+    let variants = [
+        (
+            fluvius_benches::create_new as fn() -> Command,
+            "domain-assigned ids",
+        ),
+        (
+            fluvius_benches::create_expecting_new,
+            "caller-chosen ids, expect_version(0)",
+        ),
+    ];
+    for (variant, (create, ids)) in variants.into_iter().enumerate() {
+        let mut new1 = 0.0;
+        for concurrency in [1, 64] {
+            let (per_s, value) = creates(opener, concurrency, sizes.commands, create).await;
+            if concurrency == 1 {
+                new1 = per_s;
+            } else if variant == 0 {
+                // The summary's ratio is the domain-assigned one.
+                throughput.new64_vs_1 = per_s / new1;
+            }
+            let caller_chosen = if concurrency == 1 {
+                conc1
+            } else {
+                throughput.conc64
+            };
+            rows.push(Row {
+                section,
+                name: format!("process_command, new aggregates ({ids}), concurrency {concurrency}"),
+                value,
+                ratio: format!(
+                    "{:.2}x concurrency 1; {:.2}x caller-chosen ids",
+                    per_s / new1,
+                    per_s / caller_chosen
+                ),
+            });
         }
-        rows.push(Row {
-            section,
-            name: format!("process_command, new aggregates (domain-assigned ids), concurrency {concurrency}"),
-            value,
-            ratio: format!(
-                "{:.2}x concurrency 1; {:.2}x caller-chosen ids",
-                per_s / new1,
-                per_s
-                    / if concurrency == 1 {
-                        conc1
-                    } else {
-                        throughput.conc64
-                    }
-            ),
-        });
     }
 
     // One hot aggregate.

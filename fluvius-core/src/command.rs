@@ -118,7 +118,13 @@ impl Command {
         self
     }
 
-    /// Only run if the aggregate is at this version.
+    /// Only run if the aggregate is at this version (else [`Error::Conflict`](crate::Error::Conflict),
+    /// and no retry).
+    ///
+    /// `expect_version(0)` says the aggregate is new: the domain decides on the default state
+    /// without reading the store first (as for a command without an aggregate id). Should the
+    /// aggregate exist after all, the append's version check refuses it and the command is
+    /// decided again on what is stored: a conflict.
     pub fn expect_version(mut self, version: u64) -> Self {
         self.expected_version = Some(version);
         self

@@ -222,3 +222,32 @@ async fn a_command_without_id_decides_on_the_default_state_without_a_read() {
     assert_eq!(second.aggregate_id, first.aggregate_id);
     assert_eq!(all_events(&domain).await.len(), 2);
 }
+
+/// A command expecting version 0 says its aggregate is new: it is decided on the default state
+/// without reading the store. If the aggregate exists after all, the append is refused and the
+/// command, decided again on what is stored, fails with a conflict naming the stored version
+/// (nothing written; not retried).
+#[tokio::test]
+async fn expecting_version_zero_decides_without_a_read_and_conflicts_on_an_existing_aggregate() {
+    let store = ProbeStore::new();
+    let domain = probe_domain(&store, RetryPolicy::default()).await;
+    let id = AggregateId::new();
+    let create = |name: &str| User::create_user_command(id, name.into(), "a@x.org".into()).expect_version(0);
+    let first = domain.process_command(create("Ann")).await.unwrap();
+    assert_eq!((first.version, first.events.len()), (1, 1));
+    assert_eq!(store.reads(), 0, "no read for an aggregate expected to be new");
+
+    // A second domain on the same store has nothing cached: its guess is wrong.
+    let other = probe_domain(&store, RetryPolicy::default()).await;
+    match other.process_command(create("Bo")).await {
+        Err(fluvius_core::Error::Conflict { expected, actual, .. }) => assert_eq!((expected, actual), (0, 1)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        store.conflicts(),
+        1,
+        "the guess was refused by the append's version check"
+    );
+    assert_eq!(store.reads(), 1, "then the aggregate was read, once");
+    assert_eq!(all_events(&domain).await.len(), 1, "nothing else was written");
+}

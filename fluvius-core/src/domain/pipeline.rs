@@ -78,8 +78,14 @@ async fn attempt_once<A: Aggregate>(
     // takes them) plus the events after it. Decisions made on cached state are only trusted
     // when they lead to an append (checked by the expected version); a refusal or a version
     // mismatch on cached state is decided again on fresh state.
+    // A command expecting version 0 says its aggregate is new: without a cached state it is
+    // decided on the default state without reading the store, as on a cached guess (checked by
+    // the append's expected version; a refusal, or an aggregate that exists after all, is
+    // decided again on what is stored).
     let mut cached = if use_cache && !ctx.new_aggregate {
-        ctx.cache.take::<A>(aggregate_id)
+        ctx.cache
+            .take::<A>(aggregate_id)
+            .or_else(|| (command.expected_version == Some(0)).then(|| (Box::default(), 0)))
     } else {
         None
     };
