@@ -119,6 +119,15 @@
 //! range or a time bound, and every read with [`GroupCommit::off`], run their own query on the
 //! calling task. [`PostgresLogStore::read_batch_stats`] counts the batches.
 //!
+//! # Waking other instances
+//! After an append commits, the store sends `NOTIFY` on [`APPEND_CHANNEL`] (a task of the
+//! store, one statement of its own, coalescing appends that commit meanwhile), which wakes the
+//! dispatchers of every instance listening on the database. It is not sent from the append's
+//! transaction: PostgreSQL serializes the commits of transactions that notify (a cluster-wide
+//! lock held until the commit is flushed), which would make every append of every instance
+//! commit one at a time. The notification is a hint; dispatchers also poll, so rows written by
+//! other programs are picked up by the poll alone.
+//!
 //! # Connection loss
 //! The pool checks a connection before handing it out and reconnects as needed: when the
 //! database comes back, the store works again without being reopened. While it is away,
@@ -140,6 +149,7 @@ use sqlx::{Connection, Executor, Postgres, Row};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use self::hints::AppendHints;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::group_commit::{
@@ -171,6 +181,7 @@ enum SavepointFailure {
 
 mod bulk;
 mod checkpoint;
+mod hints;
 mod reads;
 
 pub use checkpoint::{advance_projection, reset_projection, APPEND_CHANNEL};
@@ -430,6 +441,8 @@ pub struct PostgresLogStore {
     queue: Option<Queue>,
     /// The stream-read batcher's queue, when group commit is on.
     reads: Option<ReadQueue>,
+    /// Sends the `NOTIFY` that wakes other instances' dispatchers after an append commits.
+    hints: Option<AppendHints>,
 }
 
 impl std::fmt::Debug for PostgresLogStore {
@@ -564,8 +577,17 @@ impl PostgresLogStore {
             target: target.into(),
             queue: None,
             reads: None,
+            hints: None,
         }
-        .with_group_commit(options.group_commit))
+        .with_group_commit(options.group_commit)
+        .with_hints())
+    }
+
+    /// Start the task that notifies listeners after appends (inside a tokio runtime). Set last:
+    /// the group-commit tasks' clones of the store do not keep it running.
+    fn with_hints(mut self) -> Self {
+        self.hints = AppendHints::spawn(self.pool.clone());
+        self
     }
 
     /// Start the group-commit writers and the stream readers (when `config` is on and a tokio
@@ -612,8 +634,10 @@ impl PostgresLogStore {
             target: target.into(),
             queue: None,
             reads: None,
+            hints: None,
         }
         .with_group_commit(GroupCommit::default())
+        .with_hints()
     }
 
     /// Apply the embedded migrations (done on connect unless turned off).
@@ -753,7 +777,7 @@ impl PostgresLogStore {
             self.check_empty_append(&request).await?;
             return Ok(Vec::new());
         }
-        match &self.queue {
+        let stored = match &self.queue {
             // The only append in flight: written here, as the writer would write a batch of
             // one, without the hand-off to a writer task and back.
             Some(queue) => match queue.try_alone() {
@@ -761,7 +785,11 @@ impl PostgresLogStore {
                 None => queue.submit(request).await,
             },
             None => self.append_alone(request).await,
+        }?;
+        if let Some(hints) = &self.hints {
+            hints.appended();
         }
+        Ok(stored)
     }
 
     /// One append in a transaction of its own.

@@ -397,6 +397,32 @@ async fn notify_wakes_a_handler_when_another_instance_appends() {
     ));
 }
 
+/// The notification is sent by the store after the append commits, never from inside the
+/// append's transaction: PostgreSQL serializes the commits of notifying transactions across the
+/// cluster. So the migrated events table has no trigger (migration `0004` dropped the one that
+/// notified).
+#[tokio::test]
+async fn appends_do_not_notify_inside_their_transaction() {
+    let Some(url) = pg::url().await else {
+        return;
+    };
+    let guard = SchemaGuard::fresh(&url);
+    let store = PostgresLogStore::builder(&url)
+        .schema(&guard.schema)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect: {}", e.full_message()));
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT tgname::text FROM pg_trigger \
+         WHERE tgrelid = 'fluvius_events'::regclass AND NOT tgisinternal",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(triggers, Vec::<String>::new());
+    store.close().await;
+}
+
 /// Counts events per aggregate in a table of the store's schema, with its position moved in the
 /// same transaction ([`fluvius_sql::postgres::advance_projection`]).
 struct PerAggregate {

@@ -15,7 +15,8 @@ use sqlx::postgres::{PgListener, PgRow};
 use super::{column, CoreResult, PostgresLogStore};
 use crate::codec;
 
-/// The channel the append trigger notifies (payload: the schema name).
+/// The channel notified after appends commit (payload: the schema name). See
+/// [the module docs](super#waking-other-instances).
 pub const APPEND_CHANNEL: &str = "fluvius_events";
 
 fn lease_secs(lease: Duration) -> f64 {
