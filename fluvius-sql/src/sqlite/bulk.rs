@@ -8,8 +8,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    bind_event, push_insert_commands, CoreResult, Prepared, SqliteLogStore, WriteTx, EVENT_INSERT_COLUMNS,
-    MAX_ROWS_PER_INSERT,
+    bind_event, push_insert_commands, reads, CoreResult, Prepared, SqliteLogStore, WriteTx,
+    EVENT_INSERT_COLUMNS, MAX_ROWS_PER_INSERT,
 };
 use crate::codec;
 use crate::group_commit::{bulk_keys, bulk_outcomes, decide, StreamKey};
@@ -148,11 +148,7 @@ impl SqliteLogStore {
         command_ids: &[Uuid],
     ) -> CoreResult<BatchState<'a>> {
         let what = "read the batch's streams and commands";
-        let list: Vec<(&str, String)> = streams
-            .iter()
-            .map(|(resource, aggregate_id)| (*resource, aggregate_id.to_string()))
-            .collect();
-        let list = serde_json::to_string(&list).map_err(|e| self.data_error(e.to_string()))?;
+        let list = reads::stream_list(streams.iter().copied()).map_err(|e| self.data_error(e.to_string()))?;
         let ids: Vec<String> = command_ids.iter().map(Uuid::to_string).collect();
         let ids = serde_json::to_string(&ids).map_err(|e| self.data_error(e.to_string()))?;
         // The batch's first query: it begins the transaction (see `WriteTx`).

@@ -2,7 +2,7 @@
 //! [module docs](super#batched-stream-reads)).
 
 use super::{decode_event, SqliteLogStore, EVENT_COLUMNS};
-use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead};
+use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead, StreamKey};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
 /// gathers, and one query reads many streams; in the benchmark report (2 cores) two or four
@@ -34,11 +34,7 @@ impl SqliteLogStore {
     pub(super) async fn read_batch(&self, batch: Vec<PendingRead>) {
         // One statement text for every batch size (the streams go in as one JSON array), so
         // each connection prepares it once.
-        let list: Vec<(&str, String)> = read_keys(&batch)
-            .into_iter()
-            .map(|(resource, aggregate_id)| (resource, aggregate_id.to_string()))
-            .collect();
-        let list = match serde_json::to_string(&list) {
+        let list = match stream_list(read_keys(&batch)) {
             Ok(list) => list,
             Err(e) => {
                 fail_reads(
@@ -55,4 +51,16 @@ impl SqliteLogStore {
             Err(e) => fail_reads(batch, &self.target, "read stream", &e.to_string()),
         }
     }
+}
+
+/// Streams as the JSON array of `[resource, aggregate_id]` pairs that the batch queries
+/// ([`READ_STREAMS`], the bulk write's batch state) read with `json_each`.
+pub(super) fn stream_list<'a>(
+    streams: impl IntoIterator<Item = StreamKey<'a>>,
+) -> serde_json::Result<String> {
+    let list: Vec<(&str, String)> = streams
+        .into_iter()
+        .map(|(resource, aggregate_id)| (resource, aggregate_id.to_string()))
+        .collect();
+    serde_json::to_string(&list)
 }
