@@ -922,6 +922,84 @@ mod postgres {
         store.close().await;
     }
 
+    /// A bulk batch whose appends are all on different streams is written without reading
+    /// first: its one statement checks each append's expected version and records only the
+    /// commands of the appends it wrote. An append expecting a version its stream has not
+    /// reached is refused alone (a conflict naming the stored version) and leaves no command
+    /// record; a command id carried twice is refused before the statement.
+    #[tokio::test]
+    async fn a_bulk_batch_of_distinct_streams_checks_versions_in_its_statement() {
+        let Some(url) = pg::url().await else { return };
+        let (schema, _guard) = fresh_schema(&url);
+        let store = one_writer(&url, &schema).connect().await.unwrap();
+        let seed = seed_bulk(&store).await;
+        let (a, z, e, b) = (
+            AggregateId::new(),
+            AggregateId::new(),
+            AggregateId::new(),
+            AggregateId::new(),
+        );
+        let first = with_command(testing::request("thing", a, 0, 1), None);
+        let requests = vec![
+            first.clone(),
+            // Continues the stored stream (at version 2).
+            with_command(testing::request("thing", seed.stored, 2, 2), None),
+            // Ahead of its empty stream: refused by the statement.
+            with_command(testing::request("thing", z, 4, 1), None),
+            // The first append's command id again: refused before the statement.
+            with_command(testing::request("thing", e, 0, 1), Some(command_id(&first))),
+            testing::request("thing", b, 0, 2),
+        ];
+        let (held, release) = hold_writer(&store, &url, &schema).await;
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        let before = stats();
+        let results = run_batch(&store, stats, release, &requests).await;
+        held.await.unwrap().expect("the first appends");
+        assert_eq!(
+            stats().bulk_batches,
+            before.bulk_batches + 1,
+            "written in bulk, not append by append: {:?}",
+            stats()
+        );
+
+        let ok = |i: usize| {
+            results[i]
+                .as_ref()
+                .unwrap_or_else(|e| panic!("append {i} failed: {e}"))
+        };
+        assert_eq!(store.get_events("thing", a).await.unwrap(), *ok(0));
+        let stored = store.get_events("thing", seed.stored).await.unwrap();
+        assert_eq!(stored.len(), 4);
+        assert_eq!(stored[2..], ok(1)[..]);
+        assert_eq!(store.get_events("thing", b).await.unwrap(), *ok(4));
+        assert!(
+            matches!(
+                &results[2],
+                Err(Error::Conflict {
+                    expected: 4,
+                    actual: 0,
+                    ..
+                })
+            ),
+            "{:?}",
+            results[2]
+        );
+        assert!(
+            matches!(&results[3], Err(Error::DuplicateCommand { command_id }) if *command_id == first.command.as_ref().unwrap().id),
+            "{:?}",
+            results[3]
+        );
+        assert!(store.get_events("thing", z).await.unwrap().is_empty());
+        assert!(store.get_events("thing", e).await.unwrap().is_empty());
+        for (i, recorded) in [(0, true), (1, true), (2, false)] {
+            let found = store.get_command(command_id(&requests[i])).await.unwrap();
+            assert_eq!(found.is_some(), recorded, "command of append {i}: {found:?}");
+        }
+        let record = store.get_command(command_id(&first)).await.unwrap().unwrap();
+        assert_eq!(record.aggregate_id, a, "the duplicate did not overwrite it");
+        store.close().await;
+    }
+
     /// Random batches written in bulk end exactly as the same appends written one by one.
     #[tokio::test]
     async fn random_bulk_batches_match_appends_written_one_by_one() {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Columns, CoreResult, PostgresLogStore, Prepared};
 use crate::codec;
-use crate::group_commit::{bulk_keys, bulk_outcomes, bulk_results, decide, BatchTx, StreamKey};
+use crate::group_commit::{bulk_keys, bulk_results, decide, BatchTx, StreamKey};
 
 /// Each append's outcome, in batch order: its positions, or its own error.
 pub(super) type Outcomes = Vec<CoreResult<Vec<u64>>>;
@@ -56,6 +56,46 @@ FROM reserved,
         payload, args, metadata, command_id, command_name, recorded_at, ord)
 RETURNING position, aggregate_version, resource, aggregate_id";
 
+/// [`INSERT_BULK`] without the reads before it, for a batch in which no two appends share a
+/// stream: each event row carries its append's expected version (`$25`) and is inserted only
+/// if the stream is at that version — version `expected` is stored (or `expected` is 0), and
+/// the unique stream key refuses version `expected + 1` if it is stored too, failing the
+/// statement. All rows of one append are decided alike (one snapshot), so an append is written
+/// whole or not at all; the command records are inserted only for the appends written (`$26`:
+/// the id of the first event of each command record's append). A recorded command id fails the
+/// statement with the commands table's unique violation.
+const INSERT_BULK_CHECKED: &str = "\
+WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($1) AS first),
+written AS (
+    INSERT INTO fluvius_events (position, id, namespace, resource, aggregate_id, aggregate_version, key,
+        schema_version, payload, args, metadata, command_id, command_name, recorded_at)
+    SELECT reserved.first + e.ord - 1, e.id, e.namespace, e.resource, e.aggregate_id, e.aggregate_version,
+        e.key, e.schema_version, e.payload::json, e.args::json, e.metadata::json, e.command_id,
+        e.command_name, e.recorded_at
+    FROM reserved,
+        unnest($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::integer[],
+            $9::text[], $10::text[], $11::text[], $12::uuid[], $13::text[], $14::timestamptz[],
+            $25::bigint[])
+        WITH ORDINALITY AS e(id, namespace, resource, aggregate_id, aggregate_version, key, schema_version,
+            payload, args, metadata, command_id, command_name, recorded_at, expected, ord)
+    WHERE e.expected = 0 OR EXISTS (SELECT 1 FROM fluvius_events v
+        WHERE v.tenant = '' AND v.resource = e.resource AND v.aggregate_id = e.aggregate_id
+            AND v.aggregate_version = e.expected)
+    RETURNING position, aggregate_version, resource, aggregate_id, id
+),
+commands AS (
+    INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context,
+        version_before, version_after, recorded_at)
+    SELECT c.id, c.namespace, c.resource, c.aggregate_id, c.action, c.args::json, c.context::json,
+        c.version_before, c.version_after, c.recorded_at
+    FROM unnest($15::uuid[], $16::text[], $17::text[], $18::uuid[], $19::text[], $20::text[], $21::text[],
+            $22::bigint[], $23::bigint[], $24::timestamptz[], $26::uuid[])
+        AS c(id, namespace, resource, aggregate_id, action, args, context, version_before, version_after,
+            recorded_at, first_event)
+    WHERE c.first_event IN (SELECT id FROM written)
+)
+SELECT position, aggregate_version, resource, aggregate_id FROM written";
+
 /// How a batch written in bulk ends (see [`PostgresLogStore::write_bulk`]).
 pub(super) enum BulkTx {
     /// Its one writing statement ran on its own and is committed (or it wrote nothing).
@@ -81,7 +121,9 @@ impl BatchTx for BulkTx {
 }
 
 impl PostgresLogStore {
-    /// Write the appends of a batch (none with transactional handlers): one query for the
+    /// Write the appends of a batch (none with transactional handlers). Appends on different
+    /// streams without snapshots: one statement that checks each append's version itself
+    /// ([`INSERT_BULK_CHECKED`]). Otherwise: one query for the
     /// versions of its streams, one for which of its command ids are recorded, the decision in
     /// Rust, then one statement for the events of the accepted appends (reserving their
     /// positions) and their command records, committed on its own — no `BEGIN` or `COMMIT`
@@ -127,9 +169,27 @@ impl PostgresLogStore {
     ) -> CoreResult<Outcomes> {
         let mut prepared: Vec<CoreResult<Prepared<'_>>> = batch.iter().map(|r| self.prepare(r)).collect();
         let (streams, command_ids) = bulk_keys(prepared.iter().flatten().map(|p| p.request));
-        let current = self.stream_versions(tx, &streams).await?;
-        let recorded = self.recorded_commands(tx, &command_ids).await?;
-        let verdicts = decide(prepared.iter().flatten().map(|p| p.request), current, recorded);
+        // No two appends on one stream, outside a transaction: no reads first, the statement
+        // checks each append's version itself (`INSERT_BULK_CHECKED`).
+        let checked = !in_tx && streams.len() == prepared.iter().flatten().count();
+        let verdicts = if checked {
+            // Every stream as its append expects it, nothing recorded: only a command id
+            // carried twice in the batch is refused here.
+            let current = streams
+                .iter()
+                .zip(prepared.iter().flatten())
+                .map(|(stream, p)| (*stream, p.request.expected_version))
+                .collect();
+            decide(
+                prepared.iter().flatten().map(|p| p.request),
+                current,
+                HashSet::new(),
+            )
+        } else {
+            let current = self.stream_versions(tx, &streams).await?;
+            let recorded = self.recorded_commands(tx, &command_ids).await?;
+            decide(prepared.iter().flatten().map(|p| p.request), current, recorded)
+        };
 
         // The accepted appends, in batch order, their events and commands column by column.
         let mut accepted = Vec::new();
@@ -137,6 +197,8 @@ impl PostgresLogStore {
         let mut resources = Vec::new();
         let mut aggregate_ids = Vec::new();
         let mut commands = CommandColumns::default();
+        let mut expected = Vec::new();
+        let mut first_events = Vec::new();
         let mut verdict_of = verdicts.iter();
         for (i, p) in prepared.iter_mut().enumerate() {
             let Ok(p) = p else { continue };
@@ -152,9 +214,15 @@ impl PostgresLogStore {
                 *p.request.aggregate_id.as_uuid(),
                 columns.ids.len(),
             ));
+            expected.extend(std::iter::repeat_n(
+                codec::clamp_i64(p.request.expected_version),
+                columns.ids.len(),
+            ));
+            let first_event = columns.ids.first().copied();
             events.extend(columns);
             if let Some((record, context, before, after)) = p.command.take() {
                 commands.push(record, context, before, after);
+                first_events.push(first_event.unwrap_or_default());
             }
             accepted.push(i);
         }
@@ -164,7 +232,8 @@ impl PostgresLogStore {
             let total = i32::try_from(events.ids.len()).map_err(|_| {
                 self.data_error(format!("{} events in one batch is too many", events.ids.len()))
             })?;
-            returned = sqlx::query(INSERT_BULK)
+            let statement = if checked { INSERT_BULK_CHECKED } else { INSERT_BULK };
+            let query = sqlx::query(statement)
                 .bind(total)
                 .bind(&events.ids)
                 .bind(&events.namespaces)
@@ -188,7 +257,13 @@ impl PostgresLogStore {
                 .bind(&commands.contexts)
                 .bind(&commands.before)
                 .bind(&commands.after)
-                .bind(&commands.recorded_at)
+                .bind(&commands.recorded_at);
+            let query = if checked {
+                query.bind(&expected).bind(&first_events)
+            } else {
+                query
+            };
+            returned = query
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(self.query_error("append (insert events, record commands)"))?;
@@ -199,10 +274,16 @@ impl PostgresLogStore {
         let written = match self.positions_of(batch, &accepted, &returned) {
             Ok(written) => written,
             Err(e) if !in_tx => {
+                // A checked batch may also have refused an append by its version check.
                 let committed = |_| {
-                    Err(self.data_error(format!(
-                        "the append was committed, but its positions could not be read back: {e}"
-                    )))
+                    Err(self.data_error(if checked {
+                        format!(
+                            "the batch was committed, but whether this append was written (or refused \
+                             by its version check) could not be read back: {e}"
+                        )
+                    } else {
+                        format!("the append was committed, but its positions could not be read back: {e}")
+                    }))
                 };
                 let written = accepted.iter().map(committed).collect();
                 return Ok(bulk_results(prepared, verdicts, written, &self.target));
@@ -214,18 +295,31 @@ impl PostgresLogStore {
                 self.insert_snapshot(&mut *tx, snapshot).await?;
             }
         }
-
-        Ok(bulk_outcomes(prepared, verdicts, written, &self.target))
+        let mut results = Vec::with_capacity(written.len());
+        for (&i, positions) in accepted.iter().zip(written) {
+            results.push(match positions {
+                Some(positions) => Ok(positions),
+                // Refused by the statement's version check (the stream was not at the
+                // expected version); the others are committed. Read what it is at.
+                None if checked => Err(self.conflict_or_duplicate(batch[i]).await),
+                None => Err(self.data_error(format!(
+                    "append wrote {} events but no positions came back",
+                    batch[i].events.len()
+                ))),
+            });
+        }
+        Ok(bulk_results(prepared, verdicts, results, &self.target))
     }
 
     /// The positions of each accepted append (`accepted`: their indexes in `batch`, in
-    /// order), from the rows the bulk insert returned, matched by stream and version.
+    /// order), from the rows the bulk insert returned, matched by stream and version; `None`
+    /// for an append that got no row back.
     fn positions_of(
         &self,
         batch: &[&AppendRequest],
         accepted: &[usize],
         returned: &[PgRow],
-    ) -> CoreResult<Vec<Vec<u64>>> {
+    ) -> CoreResult<Vec<Option<Vec<u64>>>> {
         let mut owner: HashMap<(&str, Uuid, i64), usize> = HashMap::with_capacity(returned.len());
         for &i in accepted {
             let request = batch[i];
@@ -255,7 +349,10 @@ impl PostgresLogStore {
         }
         accepted
             .iter()
-            .map(|&i| self.checked_positions(batch[i], positions.remove(&i).unwrap_or_default()))
+            .map(|&i| match positions.remove(&i) {
+                Some(rows) => self.checked_positions(batch[i], rows).map(Some),
+                None => Ok(None),
+            })
             .collect()
     }
 
