@@ -184,37 +184,81 @@ async fn migrations_can_be_run_later_and_twice() {
     store.close().await;
 }
 
+/// Options for a store in a fresh schema (dropped with the guard) whose connections carry a
+/// fresh `application_name` (returned), so a test can find them in `pg_stat_activity`.
+fn named_in_fresh_schema(url: &str) -> (SchemaGuard, String, fluvius_sql::PostgresOptions) {
+    let schema = pg::schema_name();
+    let app = format!("fluvius-test-{}", Uuid::new_v4().simple());
+    let options = PostgresLogStore::builder(url)
+        .schema(&schema)
+        .application_name(&app);
+    let guard = SchemaGuard {
+        url: url.to_owned(),
+        schema,
+    };
+    (guard, app, options)
+}
+
+/// Terminate the server processes of the connections named `app`; how many there were.
+async fn terminate_backends(url: &str, app: &str) -> usize {
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    let killed: Vec<(bool,)> =
+        sqlx::query_as("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(app)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    killed.len()
+}
+
 #[tokio::test]
 async fn terminated_connections_are_replaced() {
     let url = pg_url_or_return!();
-    let schema = pg::schema_name();
-    let _guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
-    let app = format!("fluvius-test-{}", Uuid::new_v4().simple());
-    let store = PostgresLogStore::builder(&url)
-        .schema(&schema)
-        .application_name(&app)
+    let (_guard, app, options) = named_in_fresh_schema(&url);
+    let store = options.connect().await.unwrap();
+    let id = AggregateId::new();
+    store.append(testing::request("thing", id, 0, 1)).await.unwrap();
+
+    let killed = terminate_backends(&url, &app).await;
+    assert!(killed > 0, "the store had a connection to terminate");
+
+    store.append(testing::request("thing", id, 1, 1)).await.unwrap();
+    assert_eq!(store.get_events("thing", id).await.unwrap().len(), 2);
+    store.close().await;
+}
+
+/// With `ping_connections_idle_for`, a connection used recently is handed out without the
+/// ping: after the server drops it, the next operation fails with a store error (which the
+/// default's ping would have prevented, see `terminated_connections_are_replaced`), and the
+/// one after runs on a new connection.
+#[tokio::test]
+async fn unchecked_connections_fail_once_after_the_server_drops_them() {
+    let url = pg_url_or_return!();
+    let (_guard, app, options) = named_in_fresh_schema(&url);
+    let store = options
+        .max_connections(1)
+        .group_commit(fluvius_sql::GroupCommit::off())
+        .ping_connections_idle_for(Duration::from_secs(3600))
         .connect()
         .await
         .unwrap();
     let id = AggregateId::new();
     store.append(testing::request("thing", id, 0, 1)).await.unwrap();
+    // Let the append's notification go out, so the one connection is idle in the pool.
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    let killed: Vec<(bool,)> =
-        sqlx::query_as("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
-            .bind(&app)
-            .fetch_all(&mut admin)
-            .await
-            .unwrap();
-    assert!(!killed.is_empty(), "the store had a connection to terminate");
+    assert_eq!(
+        terminate_backends(&url, &app).await,
+        1,
+        "the store's one connection"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
-    store.append(testing::request("thing", id, 1, 1)).await.unwrap();
-    assert_eq!(store.get_events("thing", id).await.unwrap().len(), 2);
+    let err = store.get_events("thing", id).await.unwrap_err();
+    assert_eq!(err.code(), "store", "{err:?}");
+    assert_eq!(store.get_events("thing", id).await.unwrap().len(), 1);
     store.close().await;
 }
 
