@@ -18,6 +18,11 @@
 //! costs on top of the sync (it writes a frame per changed page to the write-ahead log and
 //! syncs it with `fsync`).
 //!
+//! The PostgreSQL section ends with the same server behind a proxy that delays every byte by
+//! 0.5–1.5 ms each way ([`delay::DelayProxy`]): creates at concurrency 1 and 64, group commit
+//! off and on, as if the database ran on another machine (what group commit is for: a commit
+//! then costs round trips, which concurrent commands share).
+//!
 //! Two sections run in child processes of the report (the same binary, `--child …`), which
 //! hand their figures back on stderr: the in-memory comparison, with stdout on `/dev/null`
 //! (cqrs-es's `MemStore` prints two lines per command), and the peak RSS, which needs a fresh
@@ -25,6 +30,7 @@
 
 #![allow(missing_docs)]
 
+mod delay;
 mod dispatch;
 mod peers;
 mod rss;
@@ -386,6 +392,13 @@ fn main() {
                 let on = sql::measure(&mut rows, &on_pg, sizes).await;
                 on_pg.cleanup().await;
                 sql::summary(&mut summary, "PostgreSQL", off, on);
+                sql::over_network(
+                    &mut rows,
+                    &mut summary,
+                    Duration::from_micros(500),
+                    sizes.commands,
+                )
+                .await;
             }
         }
     });

@@ -6,6 +6,7 @@
 //! `LogStore::append` throughput for batches of 1 to 1 000 events; `read_all` events/s. SQLite
 //! also gets its floor: the commit of a create command in raw sqlx ([`floor`]).
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use fluvius_core::{
 };
 use uuid::Uuid;
 
+use super::delay::DelayProxy;
 use super::Row;
 
 /// A store wrapper that counts appends refused with a version conflict.
@@ -693,6 +695,10 @@ pub struct PostgresSchemas {
     url: String,
     schemas: std::sync::Mutex<Vec<String>>,
     group_commit: bool,
+    /// Stores connect through this proxy (and the label says what it adds).
+    via: Option<(std::net::SocketAddr, &'static str)>,
+    /// `PostgresOptions::ping_connections_idle_for`, when not the default.
+    ping_idle_for: Option<Duration>,
 }
 
 fn group_commit(on: bool) -> fluvius_sql::GroupCommit {
@@ -711,6 +717,8 @@ impl PostgresSchemas {
                 url,
                 schemas: std::sync::Mutex::new(Vec::new()),
                 group_commit,
+                via: None,
+                ping_idle_for: None,
             }),
             _ => None,
         }
@@ -734,8 +742,12 @@ impl PostgresSchemas {
 impl Opener for PostgresSchemas {
     fn label(&self) -> String {
         format!(
-            "PostgreSQL (FLUVIUS_TEST_PG_URL, server defaults), group commit {}",
-            if self.group_commit { "on" } else { "off" }
+            "PostgreSQL (FLUVIUS_TEST_PG_URL, server defaults{}), group commit {}{}",
+            self.via.map_or(String::new(), |(_, adds)| format!(", {adds}")),
+            if self.group_commit { "on" } else { "off" },
+            self.ping_idle_for.map_or(String::new(), |idle| format!(
+                ", connections checked after {idle:?} idle"
+            ))
         )
     }
     fn open(&self) -> BoxFuture<'_, Arc<dyn LogStore>> {
@@ -743,7 +755,21 @@ impl Opener for PostgresSchemas {
         let group_commit = group_commit(self.group_commit);
         self.schemas.lock().expect("schemas").push(schema.clone());
         Box::pin(async move {
-            let store = fluvius_sql::PostgresLogStore::builder(&self.url)
+            let options = match self.via {
+                None => fluvius_sql::PostgresLogStore::builder(&self.url),
+                Some((proxy, _)) => {
+                    let direct =
+                        sqlx::postgres::PgConnectOptions::from_str(&self.url).expect("a PostgreSQL URL");
+                    fluvius_sql::PostgresOptions::from_connect_options(
+                        direct.host(&proxy.ip().to_string()).port(proxy.port()),
+                    )
+                }
+            };
+            let options = match self.ping_idle_for {
+                Some(idle) => options.ping_connections_idle_for(idle),
+                None => options,
+            };
+            let store = options
                 .schema(&schema)
                 .max_connections(16)
                 .group_commit(group_commit)
@@ -752,5 +778,86 @@ impl Opener for PostgresSchemas {
                 .expect("connect PostgreSQL");
             Arc::new(store) as Arc<dyn LogStore>
         })
+    }
+}
+
+/// Commands per second at concurrency 1 and 64 (creates with caller-chosen ids), group commit
+/// off and on, with the PostgreSQL server of `FLUVIUS_TEST_PG_URL` behind a [`DelayProxy`]
+/// adding `delay` (plus up to 1 ms: tokio's timer) each way, as if it ran on another machine.
+/// Concurrency 1 runs a tenth of `commands`. Nothing when the URL is unset or names no TCP
+/// address.
+pub async fn over_network(rows: &mut Vec<Row>, summary: &mut Vec<Row>, delay: Duration, commands: usize) {
+    let Some(direct) = PostgresSchemas::from_env(true) else {
+        return;
+    };
+    let Ok(options) = sqlx::postgres::PgConnectOptions::from_str(&direct.url) else {
+        return;
+    };
+    let Some(server) = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+    else {
+        return;
+    };
+    let proxy = DelayProxy::start(server, delay)
+        .await
+        .expect("start the delaying proxy");
+    let adds: &'static str = Box::leak(
+        format!(
+            "through a proxy adding {}–{} ms each way",
+            delay.as_secs_f64() * 1e3,
+            delay.as_secs_f64() * 1e3 + 1.0
+        )
+        .into_boxed_str(),
+    );
+    // Group commit off, on, and on with connections checked only after a second idle.
+    let mut at = [[0.0; 2]; 3];
+    let configurations = [(false, None), (true, None), (true, Some(Duration::from_secs(1)))];
+    for (on, (group_commit, ping_idle_for)) in configurations.into_iter().enumerate() {
+        let opener = PostgresSchemas {
+            group_commit,
+            via: Some((proxy.addr, adds)),
+            ping_idle_for,
+            ..PostgresSchemas::from_env(group_commit).expect("checked above")
+        };
+        let section: &'static str = Box::leak(opener.label().into_boxed_str());
+        for (i, concurrency) in [1, 64].into_iter().enumerate() {
+            let total = if concurrency == 1 { commands / 10 } else { commands };
+            let (per_s, value) = creates(&opener, concurrency, total, fluvius_benches::create_fresh).await;
+            at[on][i] = per_s;
+            rows.push(Row {
+                section,
+                name: format!("process_command, distinct aggregates, concurrency {concurrency}"),
+                value,
+                ratio: format!("{:.2}x concurrency 1", per_s / at[on][0]),
+            });
+        }
+        opener.cleanup().await;
+    }
+    let section = "summary: group commit (distinct aggregates, commands/s)";
+    for (on, label) in [(1, "on"), (0, "off")] {
+        summary.push(Row {
+            section,
+            name: format!("PostgreSQL {adds}: concurrency 64 vs 1, group commit {label}"),
+            value: format!("{:.0} vs {:.0} cmds/s", at[on][1], at[on][0]),
+            ratio: format!("{:.2}x", at[on][1] / at[on][0]),
+        });
+    }
+    summary.push(Row {
+        section,
+        name: format!("PostgreSQL {adds}: group commit on vs off, concurrency 64"),
+        value: format!("{:.0} vs {:.0} cmds/s", at[1][1], at[0][1]),
+        ratio: format!("{:.2}x", at[1][1] / at[0][1]),
+    });
+    for (i, concurrency) in [1, 64].into_iter().enumerate() {
+        summary.push(Row {
+            section,
+            name: format!(
+                "PostgreSQL {adds}, group commit on: connections checked after 1 s idle vs before every use, concurrency {concurrency}"
+            ),
+            value: format!("{:.0} vs {:.0} cmds/s", at[2][i], at[1][i]),
+            ratio: format!("{:.2}x", at[2][i] / at[1][i]),
+        });
     }
 }
