@@ -82,18 +82,19 @@
 //! being written, the caller writes its own (counted in [`GroupCommitStats::alone`]), and
 //! appends that arrive meanwhile queue for the writers. See [`crate::group_commit`].
 //!
-//! A batch of several appends on different streams (the usual case: the domain lets one
-//! command at a time append to an aggregate) is written in bulk with one statement whatever its
-//! size, committed on its own: the events of every append (positions reserved first, in batch
-//! order) and their command records, each append's events inserted only if its stream is at
-//! the version the append expects (the stored version `expected`, or none for 0; the unique
-//! stream key refuses the next one), each command record only if its append was written. An
-//! append that the check refuses is a conflict naming the version then read; a command id
-//! carried twice in the batch is a duplicate; a recorded command id fails the statement (the
-//! commands table's unique key), and the batch is then written one savepoint per append. This
-//! one statement measured 1.30x the commands/s at concurrency 64 of the three round trips below
-//! with 0.25–1 ms added each way between the store and the server (and within noise on this
-//! machine's loopback).
+//! A batch of several appends on different streams with different command ids (the usual
+//! case: the domain lets one command at a time append to an aggregate) is written in bulk with
+//! one statement whatever its size, committed on its own: the events of every append
+//! (positions reserved first, in batch order) and their command records, each append's events
+//! inserted only if its stream has reached the version the append expects (the stored version
+//! `expected`, or none for 0), each command record only if its append was written. An append
+//! whose stream had not reached that version is refused alone: a conflict naming the version
+//! read just after, on the same connection. A stream already past the expected version (the
+//! unique stream key) or a recorded command id (the commands table's unique key) fails the
+//! statement, and the batch is then written one savepoint per append, where each failure is
+//! that append's own. This one statement measured 1.28–1.31x the commands/s at concurrency 64
+//! of the three round trips below with 0.25–1.25 ms added each way between the store and the
+//! server, and within noise on this machine's loopback.
 //!
 //! Any other batch is written in bulk with three round trips whatever its size:
 //! one query reads the versions of all its streams, one which of its command ids are recorded;

@@ -277,21 +277,28 @@ impl Rng {
 /// history) with random expected versions, sizes and command ids drawn from a small pool
 /// (one of them recorded by the history), so chains, conflicts and duplicates mix.
 struct RandomCase {
-    aggregates: [AggregateId; 3],
+    aggregates: Vec<AggregateId>,
     commands: [uuid::Uuid; 8],
     history: Vec<AppendRequest>,
     batch: Vec<AppendRequest>,
 }
 
 impl RandomCase {
-    fn new(seed: u64) -> Self {
-        let mut rng = Rng::new(seed);
-        let aggregates = [AggregateId::new(), AggregateId::new(), AggregateId::new()];
+    /// The command id pool, and what is stored before the batch: the first aggregate at
+    /// version 2, the second at version 1 with the pool's first command id recorded.
+    fn history(aggregates: &[AggregateId]) -> ([uuid::Uuid; 8], Vec<AppendRequest>) {
         let commands = [(); 8].map(|()| uuid::Uuid::new_v4());
         let history = vec![
             testing::request("thing", aggregates[0], 0, 2),
             with_command(testing::request("thing", aggregates[1], 0, 1), Some(commands[0])),
         ];
+        (commands, history)
+    }
+
+    fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let aggregates = vec![AggregateId::new(), AggregateId::new(), AggregateId::new()];
+        let (commands, history) = Self::history(&aggregates);
         // The version each aggregate reaches if every append so far went through: most appends
         // expect it (so chains form), the others a random version (conflicts).
         let mut reached = [2u64, 1, 0];
@@ -308,6 +315,43 @@ impl RandomCase {
                 match rng.below(3) {
                     0 => request,
                     _ => with_command(request, Some(commands[rng.below(commands.len() as u64) as usize])),
+                }
+            })
+            .collect();
+        Self {
+            aggregates,
+            commands,
+            history,
+            batch,
+        }
+    }
+
+    /// A random case of 12 appends on 12 aggregates (two with the same history as in
+    /// [`Self::new`]), one append each, with random expected versions, mostly fresh command
+    /// ids and now and then the recorded one: the batches PostgreSQL writes with its checked
+    /// statement, and the ones whose statement fails and are written append by append.
+    fn distinct_streams(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let aggregates: Vec<AggregateId> = (0..12).map(|_| AggregateId::new()).collect();
+        let (commands, history) = Self::history(&aggregates);
+        let reached = |i: usize| match i {
+            0 => 2,
+            1 => 1,
+            _ => 0,
+        };
+        let batch = aggregates
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                let expected = match rng.below(4) {
+                    0 => rng.below(4),
+                    _ => reached(i),
+                };
+                let request = testing::request("thing", id, expected, 1 + rng.below(2));
+                match rng.below(12) {
+                    0 => with_command(request, Some(commands[0])),
+                    1..=3 => request,
+                    _ => with_command(request, None),
                 }
             })
             .collect();
@@ -351,8 +395,12 @@ impl RandomCase {
         let (first, release) = hold.await;
         let before = stats().bulk_batches;
         let results = run_batch(store, &stats, release, &self.batch).await;
-        // The writer counts a bulk batch once it has answered every caller.
-        wait_for(&stats, |s| s.bulk_batches == before + 1).await;
+        // The writer counts a bulk batch once it has answered every caller (a batch whose
+        // stream versions come from the checked statement may instead be written append by
+        // append: no bulk batch).
+        if self.batch.len() > self.aggregates.len() {
+            wait_for(&stats, |s| s.bulk_batches == before + 1).await;
+        }
         first.await.unwrap().expect("the first append");
         self.check(seed, store, &results).await;
     }
@@ -373,7 +421,7 @@ impl RandomCase {
             let expected = Self::outcome(&reference.append(request).await);
             assert_eq!(Self::outcome(&results[i]), expected, "seed {seed}, append {i}");
         }
-        for id in self.aggregates {
+        for &id in &self.aggregates {
             let events = |stored: Vec<Event>| -> Vec<_> {
                 stored.iter().map(|e| (e.id, e.aggregate_version)).collect()
             };
@@ -386,7 +434,8 @@ impl RandomCase {
             );
             assert_eq!(ours, theirs, "seed {seed}: stream of {id}");
         }
-        for id in self.commands {
+        let batch_commands = self.batch.iter().filter_map(|r| r.command.as_ref().map(|c| c.id));
+        for id in self.commands.into_iter().chain(batch_commands) {
             let ours = store
                 .get_command(id)
                 .await
@@ -922,11 +971,12 @@ mod postgres {
         store.close().await;
     }
 
-    /// A bulk batch whose appends are all on different streams is written without reading
-    /// first: its one statement checks each append's expected version and records only the
-    /// commands of the appends it wrote. An append expecting a version its stream has not
-    /// reached is refused alone (a conflict naming the stored version) and leaves no command
-    /// record; a command id carried twice is refused before the statement.
+    /// A bulk batch whose appends are all on different streams, with different command ids, is
+    /// written without reading first: its one statement checks each append's expected version
+    /// and records only the commands of the appends it wrote. An append expecting a version its
+    /// stream has not reached is refused alone (a conflict naming the stored version), leaves no
+    /// command record, and leaves a gap at the position reserved for it (which the path that
+    /// reads first would not reserve).
     #[tokio::test]
     async fn a_bulk_batch_of_distinct_streams_checks_versions_in_its_statement() {
         let Some(url) = pg::url().await else { return };
@@ -939,15 +989,13 @@ mod postgres {
             AggregateId::new(),
             AggregateId::new(),
         );
-        let first = with_command(testing::request("thing", a, 0, 1), None);
         let requests = vec![
-            first.clone(),
+            with_command(testing::request("thing", a, 0, 1), None),
             // Continues the stored stream (at version 2).
             with_command(testing::request("thing", seed.stored, 2, 2), None),
             // Ahead of its empty stream: refused by the statement.
             with_command(testing::request("thing", z, 4, 1), None),
-            // The first append's command id again: refused before the statement.
-            with_command(testing::request("thing", e, 0, 1), Some(command_id(&first))),
+            with_command(testing::request("thing", e, 0, 1), None),
             testing::request("thing", b, 0, 2),
         ];
         let (held, release) = hold_writer(&store, &url, &schema).await;
@@ -971,6 +1019,7 @@ mod postgres {
         let stored = store.get_events("thing", seed.stored).await.unwrap();
         assert_eq!(stored.len(), 4);
         assert_eq!(stored[2..], ok(1)[..]);
+        assert_eq!(store.get_events("thing", e).await.unwrap(), *ok(3));
         assert_eq!(store.get_events("thing", b).await.unwrap(), *ok(4));
         assert!(
             matches!(
@@ -984,35 +1033,85 @@ mod postgres {
             "{:?}",
             results[2]
         );
-        assert!(
-            matches!(&results[3], Err(Error::DuplicateCommand { command_id }) if *command_id == first.command.as_ref().unwrap().id),
-            "{:?}",
-            results[3]
-        );
         assert!(store.get_events("thing", z).await.unwrap().is_empty());
-        assert!(store.get_events("thing", e).await.unwrap().is_empty());
-        for (i, recorded) in [(0, true), (1, true), (2, false)] {
+        assert_eq!(
+            ok(3)[0].position,
+            ok(1)[1].position + 2,
+            "the refused append's reserved position is skipped"
+        );
+        for (i, recorded) in [(0, true), (1, true), (2, false), (3, true)] {
             let found = store.get_command(command_id(&requests[i])).await.unwrap();
             assert_eq!(found.is_some(), recorded, "command of append {i}: {found:?}");
+            if let Some(found) = found {
+                assert_eq!(found.aggregate_id, requests[i].aggregate_id);
+            }
         }
-        let record = store.get_command(command_id(&first)).await.unwrap().unwrap();
-        assert_eq!(record.aggregate_id, a, "the duplicate did not overwrite it");
         store.close().await;
+    }
+
+    /// A command id carried by two appends of one batch: when the first is refused (its stream
+    /// is behind), nothing recorded the id, so the second is written, as it would be alone.
+    #[tokio::test]
+    async fn a_command_id_whose_first_append_is_refused_is_written_by_the_next() {
+        let Some(url) = pg::url().await else { return };
+        let (schema, _guard) = fresh_schema(&url);
+        let store = one_writer(&url, &schema).connect().await.unwrap();
+        let (z, e) = (AggregateId::new(), AggregateId::new());
+        let refused = with_command(testing::request("thing", z, 3, 1), None);
+        let requests = vec![
+            refused.clone(),
+            with_command(testing::request("thing", e, 0, 1), Some(command_id(&refused))),
+        ];
+        let (held, release) = hold_writer(&store, &url, &schema).await;
+        let stats = || store.group_commit_stats().expect("group commit is on by default");
+        let results = run_batch(&store, stats, release, &requests).await;
+        held.await.unwrap().expect("the first appends");
+        assert!(
+            matches!(
+                &results[0],
+                Err(Error::Conflict {
+                    expected: 3,
+                    actual: 0,
+                    ..
+                })
+            ),
+            "{:?}",
+            results[0]
+        );
+        let written = results[1].as_ref().expect("the second carrier is written");
+        assert_eq!(store.get_events("thing", e).await.unwrap(), *written);
+        let record = store.get_command(command_id(&refused)).await.unwrap().unwrap();
+        assert_eq!(record.aggregate_id, e);
+        store.close().await;
+    }
+
+    /// Twelve random cases made by `case`, each on a fresh schema, checked against the same
+    /// appends written one by one.
+    async fn random_cases(url: &str, case: fn(u64) -> RandomCase) {
+        for seed in 0..12 {
+            let (schema, _guard) = fresh_schema(url);
+            let store = one_writer(url, &schema).connect().await.unwrap();
+            let stats = || store.group_commit_stats().expect("group commit is on by default");
+            case(seed)
+                .run(seed, &store, stats, hold_writer(&store, url, &schema))
+                .await;
+            store.close().await;
+        }
     }
 
     /// Random batches written in bulk end exactly as the same appends written one by one.
     #[tokio::test]
     async fn random_bulk_batches_match_appends_written_one_by_one() {
         let Some(url) = pg::url().await else { return };
-        for seed in 0..12 {
-            let (schema, _guard) = fresh_schema(&url);
-            let store = one_writer(&url, &schema).connect().await.unwrap();
-            let stats = || store.group_commit_stats().expect("group commit is on by default");
-            RandomCase::new(seed)
-                .run(seed, &store, stats, hold_writer(&store, &url, &schema))
-                .await;
-            store.close().await;
-        }
+        random_cases(&url, RandomCase::new).await;
+    }
+
+    /// Random batches of appends on distinct streams (the checked statement) end exactly as the
+    /// same appends written one by one.
+    #[tokio::test]
+    async fn random_batches_on_distinct_streams_match_appends_written_one_by_one() {
+        let Some(url) = pg::url().await else { return };
+        random_cases(&url, RandomCase::distinct_streams).await;
     }
 
     /// Start a transaction on another connection that writes version 1 of `aggregate` in

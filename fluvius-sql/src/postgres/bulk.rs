@@ -62,8 +62,9 @@ RETURNING position, aggregate_version, resource, aggregate_id";
 /// the unique stream key refuses version `expected + 1` if it is stored too, failing the
 /// statement. All rows of one append are decided alike (one snapshot), so an append is written
 /// whole or not at all; the command records are inserted only for the appends written (`$26`:
-/// the id of the first event of each command record's append). A recorded command id fails the
-/// statement with the commands table's unique violation.
+/// the row number, in the event arrays, of the first event of each command record's append,
+/// which gives the position that event was written at). A recorded command id, or a stream
+/// already past an append's expected version, fails the statement with a unique violation.
 const INSERT_BULK_CHECKED: &str = "\
 WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($1) AS first),
 written AS (
@@ -81,18 +82,19 @@ written AS (
     WHERE e.expected = 0 OR EXISTS (SELECT 1 FROM fluvius_events v
         WHERE v.tenant = '' AND v.resource = e.resource AND v.aggregate_id = e.aggregate_id
             AND v.aggregate_version = e.expected)
-    RETURNING position, aggregate_version, resource, aggregate_id, id
+    RETURNING position, aggregate_version, resource, aggregate_id
 ),
 commands AS (
     INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context,
         version_before, version_after, recorded_at)
     SELECT c.id, c.namespace, c.resource, c.aggregate_id, c.action, c.args::json, c.context::json,
         c.version_before, c.version_after, c.recorded_at
-    FROM unnest($15::uuid[], $16::text[], $17::text[], $18::uuid[], $19::text[], $20::text[], $21::text[],
-            $22::bigint[], $23::bigint[], $24::timestamptz[], $26::uuid[])
+    FROM reserved,
+        unnest($15::uuid[], $16::text[], $17::text[], $18::uuid[], $19::text[], $20::text[], $21::text[],
+            $22::bigint[], $23::bigint[], $24::timestamptz[], $26::bigint[])
         AS c(id, namespace, resource, aggregate_id, action, args, context, version_before, version_after,
-            recorded_at, first_event)
-    WHERE c.first_event IN (SELECT id FROM written)
+            recorded_at, first_row)
+    WHERE reserved.first + c.first_row - 1 IN (SELECT position FROM written)
 )
 SELECT position, aggregate_version, resource, aggregate_id FROM written";
 
@@ -122,8 +124,9 @@ impl BatchTx for BulkTx {
 
 impl PostgresLogStore {
     /// Write the appends of a batch (none with transactional handlers). Appends on different
-    /// streams without snapshots: one statement that checks each append's version itself
-    /// ([`INSERT_BULK_CHECKED`]). Otherwise: one query for the
+    /// streams with different command ids, without snapshots: one statement that checks each
+    /// append's version itself ([`INSERT_BULK_CHECKED`]); an append it refuses is a conflict
+    /// naming the version read after it. Otherwise: one query for the
     /// versions of its streams, one for which of its command ids are recorded, the decision in
     /// Rust, then one statement for the events of the accepted appends (reserving their
     /// positions) and their command records, committed on its own — no `BEGIN` or `COMMIT`
@@ -131,7 +134,8 @@ impl PostgresLogStore {
     /// under `READ COMMITTED` each statement of one sees a new snapshot anyway. A batch with
     /// snapshots is written in a transaction instead, left open for the caller to commit: the
     /// same statement, then the snapshots.
-    /// Each append gets the outcome the per-append path would give it, as of those two reads.
+    /// Each append gets the outcome the per-append path would give it, as of those two reads
+    /// (or of the checked statement's snapshot).
     ///
     /// An error means a statement failed — typically a unique violation, when a writer of
     /// another transaction recorded a version or a command id of this batch after the reads —
@@ -169,12 +173,15 @@ impl PostgresLogStore {
     ) -> CoreResult<Outcomes> {
         let mut prepared: Vec<CoreResult<Prepared<'_>>> = batch.iter().map(|r| self.prepare(r)).collect();
         let (streams, command_ids) = bulk_keys(prepared.iter().flatten().map(|p| p.request));
-        // No two appends on one stream, outside a transaction: no reads first, the statement
-        // checks each append's version itself (`INSERT_BULK_CHECKED`).
-        let checked = !in_tx && streams.len() == prepared.iter().flatten().count();
+        // No two appends on one stream or with one command id, outside a transaction: no reads
+        // first, the statement checks each append's version itself (`INSERT_BULK_CHECKED`).
+        let appends = prepared.iter().flatten().count();
+        let checked = !in_tx
+            && streams.len() == appends
+            && command_ids.iter().collect::<HashSet<_>>().len() == command_ids.len();
         let verdicts = if checked {
-            // Every stream as its append expects it, nothing recorded: only a command id
-            // carried twice in the batch is refused here.
+            // Every stream as its append expects it, nothing recorded: every append goes to
+            // the statement.
             let current = streams
                 .iter()
                 .zip(prepared.iter().flatten())
@@ -198,7 +205,7 @@ impl PostgresLogStore {
         let mut aggregate_ids = Vec::new();
         let mut commands = CommandColumns::default();
         let mut expected = Vec::new();
-        let mut first_events = Vec::new();
+        let mut first_rows = Vec::new();
         let mut verdict_of = verdicts.iter();
         for (i, p) in prepared.iter_mut().enumerate() {
             let Ok(p) = p else { continue };
@@ -218,11 +225,12 @@ impl PostgresLogStore {
                 codec::clamp_i64(p.request.expected_version),
                 columns.ids.len(),
             ));
-            let first_event = columns.ids.first().copied();
+            // 1-based, as `WITH ORDINALITY` numbers the rows.
+            let first_row = events.ids.len() as i64 + 1;
             events.extend(columns);
             if let Some((record, context, before, after)) = p.command.take() {
                 commands.push(record, context, before, after);
-                first_events.push(first_event.unwrap_or_default());
+                first_rows.push(first_row);
             }
             accepted.push(i);
         }
@@ -259,7 +267,7 @@ impl PostgresLogStore {
                 .bind(&commands.after)
                 .bind(&commands.recorded_at);
             let query = if checked {
-                query.bind(&expected).bind(&first_events)
+                query.bind(&expected).bind(&first_rows)
             } else {
                 query
             };
@@ -295,16 +303,41 @@ impl PostgresLogStore {
                 self.insert_snapshot(&mut *tx, snapshot).await?;
             }
         }
+        // Appends the checked statement refused (their streams were behind the expected
+        // version): conflicts naming the version read now, on this connection. The batch is
+        // committed, so a failing read is each refused append's error, never the batch's.
+        let refused: Vec<StreamKey<'_>> = accepted
+            .iter()
+            .zip(&written)
+            .filter(|(_, positions)| positions.is_none())
+            .map(|(&i, _)| (batch[i].resource.as_str(), batch[i].aggregate_id))
+            .collect();
+        let actual = if refused.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            self.stream_versions(tx, &refused).await
+        };
         let mut results = Vec::with_capacity(written.len());
         for (&i, positions) in accepted.iter().zip(written) {
-            results.push(match positions {
-                Some(positions) => Ok(positions),
-                // Refused by the statement's version check (the stream was not at the
-                // expected version); the others are committed. Read what it is at.
-                None if checked => Err(self.conflict_or_duplicate(batch[i]).await),
-                None => Err(self.data_error(format!(
+            let request = batch[i];
+            results.push(match (positions, &actual) {
+                (Some(positions), _) => Ok(positions),
+                (None, _) if !checked => Err(self.data_error(format!(
                     "append wrote {} events but no positions came back",
-                    batch[i].events.len()
+                    request.events.len()
+                ))),
+                (None, Ok(actual)) => Err(fluvius_core::Error::Conflict {
+                    resource: request.resource.to_string(),
+                    aggregate_id: request.aggregate_id,
+                    expected: request.expected_version,
+                    actual: actual
+                        .get(&(request.resource.as_str(), request.aggregate_id))
+                        .copied()
+                        .unwrap_or(0),
+                }),
+                (None, Err(e)) => Err(self.data_error(format!(
+                    "the append was refused by its version check (nothing written), but its \
+                     stream's version could not be read: {e}"
                 ))),
             });
         }
