@@ -146,9 +146,9 @@
 //! The pool checks a connection before handing it out and reconnects as needed: when the
 //! database comes back, the store works again without being reopened. (With
 //! [`PostgresOptions::ping_connections_idle_for`] only connections idle for a while are
-//! checked, and a dropped connection that was used recently fails one operation instead.) While it is away,
-//! operations fail with [`fluvius_core::Error::Store`] naming the database (never the
-//! password) once the acquire timeout has passed.
+//! checked, and a dropped connection that was used recently fails one operation instead.)
+//! While it is away, operations fail with [`fluvius_core::Error::Store`] naming the database
+//! (never the password) once the acquire timeout has passed.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -195,6 +195,18 @@ enum SavepointFailure {
     Transaction(sqlx::Error),
 }
 
+/// The start of the `WITH` clause that inserts command records from `unnest(…)` rows aliased
+/// `c`, shared by [`INSERT_EVENTS_AND_COMMAND`] and the bulk statements (which add their own
+/// `FROM` and `WHERE`).
+macro_rules! insert_command_rows {
+    () => {
+        "INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context,
+        version_before, version_after, recorded_at)
+    SELECT c.id, c.namespace, c.resource, c.aggregate_id, c.action, c.args::json, c.context::json,
+        c.version_before, c.version_after, c.recorded_at"
+    };
+}
+
 mod bulk;
 mod checkpoint;
 mod hints;
@@ -218,7 +230,7 @@ macro_rules! insert_events {
     ($with:literal, $first:literal, $from:literal) => {
         insert_events!($with, $first, $from, "")
     };
-    ($with:literal, $first:literal, $from:literal, $end:literal) => {
+    ($with:literal, $first:literal, $from:literal, $end:expr) => {
         concat!(
             $with,
             "INSERT INTO fluvius_events (position, id, namespace, resource, aggregate_id, aggregate_version, key,
@@ -262,13 +274,13 @@ const INSERT_EVENTS_AND_COMMAND: &str = insert_events!(
     "WITH reserved AS MATERIALIZED (SELECT fluvius_reserve_positions($4) AS first),\nwritten AS (\n",
     "reserved.first",
     "reserved,",
-    "
+    concat!(
+        "
 ),
 recorded AS (
-    INSERT INTO fluvius_commands (id, namespace, resource, aggregate_id, action, args, context,
-        version_before, version_after, recorded_at)
-    SELECT c.id, c.namespace, c.resource, c.aggregate_id, c.action, c.args::json, c.context::json,
-        c.version_before, c.version_after, c.recorded_at
+    ",
+        insert_command_rows!(),
+        "
     FROM unnest($16::uuid[], $17::text[], $18::text[], $19::uuid[], $20::text[], $21::text[], $22::text[],
         $23::bigint[], $24::bigint[], $25::timestamptz[])
         AS c(id, namespace, resource, aggregate_id, action, args, context, version_before, version_after,
@@ -276,6 +288,7 @@ recorded AS (
     WHERE EXISTS (SELECT 1 FROM written)
 )
 SELECT position, aggregate_version FROM written"
+    )
 );
 
 /// The same, at positions from `$4` on, reserved beforehand for a whole group commit (only the
@@ -417,9 +430,9 @@ impl PostgresOptions {
     /// fails for it. With a longer `idle`, a recently used connection is handed out unchecked,
     /// saving one round trip per use of the pool (a command at concurrency 1 takes the pool
     /// twice: measured 1.23–1.57x its commands/s with connections never checked and the server
-    /// on the same machine, more with the server further away); the price is that after the server dropped connections, each
-    /// such connection fails the one operation that uses it next (with
-    /// [`Error::Store`](fluvius_core::Error::Store); the pool then opens a new one).
+    /// on the same machine, more with the server further away); the price is that after the
+    /// server dropped connections, each such connection fails the one operation that uses it
+    /// next (with [`Error::Store`](fluvius_core::Error::Store); the pool then opens a new one).
     pub fn ping_connections_idle_for(mut self, idle: Duration) -> Self {
         self.ping_idle_for = idle;
         self
@@ -1044,17 +1057,11 @@ impl PostgresLogStore {
             }
         };
         // The statement committed: a failure to read the positions back cannot undo it.
-        let positions = returned
-            .iter()
-            .map(|row| Ok((row.try_get(1)?, row.try_get(0)?)))
-            .collect::<sqlx::Result<Vec<(i64, i64)>>>()
-            .map_err(self.query_error("append (read positions)"))
-            .and_then(|positions| self.checked_positions(request, positions))
-            .map_err(|e| {
-                self.data_error(format!(
-                    "the append was committed, but its positions could not be read back: {e}"
-                ))
-            })?;
+        let positions = self.returned_positions(request, &returned).map_err(|e| {
+            self.data_error(format!(
+                "the append was committed, but its positions could not be read back: {e}"
+            ))
+        })?;
         Ok(positions)
     }
 
@@ -1118,12 +1125,7 @@ impl PostgresLogStore {
             self.insert_snapshot(&mut *tx, snapshot).await?;
         }
 
-        let positions = returned
-            .iter()
-            .map(|row| Ok((row.try_get(1)?, row.try_get(0)?)))
-            .collect::<sqlx::Result<Vec<(i64, i64)>>>()
-            .map_err(self.query_error("append (read positions)"))?;
-        let positions = self.checked_positions(request, positions)?;
+        let positions = self.returned_positions(request, &returned)?;
         request
             .run_transactional(
                 positions.iter().copied(),
@@ -1155,6 +1157,17 @@ impl PostgresLogStore {
 
     /// Check the positions an append got back, inside its transaction (so a mismatch rolls
     /// the append back instead of failing after the commit), in event order.
+    /// The positions of `request`'s events from the rows its insert returned (`position,
+    /// aggregate_version`), checked by [`Self::checked_positions`].
+    fn returned_positions(&self, request: &AppendRequest, rows: &[PgRow]) -> CoreResult<Vec<u64>> {
+        let positions = rows
+            .iter()
+            .map(|row| Ok((row.try_get(1)?, row.try_get(0)?)))
+            .collect::<sqlx::Result<Vec<(i64, i64)>>>()
+            .map_err(self.query_error("append (read positions)"))?;
+        self.checked_positions(request, positions)
+    }
+
     fn checked_positions(
         &self,
         request: &AppendRequest,
