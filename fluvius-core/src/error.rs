@@ -13,7 +13,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while routing, deciding, storing or replaying.
 ///
 /// Each variant has a stable, machine-readable [`code`](Error::code) that clients can act on.
-/// No variant is returned after anything was written: a command that fails leaves the log as it was.
+///
+/// A command ends in exactly one of three outcomes:
+/// - `Ok`: it was stored (or it had been, and this is the replayed first answer);
+/// - any error but [`Error::OutcomeUnknown`]: it was refused and **nothing was written**;
+/// - [`Error::OutcomeUnknown`]: the store could not tell whether it was stored. Resend it with
+///   the same command id; the resend is answered from the command record if it was.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -158,6 +163,86 @@ pub enum Error {
     /// The domain was configured inconsistently (duplicate resource or handler, bad pattern, …).
     #[error("configuration error: {0}")]
     Config(String),
+    /// The store lost track of a write: the connection broke (or the operation timed out)
+    /// while the write may have been committed, and the store could not learn in time whether
+    /// it was. The command may or may not be in the log.
+    ///
+    /// Resend the command **with the same command id**: if the first attempt was stored, the
+    /// resend is answered from its command record (`replayed = true`) and nothing is written
+    /// twice; if it was not, the resend runs it. Never retry with a new id.
+    #[error(
+        "outcome unknown{}: {message}; resend the command with the same command id (a stored command is answered from its record, never applied twice)",
+        command_id.map(|id| format!(" for command {id}")).unwrap_or_default()
+    )]
+    OutcomeUnknown {
+        /// The command whose outcome is unknown, when the write carried one.
+        command_id: Option<Uuid>,
+        /// What happened.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+    /// An operation of the log store took longer than its operation timeout. Nothing was
+    /// written (a write whose outcome cannot be told is [`Error::OutcomeUnknown`] instead).
+    #[error("{operation} on log store `{backend}` timed out after {after:?}")]
+    Timeout {
+        /// Which backend (and target, without credentials).
+        backend: Cow<'static, str>,
+        /// What the store was doing, e.g. `"append"`.
+        operation: Cow<'static, str>,
+        /// The timeout that passed.
+        after: std::time::Duration,
+    },
+    /// A transient database failure (a serialization failure, a deadlock, a database busy past
+    /// its timeout): nothing was written, and the same request may succeed when tried again.
+    /// The domain retries it like a conflict, within its [`RetryPolicy`](crate::RetryPolicy).
+    #[error("transient failure of log store `{backend}`: {message}")]
+    Transient {
+        /// Which backend (and target, without credentials).
+        backend: Cow<'static, str>,
+        /// What went wrong.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+    /// A stored event cannot be decoded (a malformed row: JSON that does not parse, metadata of
+    /// the wrong shape, …). It names the event so an operator can find and repair it.
+    #[error(
+        "stored event at position {position}{} cannot be decoded: {message}",
+        event_id.map(|id| format!(" (id {id})")).unwrap_or_default()
+    )]
+    UndecodableEvent {
+        /// The event's global position.
+        position: u64,
+        /// The event's id, when it could be read.
+        event_id: Option<Uuid>,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A stream's stored versions are not dense from 1 (a gap or a repeat): the log was
+    /// changed behind the store's back, and folding it would give a wrong state.
+    #[error("corrupt stream {resource}/{aggregate_id}: {message}")]
+    CorruptStream {
+        /// The resource of the stream.
+        resource: String,
+        /// The aggregate of the stream.
+        aggregate_id: AggregateId,
+        /// What is wrong, e.g. `"version 3 follows version 1"`.
+        message: String,
+    },
+    /// A name (resource, namespace, event key, action, tenant, handler) is not acceptable to
+    /// every store: empty, too long, or with control characters such as a NUL byte.
+    #[error("invalid {what} {name:?}: {reason}")]
+    InvalidName {
+        /// Which kind of name, e.g. `"resource"`.
+        what: &'static str,
+        /// The name as given.
+        name: String,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -187,6 +272,12 @@ impl Error {
             Error::InvalidAppend(_) => "invalid_append",
             Error::Store { .. } => "store",
             Error::Config(_) => "config",
+            Error::OutcomeUnknown { .. } => "outcome_unknown",
+            Error::Timeout { .. } => "timeout",
+            Error::Transient { .. } => "transient",
+            Error::UndecodableEvent { .. } => "undecodable_event",
+            Error::CorruptStream { .. } => "corrupt_stream",
+            Error::InvalidName { .. } => "invalid_name",
         }
     }
 
@@ -218,6 +309,20 @@ impl Error {
     /// Whether the error is an optimistic-concurrency conflict.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })
+    }
+
+    /// Whether the same request may succeed when tried again with nothing changed: a
+    /// conflict (on fresh state) or a [transient](Error::Transient) database failure. Nothing
+    /// was written in either case. The domain retries both within its retry policy.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Conflict { .. } | Error::Transient { .. })
+    }
+
+    /// Whether the command this error answers may have been stored after all
+    /// ([`Error::OutcomeUnknown`]): resend it with the same command id. Every other error
+    /// means nothing of the command was written.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown { .. })
     }
 }
 
