@@ -135,4 +135,19 @@ pub mod __private {
     pub use inventory;
     pub use serde;
     pub use serde_json;
+
+    /// Implemented by a type for itself only: `#[aggregate]` requires `ApplyPayload: SamePayload<ActionPayload>`
+    /// for each `#[apply]` method and the action that emits its event, so a fold that would
+    /// decode another type than the one recorded fails to compile.
+    #[diagnostic::on_unimplemented(
+        message = "this #[apply] method takes `{Self}`, but the action that emits its event returns `{T}`",
+        label = "expected `{T}`, the payload type of the event's action",
+        note = "an #[apply] method folds the payload its event was recorded with: take the type the #[action] returns"
+    )]
+    pub trait SamePayload<T> {}
+
+    impl<T> SamePayload<T> for T {}
+
+    /// Compiles only when `A` and `B` are the same type (see [`SamePayload`]).
+    pub const fn same_payload<A: SamePayload<B>, B>() {}
 }

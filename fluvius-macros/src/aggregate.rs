@@ -437,6 +437,28 @@ fn generate(model: &Model) -> TokenStream {
         })
     });
 
+    // Each fold must take the payload type its event's action returns: a fold of another
+    // type would compile and then fail on every replay. Checked with a trait bound spanned on
+    // the fold's parameter type, so the error points at it.
+    let payload_checks: Vec<TokenStream> = applies
+        .iter()
+        .filter_map(|ap| {
+            let apply_ty = ap.payload_ty.as_ref()?;
+            let action = actions.iter().find(|a| a.evt_key.value() == ap.key.value())?;
+            let (action_ty, _) = action.output.as_ref()?;
+            Some(quote_spanned! {apply_ty.span()=>
+                #krate::__private::same_payload::<#apply_ty, #action_ty>();
+            })
+        })
+        .collect();
+    let payload_check = (!payload_checks.is_empty()).then(|| {
+        quote! {
+            #[doc(hidden)]
+            #[allow(dead_code)]
+            const __FLUVIUS_PAYLOAD_TYPES: () = { #(#payload_checks)* };
+        }
+    });
+
     let constructors = with_args.iter().map(|a| {
         let ctor = format_ident!("{}_command", a.method);
         let name = &a.name;
@@ -489,6 +511,7 @@ fn generate(model: &Model) -> TokenStream {
         const _: () = {
             #(#arg_structs)*
 
+            #[automatically_derived]
             impl #krate::Aggregate for #self_ty {
                 const RESOURCE: &'static str = #resource;
                 #snapshot_every
@@ -519,7 +542,9 @@ fn generate(model: &Model) -> TokenStream {
                 }
             }
 
+            #[automatically_derived]
             impl #self_ty {
+                #payload_check
                 #(#consts)*
                 #(#constructors)*
             }

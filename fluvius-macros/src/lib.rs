@@ -34,6 +34,10 @@ pub fn action(attr: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Mark a method of an `#[aggregate]` impl as the fold of one event key: `#[apply("user-created")]`.
+///
+/// The method takes `&mut self` and the event's payload by value, and that payload type must be
+/// the one the `#[action]` emitting the key returns: another type is a compile error pointing at
+/// the parameter (it would otherwise fail on every replay).
 #[proc_macro_attribute]
 pub fn apply(attr: TokenStream, item: TokenStream) -> TokenStream {
     apply::misplaced(attr.into(), item.into()).into()
