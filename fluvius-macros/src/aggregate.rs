@@ -14,7 +14,7 @@ use crate::apply::ApplyMethod;
 use crate::case::{kebab, screaming};
 use crate::ctxt::Ctxt;
 use crate::item::expect_item;
-use crate::lit::int_at_least;
+use crate::lit::{int_at_least, CratePath};
 
 mod kw {
     syn::custom_keyword!(resource);
@@ -30,9 +30,12 @@ struct AggregateAttr {
     snapshot_every: Option<u64>,
     /// An integer from 1 to `u32::MAX`.
     state_version: Option<u32>,
+    /// `crate = "path"`: where generated code finds `fluvius_core`.
+    krate: Option<CratePath>,
 }
 
-const EXPECTED_KEYS: &str = "expected `resource = \"...\"`, `snapshot_every = N` or `state_version = N`";
+const EXPECTED_KEYS: &str =
+    "expected `resource = \"...\"`, `snapshot_every = N`, `state_version = N` or `crate = \"path\"`";
 
 impl Parse for AggregateAttr {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -84,6 +87,15 @@ impl Parse for AggregateAttr {
                         "`state_version` is specified more than once",
                     ));
                 }
+            } else if input.peek(Token![crate]) {
+                let key: Token![crate] = input.parse()?;
+                let path = CratePath::parse_value(input)?;
+                if attr.krate.replace(path).is_some() {
+                    return Err(syn::Error::new_spanned(
+                        key,
+                        "`crate` is specified more than once",
+                    ));
+                }
             } else if input.peek(Ident::peek_any) {
                 let key: Ident = input.call(Ident::parse_any)?;
                 return Err(syn::Error::new_spanned(
@@ -111,6 +123,7 @@ impl Parse for AggregateAttr {
 /// wherever the aggregate is used.
 struct Model {
     self_ty: syn::Type,
+    krate: CratePath,
     resource: String,
     snapshot_every: Option<u64>,
     state_version: Option<u32>,
@@ -235,6 +248,7 @@ fn parse_model(cx: &mut Ctxt, item: &mut ItemImpl, attr: AggregateAttr) -> Optio
     }
     ok.then(|| Model {
         self_ty: (*item.self_ty).clone(),
+        krate: attr.krate.clone().unwrap_or_default(),
         resource,
         snapshot_every: attr.snapshot_every,
         state_version: attr.state_version,
@@ -337,7 +351,8 @@ fn check(cx: &mut Ctxt, model: &Model) {
 fn generate(model: &Model) -> TokenStream {
     let self_ty = &model.self_ty;
     let resource = &model.resource;
-    let krate = quote!(::fluvius_core);
+    let krate = model.krate.tokens();
+    let serde_crate = format!("{}::__private::serde", krate.to_string().replace(' ', ""));
     let snapshot_every = model.snapshot_every.map(|n| {
         quote! { const SNAPSHOT_EVERY: ::core::option::Option<u64> = ::core::option::Option::Some(#n); }
     });
@@ -384,9 +399,10 @@ fn generate(model: &Model) -> TokenStream {
         });
         let generics = (!params.is_empty()).then(|| quote! { <#(#params),*> });
         // The derived impls carry the span of the parameters too, for the notes of those errors.
+        let krate = model.krate.tokens_at(a.params_span);
         quote_spanned! {a.params_span=>
-            #[derive(::fluvius_core::__private::serde::Serialize, ::fluvius_core::__private::serde::Deserialize)]
-            #[serde(crate = "::fluvius_core::__private::serde", deny_unknown_fields)]
+            #[derive(#krate::__private::serde::Serialize, #krate::__private::serde::Deserialize)]
+            #[serde(crate = #serde_crate, deny_unknown_fields)]
             #[allow(non_camel_case_types)]
             struct #ident #generics { #(#fields,)* }
         }

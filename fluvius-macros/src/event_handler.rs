@@ -11,10 +11,10 @@ use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Lit, LitInt, LitStr, ReturnT
 
 use crate::ctxt::Ctxt;
 use crate::item::expect_item;
-use crate::lit::int_at_least;
+use crate::lit::{int_at_least, CratePath};
 
-const OPTIONS: &str = "expected `name = \"...\"`, `max_attempts = N`, `base_backoff_ms = N` or \
-                       `max_backoff_ms = N` after the pattern";
+const OPTIONS: &str = "expected `name = \"...\"`, `max_attempts = N`, `base_backoff_ms = N`, \
+                       `max_backoff_ms = N` or `crate = \"path\"` after the pattern";
 
 /// The attribute: a pattern, then options in any order.
 struct HandlerAttr {
@@ -22,6 +22,8 @@ struct HandlerAttr {
     /// `name = "stable-name"`.
     name: Option<LitStr>,
     retry: RetryAttr,
+    /// `crate = "path"`: where generated code finds `fluvius_core`.
+    krate: Option<CratePath>,
 }
 
 /// The handler's own retry policy, as far as the attribute gives it (the rest comes from the
@@ -80,6 +82,7 @@ impl Parse for HandlerAttr {
         }
         let pattern: Expr = input.parse()?;
         let mut name = None;
+        let mut krate = None;
         let mut retry = RetryAttr::default();
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
@@ -100,6 +103,10 @@ impl Parse for HandlerAttr {
                 )
             };
             match key.to_string().as_str() {
+                "crate" => {
+                    let path = CratePath::parse_value(input)?;
+                    once(&mut krate, &key, path)?;
+                }
                 "name" => {
                     let lit: LitStr = value(input, |input| input.parse())?;
                     if lit.value().is_empty() {
@@ -140,7 +147,12 @@ impl Parse for HandlerAttr {
                 ));
             }
         }
-        Ok(HandlerAttr { pattern, name, retry })
+        Ok(HandlerAttr {
+            pattern,
+            name,
+            retry,
+            krate,
+        })
     }
 }
 
@@ -236,7 +248,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
 
     let ident = &sig.ident;
-    let krate = quote!(::fluvius_core);
+    let krate = attr.krate.clone().unwrap_or_default().tokens();
     let retry = attr.retry.expr(&krate);
     let name = match attr.name {
         Some(lit) => quote! { #lit },

@@ -21,6 +21,10 @@ use proc_macro::TokenStream;
 /// defaults to the type name in kebab case; `snapshot_every` (a positive integer) sets
 /// `Aggregate::SNAPSHOT_EVERY` (default: no snapshots); `state_version` (1 or more) sets
 /// `Aggregate::STATE_VERSION` (default 1; bump it when the state's shape changes).
+///
+/// `crate = "my_app::fluvius"` (here and on `#[event_handler]` and `#[upcast]`) names the path
+/// generated code reaches `fluvius_core` by, for a crate that re-exports Fluvius to its users
+/// (default `::fluvius_core`).
 #[proc_macro_attribute]
 pub fn aggregate(attr: TokenStream, item: TokenStream) -> TokenStream {
     aggregate::expand(attr.into(), item.into()).into()
@@ -53,7 +57,8 @@ pub fn apply(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///   first retry, doubled with each) and `max_backoff_ms = N` (the cap on one pause): the
 ///   handler's own retry policy before an event is parked for it,
 ///   `fluvius_core::HandlerRetry`. Each one left out comes from the domain's
-///   `DispatchOptions::retry`; `DispatchOptions::handler_retry` overrides them by name.
+///   `DispatchOptions::retry`; `DispatchOptions::handler_retry` overrides them by name;
+/// - `crate = "path"`: where the generated code finds `fluvius_core` (see `#[aggregate]`).
 #[proc_macro_attribute]
 pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     event_handler::expand(attr.into(), item.into()).into()
@@ -61,7 +66,8 @@ pub fn event_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Register a `fn(serde_json::Value) -> Result<serde_json::Value, fluvius_core::UpcastError>`
 /// that lifts the payload of an event key from schema version `from` to `from + 1`, applied on
-/// every read of older events: `#[upcast("user-created", from = 1)]`.
+/// every read of older events: `#[upcast("user-created", from = 1)]`. Takes `crate = "path"`
+/// like `#[aggregate]`.
 #[proc_macro_attribute]
 pub fn upcast(attr: TokenStream, item: TokenStream) -> TokenStream {
     upcast::expand(attr.into(), item.into()).into()

@@ -8,17 +8,20 @@ use syn::{Expr, FnArg, Ident, ItemFn, Lit, LitInt, ReturnType, Token};
 
 use crate::ctxt::Ctxt;
 use crate::item::expect_item;
+use crate::lit::CratePath;
 
 mod kw {
     syn::custom_keyword!(from);
 }
 
-const USAGE: &str = "expected `#[upcast(\"event-key\", from = N)]`";
+const USAGE: &str = "expected `#[upcast(\"event-key\", from = N)]` (and optionally `crate = \"path\"`)";
 
 /// `"key", from = N`, as written (checked after parsing, so every mistake is reported).
 struct UpcastAttr {
     key: Expr,
     from: Option<LitInt>,
+    /// `crate = "path"`: where generated code finds `fluvius_core`.
+    krate: Option<CratePath>,
 }
 
 impl Parse for UpcastAttr {
@@ -28,6 +31,7 @@ impl Parse for UpcastAttr {
         }
         let key: Expr = input.parse()?;
         let mut from = None;
+        let mut krate = None;
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
@@ -49,6 +53,14 @@ impl Parse for UpcastAttr {
                         "`from` is specified more than once",
                     ));
                 }
+            } else if input.peek(Token![crate]) {
+                let token: Token![crate] = input.parse()?;
+                if krate.replace(CratePath::parse_value(input)?).is_some() {
+                    return Err(syn::Error::new_spanned(
+                        token,
+                        "`crate` is specified more than once",
+                    ));
+                }
             } else if input.peek(Ident::peek_any) {
                 let key: Ident = input.call(Ident::parse_any)?;
                 return Err(syn::Error::new_spanned(
@@ -59,7 +71,7 @@ impl Parse for UpcastAttr {
                 return Err(input.error(USAGE));
             }
         }
-        Ok(UpcastAttr { key, from })
+        Ok(UpcastAttr { key, from, krate })
     }
 }
 
@@ -143,7 +155,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
 
     let ident = &sig.ident;
-    let krate = quote!(::fluvius_core);
+    let krate = attr
+        .as_ref()
+        .and_then(|a| a.krate.clone())
+        .unwrap_or_default()
+        .tokens();
     let fn_name = ident.to_string();
     // The coercion to `UpcastFn` checks the signature; a mismatch is reported on the name.
     let checked = quote_spanned! {ident.span()=> #ident };
