@@ -3,18 +3,11 @@
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::parse::ParseStream;
-use syn::punctuated::Punctuated;
-use syn::{FnArg, Ident, ImplItemFn, LitInt, LitStr, Pat, ReturnType, Token, Type};
+use syn::{FnArg, Ident, ImplItemFn, LitInt, LitStr, Pat, ReturnType, Type};
 
+use crate::attr::{once, unknown, Args};
 use crate::case::kebab;
 use crate::ctxt::Ctxt;
-
-mod kw {
-    syn::custom_keyword!(evt_key);
-    syn::custom_keyword!(resources);
-    syn::custom_keyword!(version);
-    syn::custom_keyword!(name);
-}
 
 /// The parsed `#[action(...)]` attribute; keeps the literals for spans.
 #[derive(Default)]
@@ -28,83 +21,37 @@ pub(crate) struct ActionAttr {
     pub(crate) rejected: bool,
 }
 
+/// What `#[action(...)]` takes.
+const EXPECTED: &str =
+    "expected `evt_key = \"...\"`, `resources = [\"...\"]`, `version = N` or `name = \"...\"`";
+
 impl ActionAttr {
-    /// Parse `key = value, …`. Syntax errors stop the parse; repeated or invalid values are
-    /// reported to `cx` and parsing goes on, so every such mistake is shown at once.
+    /// Read `key = value, …`. A syntax error stops the parse; every repeated, unknown or
+    /// invalid value is reported to `cx` and reading goes on, so every such mistake is shown at
+    /// once.
     fn parse(cx: &mut Ctxt, input: ParseStream<'_>) -> syn::Result<Self> {
+        let args = Args::parse(input, 0, EXPECTED)?;
         let mut attr = ActionAttr::default();
-        while !input.is_empty() {
-            let lookahead = input.lookahead1();
-            if lookahead.peek(kw::evt_key) {
-                let key = key_eq(input)?;
-                let lit: LitStr = input.parse()?;
-                if lit.value().is_empty() {
-                    attr.reject(cx, &lit, "`evt_key` must not be empty");
-                } else {
-                    attr.set_once(cx, |a| &mut a.evt_key, lit, &key);
+        for entry in &args.entries {
+            let key = &entry.key;
+            let accepted = match key.to_string().as_str() {
+                "evt_key" => Args::str(cx, entry, "\"user-created\"")
+                    .is_some_and(|lit| once(cx, &mut attr.evt_key, key, lit)),
+                "resources" => Args::str_list(cx, entry, "a resource name", "[\"user\"]")
+                    .is_some_and(|list| once(cx, &mut attr.resources, key, list)),
+                "version" => Args::int::<u32>(cx, entry, 1, "1 or more: versions start at 1", 2)
+                    .is_some_and(|(_, lit)| once(cx, &mut attr.version, key, lit)),
+                "name" => Args::str(cx, entry, "\"create-user\"")
+                    .is_some_and(|lit| once(cx, &mut attr.name, key, lit)),
+                _ => {
+                    unknown(cx, "action", key, EXPECTED);
+                    false
                 }
-            } else if lookahead.peek(kw::resources) {
-                let key = key_eq(input)?;
-                let content;
-                syn::bracketed!(content in input);
-                let list: Punctuated<LitStr, Token![,]> = Punctuated::parse_terminated(&content)?;
-                let mut resources = Vec::with_capacity(list.len());
-                for lit in list {
-                    if lit.value().is_empty() {
-                        attr.reject(cx, &lit, "a resource name must not be empty");
-                    } else {
-                        resources.push(lit);
-                    }
-                }
-                attr.set_once(cx, |a| &mut a.resources, resources, &key);
-            } else if lookahead.peek(kw::version) {
-                let key = key_eq(input)?;
-                let lit: LitInt = input.parse()?;
-                match lit.base10_parse::<u32>() {
-                    Ok(0) => attr.reject(cx, &lit, "`version` starts at 1"),
-                    Ok(_) => attr.set_once(cx, |a| &mut a.version, lit, &key),
-                    Err(e) => {
-                        cx.push(e);
-                        attr.rejected = true;
-                    }
-                }
-            } else if lookahead.peek(kw::name) {
-                let key = key_eq(input)?;
-                let lit: LitStr = input.parse()?;
-                if lit.value().is_empty() {
-                    attr.reject(cx, &lit, "`name` must not be empty");
-                } else {
-                    attr.set_once(cx, |a| &mut a.name, lit, &key);
-                }
-            } else {
-                return Err(lookahead.error());
-            }
-            if !input.is_empty() {
-                input.parse::<Token![,]>()?;
-            }
+            };
+            attr.rejected |= !accepted;
         }
         Ok(attr)
     }
-
-    fn reject<T: quote::ToTokens>(&mut self, cx: &mut Ctxt, tokens: T, message: &str) {
-        cx.error_spanned_by(tokens, message);
-        self.rejected = true;
-    }
-
-    fn set_once<T>(&mut self, cx: &mut Ctxt, slot: fn(&mut Self) -> &mut Option<T>, value: T, key: &Ident) {
-        if slot(self).is_some() {
-            self.reject(cx, key, &format!("`{key}` is specified more than once"));
-        } else {
-            *slot(self) = Some(value);
-        }
-    }
-}
-
-/// Parse `key =`, returning the key (keywords included, for spans).
-fn key_eq(input: ParseStream<'_>) -> syn::Result<Ident> {
-    let key: Ident = input.call(syn::ext::IdentExt::parse_any)?;
-    input.parse::<Token![=]>()?;
-    Ok(key)
 }
 
 /// One argument of an action: becomes a field of the command's typed payload.

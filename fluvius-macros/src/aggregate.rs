@@ -4,23 +4,15 @@ use std::collections::{HashMap, HashSet};
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
-use syn::ext::IdentExt;
-use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{Attribute, Ident, ImplItem, ItemImpl, LitStr, Token};
+use syn::{Attribute, Ident, ImplItem, ItemImpl, LitStr};
 
 use crate::action::ActionMethod;
 use crate::apply::ApplyMethod;
+use crate::attr::{once, unknown, Args, CratePath};
 use crate::case::{kebab, screaming};
 use crate::ctxt::Ctxt;
 use crate::item::expect_item;
-use crate::lit::{int_at_least, CratePath};
-
-mod kw {
-    syn::custom_keyword!(resource);
-    syn::custom_keyword!(snapshot_every);
-    syn::custom_keyword!(state_version);
-}
 
 /// `#[aggregate(resource = "user", snapshot_every = 100, state_version = 2)]`.
 #[derive(Default)]
@@ -37,82 +29,46 @@ struct AggregateAttr {
 const EXPECTED_KEYS: &str =
     "expected `resource = \"...\"`, `snapshot_every = N`, `state_version = N` or `crate = \"path\"`";
 
-impl Parse for AggregateAttr {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+impl AggregateAttr {
+    /// Read the arguments, reporting every mistake to `cx` (a rejected value is left out).
+    fn read(cx: &mut Ctxt, args: Args) -> Self {
         let mut attr = AggregateAttr::default();
-        while !input.is_empty() {
-            if input.peek(kw::resource) {
-                let key: kw::resource = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let lit: LitStr = input.parse()?;
-                if attr.resource.is_some() {
-                    return Err(syn::Error::new_spanned(
-                        key,
-                        "`resource` is specified more than once",
-                    ));
+        for entry in &args.entries {
+            let key = &entry.key;
+            match key.to_string().as_str() {
+                "resource" => {
+                    if let Some(lit) = Args::str(cx, entry, "\"user\"") {
+                        once(cx, &mut attr.resource, key, lit);
+                    }
                 }
-                if lit.value().is_empty() {
-                    return Err(syn::Error::new_spanned(&lit, "`resource` must not be empty"));
+                "snapshot_every" => {
+                    let what = "a positive number of events (leave it out for no snapshots)";
+                    if let Some((n, _)) = Args::int::<u64>(cx, entry, 1, what, 100) {
+                        once(cx, &mut attr.snapshot_every, key, n);
+                    }
                 }
-                attr.resource = Some(lit);
-            } else if input.peek(kw::snapshot_every) {
-                let key: kw::snapshot_every = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let (n, _) = int_at_least::<u64>(
-                    input,
-                    "snapshot_every",
-                    1,
-                    "a positive number of events (leave it out for no snapshots)",
-                    100,
-                )?;
-                if attr.snapshot_every.replace(n).is_some() {
-                    return Err(syn::Error::new_spanned(
-                        key,
-                        "`snapshot_every` is specified more than once",
-                    ));
+                "state_version" => {
+                    let what = "a version from 1 to 4294967295 (a u32)";
+                    if let Some((n, _)) = Args::int::<u32>(cx, entry, 1, what, 2) {
+                        once(cx, &mut attr.state_version, key, n);
+                    }
                 }
-            } else if input.peek(kw::state_version) {
-                let key: kw::state_version = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let (n, _) = int_at_least::<u32>(
-                    input,
-                    "state_version",
-                    1,
-                    "a version from 1 to 4294967295 (a u32)",
-                    2,
-                )?;
-                if attr.state_version.replace(n).is_some() {
-                    return Err(syn::Error::new_spanned(
-                        key,
-                        "`state_version` is specified more than once",
-                    ));
+                "crate" => {
+                    if let Some(path) = Args::crate_path(cx, entry) {
+                        once(cx, &mut attr.krate, key, path);
+                    }
                 }
-            } else if input.peek(Token![crate]) {
-                let key: Token![crate] = input.parse()?;
-                let path = CratePath::parse_value(input)?;
-                if attr.krate.replace(path).is_some() {
-                    return Err(syn::Error::new_spanned(
-                        key,
-                        "`crate` is specified more than once",
-                    ));
-                }
-            } else if input.peek(Ident::peek_any) {
-                let key: Ident = input.call(Ident::parse_any)?;
-                return Err(syn::Error::new_spanned(
-                    &key,
-                    format!(
-                        "unknown #[aggregate] argument `{key}`: {EXPECTED_KEYS} \
-                         (`evt_key`, `resources`, `version` and `name` go on each #[action])"
+                _ => unknown(
+                    cx,
+                    "aggregate",
+                    key,
+                    &format!(
+                        "{EXPECTED_KEYS} (`evt_key`, `resources`, `version` and `name` go on each #[action])"
                     ),
-                ));
-            } else {
-                return Err(input.error(EXPECTED_KEYS));
-            }
-            if !input.is_empty() {
-                input.parse::<Token![,]>()?;
+                ),
             }
         }
-        Ok(attr)
+        attr
     }
 }
 
@@ -152,12 +108,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(tokens) => return tokens,
     };
     let mut cx = Ctxt::default();
-    let attr: AggregateAttr = match syn::parse2(attr) {
-        Ok(a) => a,
-        Err(e) => {
-            cx.push(e);
-            AggregateAttr::default()
-        }
+    let attr = match Args::parse_tokens(&mut cx, attr, 0, EXPECTED_KEYS) {
+        Some(args) => AggregateAttr::read(&mut cx, args),
+        None => AggregateAttr::default(),
     };
     // Strips our attributes from `item`, which is re-emitted whatever happens.
     let model = parse_model(&mut cx, &mut item, attr);

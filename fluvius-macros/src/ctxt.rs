@@ -24,15 +24,9 @@ impl Ctxt {
         }
     }
 
-    /// Parse an attribute's arguments; a parse error is reported here and gives `None`.
-    pub(crate) fn parse<T: syn::parse::Parse>(&mut self, tokens: TokenStream) -> Option<T> {
-        match syn::parse2::<T>(tokens) {
-            Ok(parsed) => Some(parsed),
-            Err(e) => {
-                self.push(e);
-                None
-            }
-        }
+    /// How many errors were reported so far.
+    pub(crate) fn len(&self) -> usize {
+        self.errors.as_ref().map_or(0, |e| e.clone().into_iter().count())
     }
 
     /// `Ok(())` if nothing was reported, else every error as one `compile_error!` stream.

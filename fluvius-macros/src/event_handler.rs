@@ -4,14 +4,12 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
-use syn::ext::IdentExt;
-use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Lit, LitInt, LitStr, ReturnType, Token, Type};
+use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Lit, LitInt, LitStr, ReturnType, Type};
 
+use crate::attr::{once, unknown, Args, CratePath};
 use crate::ctxt::Ctxt;
 use crate::item::expect_item;
-use crate::lit::{int_at_least, CratePath};
 
 const OPTIONS: &str = "expected `name = \"...\"`, `max_attempts = N`, `base_backoff_ms = N`, \
                        `max_backoff_ms = N` or `crate = \"path\"` after the pattern";
@@ -55,104 +53,68 @@ impl RetryAttr {
     }
 }
 
-/// Store the value of option `key`, unless it was given before.
-fn once<T>(slot: &mut Option<T>, key: &Ident, value: T) -> syn::Result<()> {
-    if slot.replace(value).is_some() {
-        return Err(syn::Error::new_spanned(
-            key,
-            format!("`{key}` is specified more than once"),
-        ));
-    }
-    Ok(())
-}
+const MISSING_PATTERN: &str =
+    "expected an event-key pattern: `#[event_handler(\"user-created\")]`, `\"*\"` or `\"user-*\"`";
 
-/// `= value`, the value read by `value`.
-fn value<T>(input: ParseStream<'_>, value: impl FnOnce(ParseStream<'_>) -> syn::Result<T>) -> syn::Result<T> {
-    input.parse::<Token![=]>()?;
-    value(input)
-}
-
-impl Parse for HandlerAttr {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        if input.is_empty() {
-            return Err(syn::Error::new(
-                Span::call_site(),
-                "expected an event-key pattern: `#[event_handler(\"user-created\")]`, `\"*\"` or `\"user-*\"`",
-            ));
-        }
-        let pattern: Expr = input.parse()?;
-        let mut name = None;
-        let mut krate = None;
-        let mut retry = RetryAttr::default();
-        while !input.is_empty() {
-            input.parse::<Token![,]>()?;
-            if input.is_empty() {
-                break;
-            }
-            if !input.peek(Ident::peek_any) {
-                return Err(input.error(OPTIONS));
-            }
-            let key: Ident = input.call(Ident::parse_any)?;
-            let ms = |input: ParseStream<'_>| {
-                int_at_least::<u64>(
-                    input,
-                    &key.to_string(),
-                    0,
-                    "a whole number of milliseconds (0 or more)",
-                    100,
-                )
-            };
+impl HandlerAttr {
+    /// Read the pattern and the options, reporting every mistake to `cx`. `None` when there
+    /// is no pattern (reported).
+    fn read(cx: &mut Ctxt, args: Args) -> Option<Self> {
+        let Some(pattern) = args.positional.into_iter().next() else {
+            cx.push(syn::Error::new(Span::call_site(), MISSING_PATTERN));
+            return None;
+        };
+        let mut attr = HandlerAttr {
+            pattern,
+            name: None,
+            retry: RetryAttr::default(),
+            krate: None,
+        };
+        let ms = "a whole number of milliseconds (0 or more)";
+        for entry in &args.entries {
+            let key = &entry.key;
             match key.to_string().as_str() {
-                "crate" => {
-                    let path = CratePath::parse_value(input)?;
-                    once(&mut krate, &key, path)?;
-                }
                 "name" => {
-                    let lit: LitStr = value(input, |input| input.parse())?;
-                    if lit.value().is_empty() {
-                        return Err(syn::Error::new_spanned(&lit, "`name` must not be empty"));
+                    if let Some(lit) = Args::str(cx, entry, "\"welcome-mailer\"") {
+                        once(cx, &mut attr.name, key, lit);
                     }
-                    once(&mut name, &key, lit)?;
                 }
                 "max_attempts" => {
-                    let (n, _) = value(input, |input| {
-                        int_at_least::<u32>(
-                            input,
-                            "max_attempts",
-                            1,
-                            "from 1 to 4294967295: the attempts in all, the first included (1 = no retry)",
-                            5,
-                        )
-                    })?;
-                    once(&mut retry.max_attempts, &key, n)?;
+                    let what = "from 1 to 4294967295: the attempts in all, the first included (1 = no retry)";
+                    if let Some((n, _)) = Args::int::<u32>(cx, entry, 1, what, 5) {
+                        once(cx, &mut attr.retry.max_attempts, key, n);
+                    }
                 }
-                "base_backoff_ms" => once(&mut retry.base_backoff_ms, &key, value(input, ms)?)?,
-                "max_backoff_ms" => once(&mut retry.max_backoff_ms, &key, value(input, ms)?.0)?,
-                _ => {
-                    return Err(syn::Error::new_spanned(
-                        &key,
-                        format!("unknown #[event_handler] argument `{key}`: {OPTIONS}"),
-                    ))
+                "base_backoff_ms" => {
+                    if let Some(value) = Args::int::<u64>(cx, entry, 0, ms, 100) {
+                        once(cx, &mut attr.retry.base_backoff_ms, key, value);
+                    }
                 }
+                "max_backoff_ms" => {
+                    if let Some((n, _)) = Args::int::<u64>(cx, entry, 0, ms, 100) {
+                        once(cx, &mut attr.retry.max_backoff_ms, key, n);
+                    }
+                }
+                "crate" => {
+                    if let Some(path) = Args::crate_path(cx, entry) {
+                        once(cx, &mut attr.krate, key, path);
+                    }
+                }
+                _ => unknown(cx, "event_handler", key, OPTIONS),
             }
         }
-        if let (Some((base, lit)), Some(max)) = (&retry.base_backoff_ms, retry.max_backoff_ms) {
+        if let (Some((base, lit)), Some(max)) = (&attr.retry.base_backoff_ms, attr.retry.max_backoff_ms) {
             if *base > max {
-                return Err(syn::Error::new_spanned(
+                cx.error_spanned_by(
                     lit,
                     format!(
                         "`base_backoff_ms` ({base}) is above `max_backoff_ms` ({max}): \
                          every pause would be cut to the cap"
                     ),
-                ));
+                );
             }
         }
-        Ok(HandlerAttr {
-            pattern,
-            name,
-            retry,
-            krate,
-        })
+        Some(attr)
     }
 }
 
@@ -180,7 +142,8 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(tokens) => return tokens,
     };
     let mut cx = Ctxt::default();
-    let attr = cx.parse::<HandlerAttr>(attr);
+    let attr =
+        Args::parse_tokens(&mut cx, attr, 1, OPTIONS).and_then(|args| HandlerAttr::read(&mut cx, args));
     let pattern = attr.as_ref().and_then(|a| match &a.pattern {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => {
             if let Some(problem) = pattern_problem(&s.value()) {

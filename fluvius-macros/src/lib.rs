@@ -5,11 +5,11 @@
 mod action;
 mod aggregate;
 mod apply;
+mod attr;
 mod case;
 mod ctxt;
 mod event_handler;
 mod item;
-mod lit;
 mod upcast;
 
 use proc_macro::TokenStream;

@@ -2,17 +2,11 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
-use syn::ext::IdentExt;
-use syn::parse::{Parse, ParseStream};
-use syn::{Expr, FnArg, Ident, ItemFn, Lit, LitInt, ReturnType, Token};
+use syn::{Expr, FnArg, ItemFn, Lit, LitInt, ReturnType};
 
+use crate::attr::{once, unknown, Args, CratePath};
 use crate::ctxt::Ctxt;
 use crate::item::expect_item;
-use crate::lit::CratePath;
-
-mod kw {
-    syn::custom_keyword!(from);
-}
 
 const USAGE: &str = "expected `#[upcast(\"event-key\", from = N)]` (and optionally `crate = \"path\"`)";
 
@@ -22,56 +16,50 @@ struct UpcastAttr {
     from: Option<LitInt>,
     /// `crate = "path"`: where generated code finds `fluvius_core`.
     krate: Option<CratePath>,
+    /// Some argument was reported already: what it stood for is not missing as well.
+    rejected: bool,
 }
 
-impl Parse for UpcastAttr {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        if input.is_empty() {
-            return Err(syn::Error::new(Span::call_site(), USAGE));
-        }
-        let key: Expr = input.parse()?;
-        let mut from = None;
-        let mut krate = None;
-        while !input.is_empty() {
-            input.parse::<Token![,]>()?;
-            if input.is_empty() {
-                break;
-            }
-            if input.peek(kw::from) {
-                let token: kw::from = input.parse()?;
-                input.parse::<Token![=]>()?;
-                let lit: Lit = input.parse()?;
-                let Lit::Int(int) = lit else {
-                    return Err(syn::Error::new_spanned(
-                        lit,
+impl UpcastAttr {
+    /// Read the key and the options, reporting every mistake to `cx`. `None` when there is no
+    /// key (reported).
+    fn read(cx: &mut Ctxt, args: Args) -> Option<Self> {
+        let Some(key) = args.positional.into_iter().next() else {
+            cx.push(syn::Error::new(Span::call_site(), USAGE));
+            return None;
+        };
+        let mut attr = UpcastAttr {
+            key,
+            from: None,
+            krate: None,
+            rejected: false,
+        };
+        for entry in &args.entries {
+            let name = &entry.key;
+            let reported = cx.len();
+            match name.to_string().as_str() {
+                "from" => match &entry.value {
+                    Some(Expr::Lit(syn::ExprLit {
+                        lit: Lit::Int(int), ..
+                    })) => {
+                        once(cx, &mut attr.from, name, int.clone());
+                    }
+                    Some(other) => cx.error_spanned_by(
+                        other,
                         "`from` must be an integer literal: the schema version this upcaster lifts from",
-                    ));
-                };
-                if from.replace(int).is_some() {
-                    return Err(syn::Error::new_spanned(
-                        token,
-                        "`from` is specified more than once",
-                    ));
+                    ),
+                    None => cx.error_spanned_by(name, "`from` needs a value: `from = 1`"),
+                },
+                "crate" => {
+                    if let Some(path) = Args::crate_path(cx, entry) {
+                        once(cx, &mut attr.krate, name, path);
+                    }
                 }
-            } else if input.peek(Token![crate]) {
-                let token: Token![crate] = input.parse()?;
-                if krate.replace(CratePath::parse_value(input)?).is_some() {
-                    return Err(syn::Error::new_spanned(
-                        token,
-                        "`crate` is specified more than once",
-                    ));
-                }
-            } else if input.peek(Ident::peek_any) {
-                let key: Ident = input.call(Ident::parse_any)?;
-                return Err(syn::Error::new_spanned(
-                    &key,
-                    format!("unknown #[upcast] argument `{key}`: {USAGE}"),
-                ));
-            } else {
-                return Err(input.error(USAGE));
+                _ => unknown(cx, "upcast", name, USAGE),
             }
+            attr.rejected |= cx.len() > reported;
         }
-        Ok(UpcastAttr { key, from, krate })
+        Some(attr)
     }
 }
 
@@ -88,7 +76,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         Err(tokens) => return tokens,
     };
     let mut cx = Ctxt::default();
-    let attr = cx.parse::<UpcastAttr>(attr);
+    let attr = Args::parse_tokens(&mut cx, attr, 1, USAGE).and_then(|args| UpcastAttr::read(&mut cx, args));
     let key = attr.as_ref().and_then(|a| match &a.key {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => {
             if s.value().is_empty() {
@@ -105,6 +93,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
     });
     let from = attr.as_ref().and_then(|a| match &a.from {
+        None if a.rejected => None,
         None => {
             cx.push(syn::Error::new(
                 Span::call_site(),
