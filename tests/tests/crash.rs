@@ -253,7 +253,7 @@ async fn crash_child() {
             .process_command(Account::deposit_command(id, 1 + (i % 7) as i64))
             .await;
         i += 1;
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             tokio::task::yield_now().await;
         }
     }
