@@ -37,7 +37,8 @@
 //!    running (their marks in `pg_locks`), or else the snapshot's `xmax`. Any append that
 //!    could still commit is at or above that horizon, so — by 1 — it can only commit
 //!    positions *above* every row returned. A reader never skips a late commit. (The argument
-//!    is spelled out in `fluvius-sql/src/postgres/horizon.rs`.)
+//!    is spelled out in `fluvius-sql/src/postgres/horizon.rs`. On a hot standby, which cannot
+//!    see the primary's marks, the horizon is the snapshot's `xmin`, as before.)
 //!
 //! The trade-off: `read_all` lags behind commits by the longest append of this store still
 //! running (appends are short: usually milliseconds). Transactions of other programs, other
