@@ -441,6 +441,8 @@ pub fn ids(events: &[Event]) -> Vec<Uuid> {
 /// - `hold_next_append()`: the next append commits, then does not return until the returned
 ///   semaphore gets a permit (a commit whose acknowledgement is slow to reach its caller);
 ///   `committed()` is notified once it has committed.
+/// - `fail_appends_transiently(n)`: the next `n` appends fail with [`Error::Transient`] and
+///   write nothing (a deadlock or a busy database).
 ///
 /// It also counts stream reads, appends and conflicts.
 #[derive(Default)]
@@ -450,6 +452,7 @@ pub struct ProbeStore {
     hold: Mutex<Option<Arc<Semaphore>>>,
     committed: Arc<Notify>,
     rivals: AtomicUsize,
+    transient: AtomicUsize,
     delay: Mutex<Option<std::time::Duration>>,
     reads: AtomicUsize,
     appends: AtomicUsize,
@@ -482,6 +485,11 @@ impl ProbeStore {
     /// Precede each of the next `n` appends with a rival append.
     pub fn inject_rivals(&self, n: usize) {
         self.rivals.store(n, Ordering::SeqCst);
+    }
+
+    /// Fail each of the next `n` appends with a transient error, writing nothing.
+    pub fn fail_appends_transiently(&self, n: usize) {
+        self.transient.store(n, Ordering::SeqCst);
     }
 
     /// Make every append sleep for `delay` before it writes.
@@ -529,6 +537,15 @@ impl LogStore for ProbeStore {
 
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, fluvius_core::Result<Vec<Event>>> {
         self.appends.fetch_add(1, Ordering::SeqCst);
+        if Self::take_one(&self.transient) {
+            return Box::pin(async {
+                Err(Error::Transient {
+                    backend: "probe".into(),
+                    message: "deadlock detected (injected)".into(),
+                    source: None,
+                })
+            });
+        }
         let rival = Self::take_one(&self.rivals).then(|| {
             let mut rival = request.clone();
             let rival_command = Uuid::now_v7();

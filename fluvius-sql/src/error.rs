@@ -9,7 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// Every variant names its `target`: the database, as `sqlite:<path>` or
 /// `postgres://user@host:port/database`, never with a password. Converts into
-/// [`fluvius_core::Error::Store`] (see the `From` impl), which is what the
+/// [`fluvius_core::Error::Store`] (or, for a transient failure,
+/// [`fluvius_core::Error::Transient`]; see the `From` impl), which is what the
 /// [`LogStore`](fluvius_core::LogStore) methods return.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -92,8 +93,45 @@ impl Error {
 impl From<Error> for fluvius_core::Error {
     /// An [`fluvius_core::Error::Store`] whose `backend` is the target, whose message carries
     /// the whole cause chain (so `{err}` alone says what the database said), and whose source
-    /// is the original error, for downcasting.
+    /// is the original error, for downcasting. A statement that failed only because of other
+    /// writers and was rolled back — PostgreSQL's serialization failure (`40001`) or deadlock
+    /// (`40P01`), SQLite's `SQLITE_BUSY` / `SQLITE_LOCKED` after the busy timeout — is an
+    /// [`fluvius_core::Error::Transient`] instead, with the same backend, message and source.
     fn from(err: Error) -> Self {
-        fluvius_core::Error::store(err.target().to_owned(), err.full_message(), Some(Box::new(err)))
+        let transient = matches!(&err, Error::Query { source, .. } if is_transient(source));
+        let (backend, message) = (err.target().to_owned(), err.full_message());
+        if transient {
+            fluvius_core::Error::Transient {
+                backend: backend.into(),
+                message,
+                source: Some(Box::new(err)),
+            }
+        } else {
+            fluvius_core::Error::store(backend, message, Some(Box::new(err)))
+        }
     }
+}
+
+/// Whether a database error means "rolled back because of concurrent writers, try again":
+/// PostgreSQL's serialization failure (`40001`) and deadlock (`40P01`), which abort the
+/// statement's transaction (a `COMMIT` failing with `40001` has rolled back), and SQLite's
+/// `SQLITE_BUSY` / `SQLITE_LOCKED` (with their extended codes), returned once the busy timeout
+/// has passed, before the statement changed anything (a transaction left open by a failed
+/// `COMMIT` is rolled back by the store).
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return matches!(pg.code(), "40001" | "40P01");
+    }
+    #[cfg(feature = "sqlite")]
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        const SQLITE_BUSY: i32 = 5;
+        const SQLITE_LOCKED: i32 = 6;
+        let primary = db.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff);
+        return matches!(primary, Some(SQLITE_BUSY | SQLITE_LOCKED));
+    }
+    false
 }

@@ -677,18 +677,25 @@ pub(crate) fn read_keys(batch: &[PendingRead]) -> Vec<StreamKey<'_>> {
     keys
 }
 
-/// The same failure, for every caller of a batch (errors are not `Clone`).
+/// The same failure, for every caller of a batch (errors are not `Clone`): a
+/// [transient](crate::error::is_transient) one (the batch was rolled back) is each caller's
+/// own [`Transient`](fluvius_core::Error::Transient), which the domain retries.
 pub(crate) fn batch_error(
     target: &str,
     operation: &str,
     error: &sqlx::Error,
     n: usize,
 ) -> fluvius_core::Error {
-    fluvius_core::Error::store(
-        target.to_owned(),
-        format!("{operation} (a group of {n} appends): {error}"),
-        None,
-    )
+    let message = format!("{operation} (a group of {n} appends): {error}");
+    if crate::error::is_transient(error) {
+        fluvius_core::Error::Transient {
+            backend: target.to_owned().into(),
+            message,
+            source: None,
+        }
+    } else {
+        fluvius_core::Error::store(target.to_owned(), message, None)
+    }
 }
 
 /// How [`finish_batch`] ends a batch's transaction: a sqlx transaction, or SQLite's

@@ -26,23 +26,26 @@
 //! Instead:
 //! 1. Each append reserves its block of positions with `fluvius_reserve_positions(n)` (a
 //!    function created by the migrations). Under a session advisory lock held for
-//!    microseconds — not until commit — it assigns the transaction its id and takes `n`
-//!    consecutive sequence values. So among writers, **position order is transaction-id
-//!    order**, and **the events of one append get consecutive positions**, even with
-//!    concurrent appends.
+//!    microseconds — not until commit — it assigns the transaction its id, marks the
+//!    transaction as one of this schema's appends (a shared advisory lock held until it ends,
+//!    keyed by the schema's sequence and the transaction id) and takes `n` consecutive
+//!    sequence values. So among writers, **position order is transaction-id order**, and
+//!    **the events of one append get consecutive positions**, even with concurrent appends.
 //! 2. Each row stores its transaction id (`xact_id xid8 DEFAULT pg_current_xact_id()`).
-//! 3. [`read_all`](LogStore::read_all) returns only rows with
-//!    `xact_id < pg_snapshot_xmin(pg_current_snapshot())`: rows of transactions older than
-//!    every transaction still running. Any transaction that could still commit is at or above
-//!    that horizon, so — by 1 — it can only commit positions *above* every row returned. A
-//!    reader never skips a late commit.
+//! 3. [`read_all`](LogStore::read_all) first reads a horizon, then returns only rows with
+//!    `xact_id` below it: the oldest transaction id among **this schema's appends** still
+//!    running (their marks in `pg_locks`), or else the snapshot's `xmax`. Any append that
+//!    could still commit is at or above that horizon, so — by 1 — it can only commit
+//!    positions *above* every row returned. A reader never skips a late commit. (The argument
+//!    is spelled out in `fluvius-sql/src/postgres/horizon.rs`. On a hot standby, which cannot
+//!    see the primary's marks, the horizon is the snapshot's `xmin`, as before.)
 //!
-//! The trade-off: `read_all` lags behind commits by the longest transaction running **in the
-//! whole cluster** that holds a transaction id (any writer, not just Fluvius appends). Appends
-//! are short, so the lag is usually milliseconds; a session left "idle in transaction" after
-//! writing stalls `read_all` until it ends (look for it in `pg_stat_activity`). Per-aggregate
-//! reads ([`read_stream`](LogStore::read_stream) and friends) are not affected: they see every
-//! committed event at once.
+//! The trade-off: `read_all` lags behind commits by the longest append of this store still
+//! running (appends are short: usually milliseconds). Transactions of other programs, other
+//! schemas or other databases on the server do not hold it back. Every writer of
+//! `fluvius_events` must reserve its positions with `fluvius_reserve_positions`, as the
+//! store's appends do. Per-aggregate reads ([`read_stream`](LogStore::read_stream) and
+//! friends) see every committed event at once.
 //!
 //! Positions are not dense across appends: an append that fails (conflict, duplicate
 //! command, lost connection) has already used its block, so the log may skip numbers. Readers
@@ -210,6 +213,7 @@ macro_rules! insert_command_rows {
 mod bulk;
 mod checkpoint;
 mod hints;
+mod horizon;
 mod reads;
 
 pub use checkpoint::{advance_projection, reset_projection, APPEND_CHANNEL};
@@ -1286,14 +1290,18 @@ impl PostgresLogStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let horizon = horizon::read(&self.pool)
+            .await
+            .map_err(self.query_error("read all"))?;
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM fluvius_events \
-             WHERE position > $1 AND xact_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             WHERE position > $1 AND xact_id < $3::bigint::text::xid8 \
              ORDER BY position LIMIT $2"
         );
         let rows = sqlx::query(&sql)
             .bind(codec::clamp_i64(after))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(horizon)
             .fetch_all(&self.pool)
             .await
             .map_err(self.query_error("read all"))?;

@@ -958,6 +958,58 @@ mod postgres {
         store.close().await;
     }
 
+    /// A bulk batch inserts its rows in stream order, whatever the order its appends came in
+    /// (which still sets their positions): writers of different processes take the stream
+    /// key's locks in the same order and cannot deadlock on them. Checked on the rows'
+    /// physical order (`ctid`: the order they were inserted in), for the checked statement
+    /// (distinct streams) and the one after the reads (a stream twice).
+    #[tokio::test]
+    async fn a_bulk_batch_inserts_its_rows_in_stream_order() {
+        let Some(url) = pg::url().await else { return };
+        for same_stream_twice in [false, true] {
+            let (schema, _guard) = fresh_schema(&url);
+            let store = one_writer(&url, &schema).connect().await.unwrap();
+            let ids: Vec<AggregateId> = (1..=4u128)
+                .rev()
+                .map(|n| uuid::Uuid::from_u128(n).into())
+                .collect();
+            let mut requests: Vec<_> = ids
+                .iter()
+                .map(|&id| with_command(testing::request("thing", id, 0, 2), None))
+                .collect();
+            if same_stream_twice {
+                requests.push(testing::request("thing", ids[0], 2, 1));
+            }
+            let (first, release) = hold_writer(&store, &url, &schema).await;
+            let stats = || store.group_commit_stats().unwrap();
+            let before = stats();
+            let results = run_batch(&store, stats, release, &requests).await;
+            wait_for(stats, |s| s.bulk_batches == before.bulk_batches + 1).await;
+            first.await.unwrap().expect("the first appends");
+            let results: Vec<Vec<Event>> = results.into_iter().map(Result::unwrap).collect();
+            let positions: Vec<u64> = results.iter().flatten().map(|e| e.position).collect();
+            assert!(
+                positions.windows(2).all(|p| p[0] < p[1]),
+                "positions in batch order: {positions:?}"
+            );
+
+            let inserted: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+                "SELECT aggregate_id, aggregate_version FROM fluvius_events WHERE resource = 'thing' ORDER BY ctid",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            let mut sorted = inserted.clone();
+            sorted.sort();
+            assert_eq!(
+                inserted, sorted,
+                "rows inserted by stream (same_stream_twice: {same_stream_twice})"
+            );
+            assert_eq!(inserted.len(), 8 + usize::from(same_stream_twice));
+            store.close().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_bulk_batch_decides_each_append_as_alone() {
         let Some(url) = pg::url().await else { return };

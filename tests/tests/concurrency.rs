@@ -180,6 +180,54 @@ async fn retries_stop_after_the_policy_s_attempts() {
 }
 
 #[tokio::test]
+async fn a_transient_store_failure_is_retried_like_a_conflict() {
+    let store = ProbeStore::new();
+    let domain = probe_domain(&store, RetryPolicy::default()).await;
+    let id = open_account(&domain, 0).await;
+    let appends = store.appends();
+    store.fail_appends_transiently(2);
+    let resp = domain
+        .process_command(Account::deposit_command(id, 5))
+        .await
+        .unwrap();
+    assert_eq!(resp.version, 2);
+    assert_eq!(store.appends() - appends, 3, "two retries");
+    assert_eq!(domain.load::<Account>(id).await.unwrap().balance, 5);
+
+    // Also when the command named its version: nothing was written, so the retry checks the
+    // same expectation against the same stream.
+    let appends = store.appends();
+    store.fail_appends_transiently(1);
+    let resp = domain
+        .process_command(Account::deposit_command(id, 5).expect_version(2))
+        .await
+        .unwrap();
+    assert_eq!(resp.version, 3);
+    assert_eq!(store.appends() - appends, 2, "one retry");
+    let events = domain.logstore().get_events("account", id).await.unwrap();
+    assert_eq!(assert_dense(&events), 3, "each command appended once");
+}
+
+#[tokio::test]
+async fn transient_failures_stop_after_the_policy_s_attempts() {
+    let store = ProbeStore::new();
+    let domain = probe_domain(&store, RetryPolicy::attempts(3)).await;
+    let id = open_account(&domain, 0).await;
+    let log = all_events(&domain).await;
+    let appends = store.appends();
+    store.fail_appends_transiently(usize::MAX);
+    let err = domain
+        .process_command(Account::deposit_command(id, 5))
+        .await
+        .unwrap_err();
+    store.fail_appends_transiently(0);
+    assert_eq!(err.code(), "transient", "{err:?}");
+    assert!(err.is_retryable());
+    assert_eq!(store.appends() - appends, 3, "exactly three attempts");
+    assert_eq!(all_events(&domain).await, log, "nothing written");
+}
+
+#[tokio::test]
 async fn never_retry_returns_the_first_conflict() {
     let store = ProbeStore::new();
     let domain = probe_domain(&store, RetryPolicy::never()).await;

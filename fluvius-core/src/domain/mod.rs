@@ -202,6 +202,13 @@ impl Domain {
                     Box::pin(tokio::time::sleep(inner.retry.backoff(attempts))).await;
                     attempts += 1;
                 }
+                // Nothing was written, so trying again is safe even for a command that named
+                // its version: the next attempt checks the same expected version.
+                Err(Error::Transient { message, .. }) if attempts < inner.retry.max_attempts => {
+                    tracing::debug!(%message, attempt = attempts, "transient store failure, retrying");
+                    Box::pin(tokio::time::sleep(inner.retry.backoff(attempts))).await;
+                    attempts += 1;
+                }
                 Err(e) => {
                     // This command may have been processed before (a retry by the caller), or
                     // concurrently: then this run saw that run's state or writes (and was

@@ -25,6 +25,12 @@ FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS s(resource, aggregate_id,
 
 const RECORDED_COMMANDS: &str = "SELECT id FROM fluvius_commands WHERE id = ANY($1::uuid[])";
 
+/// The rows of a bulk statement are inserted in a stable order — events by stream and
+/// version, command records by id — whatever the order of the batch (which sets their
+/// positions): writers of different processes then take the unique keys' locks in the same
+/// order, and two statements that insert a same key wait for each other instead of
+/// deadlocking.
+///
 /// The events and the command records of a whole batch in one statement, reserving the
 /// events' positions (`$1` of them) first: the first statement that writes in its
 /// transaction, as `fluvius_reserve_positions` requires (the command records are inserted by
@@ -43,6 +49,7 @@ commands AS (
             $22::bigint[], $23::bigint[], $24::timestamptz[])
         AS c(id, namespace, resource, aggregate_id, action, args, context, version_before, version_after,
             recorded_at)
+    ORDER BY c.id
 )
 INSERT INTO fluvius_events (position, id, namespace, resource, aggregate_id, aggregate_version, key,
     schema_version, payload, args, metadata, command_id, command_name, recorded_at)
@@ -54,6 +61,7 @@ FROM reserved,
         $9::text[], $10::text[], $11::text[], $12::uuid[], $13::text[], $14::timestamptz[])
     WITH ORDINALITY AS e(id, namespace, resource, aggregate_id, aggregate_version, key, schema_version,
         payload, args, metadata, command_id, command_name, recorded_at, ord)
+ORDER BY e.resource, e.aggregate_id, e.aggregate_version
 RETURNING position, aggregate_version, resource, aggregate_id"
 );
 
@@ -84,6 +92,7 @@ written AS (
     WHERE e.expected = 0 OR EXISTS (SELECT 1 FROM fluvius_events v
         WHERE v.tenant = '' AND v.resource = e.resource AND v.aggregate_id = e.aggregate_id
             AND v.aggregate_version = e.expected)
+    ORDER BY e.resource, e.aggregate_id, e.aggregate_version
     RETURNING position, aggregate_version, resource, aggregate_id
 ),
 commands AS (
@@ -96,6 +105,7 @@ commands AS (
         AS c(id, namespace, resource, aggregate_id, action, args, context, version_before, version_after,
             recorded_at, first_row)
     WHERE reserved.first + c.first_row - 1 IN (SELECT position FROM written)
+    ORDER BY c.id
 )
 SELECT position, aggregate_version, resource, aggregate_id FROM written"
 );

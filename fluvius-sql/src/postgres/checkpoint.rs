@@ -179,10 +179,14 @@ impl PostgresLogStore {
 
     /// The last position `read_all` can return now: the same visibility rule.
     pub(super) async fn head_position_impl(&self) -> CoreResult<u64> {
+        let horizon = super::horizon::read(&self.pool)
+            .await
+            .map_err(self.query_error("read head position"))?;
         let head: i64 = sqlx::query_scalar(
             "SELECT coalesce(max(position), 0) FROM fluvius_events \
-             WHERE xact_id < pg_snapshot_xmin(pg_current_snapshot())",
+             WHERE xact_id < $1::bigint::text::xid8",
         )
+        .bind(horizon)
         .fetch_one(&self.pool)
         .await
         .map_err(self.query_error("read head position"))?;
