@@ -8,7 +8,7 @@
 //! state is rebuilt from the events.
 
 use crate::aggregate::{Aggregate, FoldEvent};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::id::AggregateId;
 use crate::logstore::{LogStore, Snapshot, SnapshotQuery, StreamQuery};
@@ -53,7 +53,12 @@ pub(crate) async fn load<A: Aggregate>(
             },
         )
         .await?;
-    fold_into(&mut state, &tail)?;
+    let first = if base_version > 0 {
+        base_version + 1
+    } else {
+        query.from_version.unwrap_or(1).max(1)
+    };
+    fold_into(&mut state, first, &tail)?;
     Ok((state, tail.last().map_or(base_version, |e| e.aggregate_version)))
 }
 
@@ -87,9 +92,24 @@ fn usable<A: Aggregate>(snapshot: Snapshot) -> Option<(A, u64)> {
     }
 }
 
-/// Fold stored events into `state`.
-pub(crate) fn fold_into<A: Aggregate>(state: &mut A, events: &[Event]) -> Result<()> {
-    for event in events {
+/// Fold stored events into `state`, checking that their versions are dense from `first`
+/// (a gap or a repeat is [`Error::CorruptStream`], never folded into a wrong state).
+pub(crate) fn fold_into<A: Aggregate>(state: &mut A, first: u64, events: &[Event]) -> Result<()> {
+    for (want, event) in (first..).zip(events) {
+        if event.aggregate_version != want {
+            let message = match want.checked_sub(1).filter(|&before| before >= first) {
+                Some(before) => format!("version {} follows version {before}", event.aggregate_version),
+                None => format!(
+                    "version {} is where version {want} should be",
+                    event.aggregate_version
+                ),
+            };
+            return Err(Error::CorruptStream {
+                resource: event.resource.to_string(),
+                aggregate_id: event.aggregate_id,
+                message: format!("{message} (event {} at position {})", event.id, event.position),
+            });
+        }
         state.apply(FoldEvent::stored(event))?;
     }
     Ok(())
