@@ -1,14 +1,14 @@
 //! Log-fed dispatch of committed events to handlers.
 //!
 //! Each handler has a stable name, a checkpoint in the store (see [`CheckpointStore`]) and its
-//! own task, which reads the global log with [`read_all`](LogStore::read_all) after the
+//! own task, which reads the global log with [`read_log`](LogStore::read_log) after the
 //! checkpoint, in pages, in log order — so a handler sees one aggregate's events in version
 //! order, and events committed while the process was down are caught up on start.
 //!
 //! - **Wake-ups**: after every commit through the domain (an in-process `Notify`), on the
 //!   store's append hint if it has one (PostgreSQL `LISTEN`), and every
 //!   [`poll_interval`](DispatchOptions::poll_interval) — polling is the source of truth. A
-//!   wake-up costs a `read_all` (and a checkpoint advance if it found events): the claim is
+//!   wake-up costs a `read_log` (and a checkpoint advance if it found events): the claim is
 //!   kept across wake-ups, and a page shorter than the page size ends the pass. Commits while
 //!   a page is handled wake the task once more (coalesced), none is lost.
 //! - **Panics**: a handler's future runs in its handler's task, polled under
@@ -23,6 +23,12 @@
 //!   backoff ([`RetryPolicy`]: the domain's default, or a handler's own, [`HandlerRetry`]);
 //!   after the last attempt the event is *parked* ([`DeadLetter`]) and the handler moves on.
 //!   Parked events are listed and retried through `Domain::parked` and `Domain::retry_parked`.
+//! - **Poison events**: an entry of the log that cannot be decoded or upcast
+//!   ([`LogEntry::Undecodable`]) is parked for each handler it may concern at once, with its
+//!   error, and delivery goes on; `retry_parked` delivers it once it reads. A projection applies
+//!   the events before it and stops there ([`ProjectionStatus::stopped`], an error-level log
+//!   naming the position), retrying at each wake-up or poll until it reads; `wait_idle` does not
+//!   wait for a stopped projection.
 //! - **One instance per handler**: before reading, a task claims its handler's checkpoint with
 //!   a lease ([`lease`](DispatchOptions::lease)). The holder renews it every third of the lease:
 //!   by advancing the checkpoint, between events, and in the background while a handler call
@@ -172,7 +178,7 @@ impl DispatchOptions {
         self
     }
 
-    /// How many events one `read_all` fetches (default 256).
+    /// How many events one `read_log` fetches (default 256).
     pub fn page_size(mut self, size: usize) -> Self {
         self.page_size = size.max(1);
         self
