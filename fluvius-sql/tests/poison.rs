@@ -192,6 +192,14 @@ async fn poison_row_is_surfaced_parked_and_stops_projections(
     assert_eq!((stop.position, stop.event_id), (bad.position, Some(bad.id)));
     assert_eq!(status[0].position, a1.position);
 
+    // A command on the affected aggregate (cold cache) fails with the same error, writing nothing.
+    let err = reactor
+        .process_command(Command::new("counter", b, "add", json!({ "by": 1 })))
+        .await
+        .expect_err("a command on b cannot load it");
+    assert!(names_row(&err, bad.position, bad.id), "{err:?}");
+    assert_eq!(store.head_position().await.unwrap(), c1.position);
+
     // Repaired: the parked event is delivered on retry, and the projection goes on by itself.
     raw.set_json(column, bad.position, &good).await;
     assert!(reactor.retry_parked("audit", bad.position).await.unwrap());
