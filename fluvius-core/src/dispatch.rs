@@ -701,7 +701,7 @@ impl Dispatcher {
             .await?
             .into_iter()
             .find(|e| match e {
-                LogEntry::Event(e) => {
+                LogEntry::Decoded(e) => {
                     e.position == position && (letter.event_id.is_nil() || e.id == letter.event_id)
                 }
                 LogEntry::Undecodable(bad) => bad.position == position,
@@ -715,7 +715,7 @@ impl Dispatcher {
             })?;
         let attempt = letter.attempts + 1;
         let outcome = match entry {
-            LogEntry::Event(event) => invoke_once(worker, Arc::new(event), attempt).await,
+            LogEntry::Decoded(event) => invoke_once(worker, Arc::new(event), attempt).await,
             // Still unreadable: it stays parked, with the error as it is now.
             LogEntry::Undecodable(bad) => Err(bad.error.to_string()),
         };
@@ -960,7 +960,7 @@ async fn follow(worker: &ProjectionWorker, shared: &Shared, claim: &mut Claim<'_
         let mut stop = None;
         for entry in entries {
             match entry {
-                LogEntry::Event(event) => page.push(event),
+                LogEntry::Decoded(event) => page.push(event),
                 LogEntry::Undecodable(bad) => {
                     stop = Some(bad);
                     break;
@@ -1167,7 +1167,7 @@ async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, cursor: 
         for entry in page {
             // An entry whose key cannot be read may be for any handler: it is parked for each.
             let key = match &entry {
-                LogEntry::Event(event) => Some(event.key.as_str()),
+                LogEntry::Decoded(event) => Some(event.key.as_str()),
                 LogEntry::Undecodable(bad) => bad.key.as_deref(),
             };
             if key.is_some_and(|key| !worker.entry.pattern.matches(key)) {
@@ -1178,7 +1178,7 @@ async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, cursor: 
             }
             let position = entry.position();
             match entry {
-                LogEntry::Event(event) => deliver(worker, shared, claim, Arc::new(event)).await?,
+                LogEntry::Decoded(event) => deliver(worker, shared, claim, Arc::new(event)).await?,
                 LogEntry::Undecodable(bad) => park_undecodable(worker, shared, claim, &bad).await?,
             }
             if claim.is_lost() {

@@ -272,10 +272,10 @@ impl LogStore for UpcastingStore {
             Ok(entries
                 .into_iter()
                 .map(|entry| match entry {
-                    LogEntry::Event(event) => {
+                    LogEntry::Decoded(event) => {
                         let (position, id, key) = (event.position, event.id, event.key.clone());
                         match self.upcasters.upcast(event) {
-                            Ok(event) => LogEntry::Event(event),
+                            Ok(event) => LogEntry::Decoded(event),
                             Err(error) => LogEntry::Undecodable(UndecodableEntry::new(
                                 position,
                                 Some(id),

@@ -75,7 +75,7 @@ pub(crate) fn log_entry(
     key: impl FnOnce() -> Option<String>,
 ) -> Result<LogEntry, String> {
     match decoded {
-        Ok(event) => Ok(LogEntry::Event(event)),
+        Ok(event) => Ok(LogEntry::Decoded(event)),
         Err(message) => {
             let position = to_u64(position()?, "position")?;
             Ok(LogEntry::Undecodable(UndecodableEntry::malformed(

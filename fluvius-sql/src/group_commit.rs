@@ -631,7 +631,7 @@ pub(crate) fn answer_reads<R>(
     let mut failure = None;
     for row in rows {
         let event = match decode(row) {
-            Ok(LogEntry::Event(event)) => event,
+            Ok(LogEntry::Decoded(event)) => event,
             Ok(LogEntry::Undecodable(bad)) => {
                 let at =
                     stream_of(row).and_then(|(resource, id)| slot.get(&(resource.as_str(), id)).copied());

@@ -135,7 +135,7 @@ async fn poison_row_is_surfaced_parked_and_stops_projections(
     assert!(entries
         .iter()
         .enumerate()
-        .all(|(i, e)| i == 1 || matches!(e, LogEntry::Event(_))));
+        .all(|(i, e)| i == 1 || matches!(e, LogEntry::Decoded(_))));
 
     // Loads: the affected aggregate fails with the error naming the event; the others load.
     let err = writer.load::<Counter>(b).await.expect_err("b does not load");

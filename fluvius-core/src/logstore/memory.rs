@@ -287,7 +287,7 @@ impl LogStore for MemoryLogStore {
             .log
             .range(start, end)
             .cloned()
-            .map(LogEntry::Event)
+            .map(LogEntry::Decoded)
             .collect();
         drop(inner);
         Box::pin(async move { Ok(entries) })

@@ -289,7 +289,7 @@ impl StreamQuery {
 #[derive(Debug)]
 pub enum LogEntry {
     /// A decoded event.
-    Event(Event),
+    Decoded(Event),
     /// A stored event that cannot be decoded or upcast.
     Undecodable(UndecodableEntry),
 }
@@ -298,7 +298,7 @@ impl LogEntry {
     /// The entry's global position.
     pub fn position(&self) -> u64 {
         match self {
-            LogEntry::Event(e) => e.position,
+            LogEntry::Decoded(e) => e.position,
             LogEntry::Undecodable(u) => u.position,
         }
     }
@@ -307,7 +307,7 @@ impl LogEntry {
     /// ([`Error::UndecodableEvent`] or [`Error::Upcast`]).
     pub fn into_event(self) -> Result<Event> {
         match self {
-            LogEntry::Event(e) => Ok(e),
+            LogEntry::Decoded(e) => Ok(e),
             LogEntry::Undecodable(u) => Err(u.error),
         }
     }
