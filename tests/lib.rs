@@ -600,6 +600,14 @@ impl LogStore for ProbeStore {
         self.inner.read_all(after, limit)
     }
 
+    fn read_log(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, fluvius_core::Result<Vec<fluvius_core::LogEntry>>> {
+        self.inner.read_log(after, limit)
+    }
+
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, fluvius_core::Result<Option<CommandRecord>>> {
         self.inner.get_command(command_id)
     }

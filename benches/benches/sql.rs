@@ -69,6 +69,13 @@ impl<S: LogStore> LogStore for Counting<S> {
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, fluvius_core::Result<Vec<Event>>> {
         self.inner.read_all(after, limit)
     }
+    fn read_log(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, fluvius_core::Result<Vec<fluvius_core::LogEntry>>> {
+        self.inner.read_log(after, limit)
+    }
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, fluvius_core::Result<Option<CommandRecord>>> {
         self.inner.get_command(command_id)
     }

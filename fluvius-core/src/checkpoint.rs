@@ -2,7 +2,7 @@
 //!
 //! A handler (or projection, or outbox) has a stable name and a *checkpoint*: the position of
 //! the last event of the global log it has processed. The dispatcher feeds it from
-//! [`read_all`](crate::LogStore::read_all) after that position and moves the checkpoint only
+//! [`read_log`](crate::LogStore::read_log) after that position and moves the checkpoint only
 //! after the handler succeeded (at-least-once delivery).
 //!
 //! Several app instances may share one store: before processing, an instance *claims* the
@@ -30,16 +30,17 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::future::BoxFuture;
 
-/// An event a handler gave up on after its last attempt.
+/// An event a handler gave up on after its last attempt, or a stored event it could not be
+/// given because it cannot be decoded or upcast (parked at once, `error` says why).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     /// The handler's name.
     pub handler: String,
     /// The event's global position.
     pub position: u64,
-    /// The event's id.
+    /// The event's id (nil for a stored row whose id cannot be read).
     pub event_id: Uuid,
-    /// The event's key.
+    /// The event's key (empty for a stored row whose key cannot be read).
     pub event_key: String,
     /// How many attempts were made.
     pub attempts: u32,

@@ -1,14 +1,14 @@
 //! Log-fed dispatch of committed events to handlers.
 //!
 //! Each handler has a stable name, a checkpoint in the store (see [`CheckpointStore`]) and its
-//! own task, which reads the global log with [`read_all`](LogStore::read_all) after the
+//! own task, which reads the global log with [`read_log`](LogStore::read_log) after the
 //! checkpoint, in pages, in log order — so a handler sees one aggregate's events in version
 //! order, and events committed while the process was down are caught up on start.
 //!
 //! - **Wake-ups**: after every commit through the domain (an in-process `Notify`), on the
 //!   store's append hint if it has one (PostgreSQL `LISTEN`), and every
 //!   [`poll_interval`](DispatchOptions::poll_interval) — polling is the source of truth. A
-//!   wake-up costs a `read_all` (and a checkpoint advance if it found events): the claim is
+//!   wake-up costs a `read_log` (and a checkpoint advance if it found events): the claim is
 //!   kept across wake-ups, and a page shorter than the page size ends the pass. Commits while
 //!   a page is handled wake the task once more (coalesced), none is lost.
 //! - **Panics**: a handler's future runs in its handler's task, polled under
@@ -23,6 +23,12 @@
 //!   backoff ([`RetryPolicy`]: the domain's default, or a handler's own, [`HandlerRetry`]);
 //!   after the last attempt the event is *parked* ([`DeadLetter`]) and the handler moves on.
 //!   Parked events are listed and retried through `Domain::parked` and `Domain::retry_parked`.
+//! - **Poison events**: an entry of the log that cannot be decoded or upcast
+//!   ([`LogEntry::Undecodable`]) is parked for each handler it may concern at once, with its
+//!   error, and delivery goes on; `retry_parked` delivers it once it reads. A projection applies
+//!   the events before it and stops there ([`ProjectionStatus::stopped`], an error-level log
+//!   naming the position), retrying at each wake-up or poll until it reads; `wait_idle` does not
+//!   wait for a stopped projection.
 //! - **One instance per handler**: before reading, a task claims its handler's checkpoint with
 //!   a lease ([`lease`](DispatchOptions::lease)). The holder renews it every third of the lease:
 //!   by advancing the checkpoint, between events, and in the background while a handler call
@@ -55,7 +61,7 @@ use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handler::{sort_and_find_duplicate, HandlerEntry, HandlerRetry};
-use crate::logstore::LogStore;
+use crate::logstore::{LogEntry, LogStore, UndecodableEntry};
 use crate::projection::Projection;
 
 /// Counters for one handler, in this process.
@@ -75,6 +81,32 @@ pub struct HandlerStats {
     /// instance took the handler over, or its checkpoint was reset) and stopped without moving
     /// the checkpoint.
     pub claims_lost: u64,
+}
+
+/// Where one projection is, in this process (see `Domain::projection_status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: String,
+    /// The position of the last event applied, as this process last saw it.
+    pub position: u64,
+    /// Set while the projection is stopped at an entry of the log it cannot read.
+    pub stopped: Option<ProjectionStop>,
+}
+
+/// Why a projection stopped: the stored event after its position cannot be decoded or
+/// upcast. A projection never skips an event; it retries at every poll and goes on by itself
+/// once the entry reads (the row repaired, or the domain rebuilt with a fixed upcaster).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionStop {
+    /// The position of the entry it cannot read.
+    pub position: u64,
+    /// The event's id, when it could be read.
+    pub event_id: Option<uuid::Uuid>,
+    /// Why it cannot be read.
+    pub error: String,
 }
 
 /// Where a handler without a checkpoint starts reading the log.
@@ -146,7 +178,7 @@ impl DispatchOptions {
         self
     }
 
-    /// How many events one `read_all` fetches (default 256).
+    /// How many events one `read_log` fetches (default 256).
     pub fn page_size(mut self, size: usize) -> Self {
         self.page_size = size.max(1);
         self
@@ -313,6 +345,51 @@ struct ProjectionWorker {
     /// Held while applying a page, and by a rebuild.
     busy: tokio::sync::Mutex<()>,
     progress: watch::Sender<u64>,
+    /// The unreadable entry the projection stopped at, while it stays unreadable.
+    stopped: std::sync::Mutex<Option<ProjectionStop>>,
+}
+
+impl ProjectionWorker {
+    /// Record what the last read found: the unreadable entry the projection stops at, or
+    /// none (a stop before is over). A new stop is logged at error level, and wakes
+    /// `wait_idle` (which does not wait for a stopped projection).
+    fn stopped_at(&self, bad: Option<UndecodableEntry>) {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        match bad {
+            None => {
+                if let Some(was) = stopped.take() {
+                    tracing::info!(projection = %self.name, position = was.position, "projection resumed past the entry it had stopped at");
+                }
+            }
+            Some(bad) => {
+                let error = bad.error.to_string();
+                if stopped
+                    .as_ref()
+                    .is_none_or(|s| s.position != bad.position || s.error != error)
+                {
+                    tracing::error!(
+                        projection = %self.name,
+                        position = bad.position,
+                        event_id = ?bad.event_id,
+                        error = %error,
+                        "projection stopped: the stored event at this position cannot be read; \
+                         it resumes once the row or the upcaster is fixed"
+                    );
+                }
+                *stopped = Some(ProjectionStop {
+                    position: bad.position,
+                    event_id: bad.event_id,
+                    error,
+                });
+                drop(stopped);
+                self.progress.send_modify(|_| {});
+            }
+        }
+    }
+
+    fn stop(&self) -> Option<ProjectionStop> {
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 struct Shared {
@@ -458,6 +535,7 @@ impl Dispatcher {
                     projection,
                     busy: tokio::sync::Mutex::new(()),
                     progress: watch::Sender::new(0),
+                    stopped: std::sync::Mutex::new(None),
                 })
             })
             .collect();
@@ -509,12 +587,21 @@ impl Dispatcher {
         let followers = self
             .workers
             .iter()
-            .map(|w| (w.entry.name.as_str(), &w.progress))
-            .chain(self.projections.iter().map(|p| (p.name.as_str(), &p.progress)));
-        for (name, progress) in followers {
+            .map(|w| (w.entry.name.as_str(), &w.progress, None))
+            .chain(
+                self.projections
+                    .iter()
+                    .map(|p| (p.name.as_str(), &p.progress, Some(p))),
+            );
+        for (name, progress, projection) in followers {
             let mut progress = progress.subscribe();
             loop {
                 if *progress.borrow_and_update() >= head {
+                    break;
+                }
+                // A stopped projection does not move until its entry is fixed: do not wait
+                // for it (`projection_status` says why it stopped).
+                if projection.is_some_and(|p| p.stop().is_some()) {
                     break;
                 }
                 tokio::select! {
@@ -541,6 +628,7 @@ impl Dispatcher {
             .ok_or_else(|| Error::Config(format!("no projection named `{projection}` in this domain")))?;
         let busy = worker.busy.lock().await;
         worker.projection.clear().await?;
+        *worker.stopped.lock().unwrap_or_else(|e| e.into_inner()) = None;
         worker.progress.send_replace(0);
         drop(busy);
         self.shared.wake.notify_waiters();
@@ -557,6 +645,17 @@ impl Dispatcher {
                 panicked: w.counters.panicked.load(Ordering::Relaxed),
                 parked: w.counters.parked.load(Ordering::Relaxed),
                 claims_lost: w.counters.claims_lost.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    pub(crate) fn projection_status(&self) -> Vec<ProjectionStatus> {
+        self.projections
+            .iter()
+            .map(|p| ProjectionStatus {
+                name: p.name.clone(),
+                position: *p.progress.borrow(),
+                stopped: p.stop(),
             })
             .collect()
     }
@@ -594,13 +693,19 @@ impl Dispatcher {
             .into_iter()
             .find(|l| l.position == position)
             .ok_or_else(|| Error::Config(format!("no event parked at {position} for `{handler}`")))?;
-        let event = self
+        // A letter parked for a row whose id could not be read has the nil id.
+        let entry = self
             .shared
             .store
-            .read_all(position.saturating_sub(1), 1)
+            .read_log(position.saturating_sub(1), 1)
             .await?
             .into_iter()
-            .find(|e| e.position == position && e.id == letter.event_id)
+            .find(|e| match e {
+                LogEntry::Decoded(e) => {
+                    e.position == position && (letter.event_id.is_nil() || e.id == letter.event_id)
+                }
+                LogEntry::Undecodable(bad) => bad.position == position,
+            })
             .ok_or_else(|| {
                 Error::store(
                     self.shared.store.backend(),
@@ -609,7 +714,12 @@ impl Dispatcher {
                 )
             })?;
         let attempt = letter.attempts + 1;
-        match invoke_once(worker, Arc::new(event), attempt).await {
+        let outcome = match entry {
+            LogEntry::Decoded(event) => invoke_once(worker, Arc::new(event), attempt).await,
+            // Still unreadable: it stays parked, with the error as it is now.
+            LogEntry::Undecodable(bad) => Err(bad.error.to_string()),
+        };
+        match outcome {
             Ok(()) => cps.unpark(handler, position).await.map(|_| true),
             Err(error) => {
                 cps.park(DeadLetter {
@@ -842,9 +952,23 @@ async fn follow(worker: &ProjectionWorker, shared: &Shared, claim: &mut Claim<'_
         if !claim.renew_if_due().await? {
             return Ok(());
         }
-        let page = shared.store.read_all(position, shared.page_size).await?;
-        let short = page.len() < shared.page_size;
+        let entries = shared.store.read_log(position, shared.page_size).await?;
+        let short = entries.len() < shared.page_size;
+        // A projection must not skip: it applies the events before an unreadable entry, and
+        // stops there until the entry reads (the row or the upcaster was fixed).
+        let mut page = Vec::with_capacity(entries.len());
+        let mut stop = None;
+        for entry in entries {
+            match entry {
+                LogEntry::Decoded(event) => page.push(event),
+                LogEntry::Undecodable(bad) => {
+                    stop = Some(bad);
+                    break;
+                }
+            }
+        }
         let Some(last) = page.last().map(|e| e.position) else {
+            worker.stopped_at(stop);
             return Ok(());
         };
         let max = worker.retry.max_attempts.max(1);
@@ -874,9 +998,11 @@ async fn follow(worker: &ProjectionWorker, shared: &Shared, claim: &mut Claim<'_
         claim.keep(apply).await?;
         position = last;
         worker.progress.send_replace(position);
+        let stopped = stop.is_some();
+        worker.stopped_at(stop);
         // A short page was the end of the log when read; what was committed since woke the
         // task (or the next poll finds it).
-        if claim.is_lost() || short {
+        if claim.is_lost() || short || stopped {
             return Ok(());
         }
     }
@@ -1032,21 +1158,29 @@ async fn drain(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, cursor: 
         if !claim.renew_if_due().await? {
             return Ok(());
         }
-        let page = shared.store.read_all(cursor.seen, shared.page_size).await?;
+        let page = shared.store.read_log(cursor.seen, shared.page_size).await?;
         let short = page.len() < shared.page_size;
-        let Some(last) = page.last().map(|e| e.position) else {
+        let Some(last) = page.last().map(LogEntry::position) else {
             return Ok(());
         };
         cursor.read += page.len();
-        for event in page {
-            if !worker.entry.pattern.matches(&event.key) {
+        for entry in page {
+            // An entry whose key cannot be read may be for any handler: it is parked for each.
+            let key = match &entry {
+                LogEntry::Decoded(event) => Some(event.key.as_str()),
+                LogEntry::Undecodable(bad) => bad.key.as_deref(),
+            };
+            if key.is_some_and(|key| !worker.entry.pattern.matches(key)) {
                 continue;
             }
             if !claim.renew_if_due().await? {
                 return Ok(());
             }
-            let position = event.position;
-            deliver(worker, shared, claim, Arc::new(event)).await?;
+            let position = entry.position();
+            match entry {
+                LogEntry::Decoded(event) => deliver(worker, shared, claim, Arc::new(event)).await?,
+                LogEntry::Undecodable(bad) => park_undecodable(worker, shared, claim, &bad).await?,
+            }
             if claim.is_lost() {
                 return Ok(());
             }
@@ -1113,6 +1247,36 @@ async fn deliver(worker: &Worker, shared: &Shared, claim: &mut Claim<'_>, event:
         position = event.position,
         attempts = max,
         "event parked after the last attempt"
+    );
+    Ok(())
+}
+
+/// Park an entry that cannot be decoded or upcast for the handler, at once (trying it again
+/// cannot help until the row or the upcaster is fixed; then `retry_parked` delivers it), so
+/// that delivery goes on with the next event. Errors only when it could not be parked.
+async fn park_undecodable(
+    worker: &Worker,
+    shared: &Shared,
+    claim: &mut Claim<'_>,
+    bad: &UndecodableEntry,
+) -> Result<()> {
+    let letter = DeadLetter {
+        handler: worker.entry.name.clone(),
+        position: bad.position,
+        event_id: bad.event_id.unwrap_or_default(),
+        event_key: bad.key.clone().unwrap_or_default(),
+        attempts: 1,
+        error: bad.error.to_string(),
+        parked_at: crate::clock::now(),
+    };
+    claim.keep(shared.checkpoints.get().park(letter)).await?;
+    worker.counters.parked.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        handler = %worker.entry.name,
+        position = bad.position,
+        event_id = ?bad.event_id,
+        error = %bad.error,
+        "stored event cannot be read: parked for the handler"
     );
     Ok(())
 }

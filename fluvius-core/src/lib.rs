@@ -98,7 +98,7 @@ pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
 pub use checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
 pub use command::{Args, Command};
 pub use context::Context;
-pub use dispatch::{DispatchOptions, HandlerStats, StartFrom};
+pub use dispatch::{DispatchOptions, HandlerStats, ProjectionStatus, ProjectionStop, StartFrom};
 pub use domain::{Domain, DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use error::{DomainError, Error, Result};
 pub use event::{Event, Metadata};
@@ -106,7 +106,8 @@ pub use future::BoxFuture;
 pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration, HandlerRetry, Pattern};
 pub use id::AggregateId;
 pub use logstore::{
-    AppendRequest, CommandRecord, LogStore, MemoryLogStore, Snapshot, SnapshotQuery, StreamQuery,
+    events_of, AppendRequest, CommandRecord, LogEntry, LogStore, MemoryLogStore, Snapshot, SnapshotQuery,
+    StreamQuery, UndecodableEntry,
 };
 pub use name::Name;
 pub use payload::Payload;

@@ -28,6 +28,10 @@ use crate::future::BoxFuture;
 /// `apply` must be atomic: either every event of the page is applied *and* the position moves
 /// from `from` to the last event's position, or nothing changes (return an error). Pages
 /// contain every event of the log, whatever its key: ignore those you do not need.
+///
+/// A projection never skips an event: at an entry of the log that cannot be decoded or
+/// upcast, the page ends before it and the projection stops there (see
+/// `Domain::projection_status`) until the entry reads.
 pub trait Projection: Send + Sync + 'static {
     /// A stable name, unique among the domain's handlers and projections.
     fn name(&self) -> &str;

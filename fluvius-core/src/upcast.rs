@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
-use crate::logstore::{AppendRequest, CommandRecord, LogStore, Snapshot, SnapshotQuery, StreamQuery};
+use crate::logstore::{
+    AppendRequest, CommandRecord, LogEntry, LogStore, Snapshot, SnapshotQuery, StreamQuery, UndecodableEntry,
+};
 use crate::payload::Payload;
 
 /// Why an upcaster could not lift a payload.
@@ -260,6 +262,32 @@ impl LogStore for UpcastingStore {
 
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
         Box::pin(async move { self.lift(self.inner.read_all(after, limit).await?) })
+    }
+
+    /// Each event lifted on its own: one that cannot be upcast is an undecodable entry with
+    /// the upcaster's error, and the entries after it are still read.
+    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<LogEntry>>> {
+        Box::pin(async move {
+            let entries = self.inner.read_log(after, limit).await?;
+            Ok(entries
+                .into_iter()
+                .map(|entry| match entry {
+                    LogEntry::Decoded(event) => {
+                        let (position, id, key) = (event.position, event.id, event.key.clone());
+                        match self.upcasters.upcast(event) {
+                            Ok(event) => LogEntry::Decoded(event),
+                            Err(error) => LogEntry::Undecodable(UndecodableEntry::new(
+                                position,
+                                Some(id),
+                                Some(key.to_string()),
+                                error,
+                            )),
+                        }
+                    }
+                    undecodable => undecodable,
+                })
+                .collect())
+        })
     }
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {

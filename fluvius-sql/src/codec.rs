@@ -1,7 +1,8 @@
 //! Conversions shared by the backends: Rust values to columns and back.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use fluvius_core::{AppendRequest, Context, Event, Metadata};
+use fluvius_core::{AppendRequest, Context, Event, LogEntry, Metadata, Payload, UndecodableEntry};
+use uuid::Uuid;
 
 /// A `u64` that must fit an SQL `BIGINT`.
 pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, String> {
@@ -57,4 +58,45 @@ pub(crate) fn stored(request: AppendRequest, positions: Vec<u64>) -> Vec<Event> 
         event.timestamp = micros(event.timestamp);
     }
     stored
+}
+
+/// Stored JSON text that must be well-formed (SQLite keeps JSON as unchecked text).
+pub(crate) fn checked_json(text: String, what: &str) -> Result<Payload, String> {
+    Payload::from_json(text).map_err(|e| format!("stored event {what} is not JSON: {e}"))
+}
+
+/// A row of the events table as a log entry: the event it decoded to, or, when it did not
+/// decode, an entry naming it by its position and (when they still read) its id and key. Only
+/// a row whose position does not read is an error.
+pub(crate) fn log_entry(
+    decoded: Result<Event, String>,
+    position: impl FnOnce() -> Result<i64, String>,
+    id: impl FnOnce() -> Option<Uuid>,
+    key: impl FnOnce() -> Option<String>,
+) -> Result<LogEntry, String> {
+    match decoded {
+        Ok(event) => Ok(LogEntry::Decoded(event)),
+        Err(message) => {
+            let position = to_u64(position()?, "position")?;
+            Ok(LogEntry::Undecodable(UndecodableEntry::malformed(
+                position,
+                id(),
+                key(),
+                message,
+            )))
+        }
+    }
+}
+
+/// The events of one stream's rows, in their order: a row that does not decode fails the
+/// read with the error naming it ([`fluvius_core::Error::UndecodableEvent`]); `data_error`
+/// makes the error of a row whose position does not read.
+pub(crate) fn stream_events<R>(
+    rows: &[R],
+    decode: impl Fn(&R) -> Result<LogEntry, String>,
+    data_error: impl Fn(String) -> fluvius_core::Error,
+) -> fluvius_core::Result<Vec<Event>> {
+    rows.iter()
+        .map(|row| decode(row).map_err(&data_error)?.into_event())
+        .collect()
 }

@@ -55,7 +55,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fluvius_core::{AggregateId, AppendRequest, Event};
+use fluvius_core::{AggregateId, AppendRequest, Event, LogEntry, UndecodableEntry};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -605,12 +605,15 @@ pub(crate) fn fail_reads(batch: Vec<PendingRead>, target: &str, operation: &str,
 
 /// Answer each caller of a read batch with its stream's events in version order (none for a
 /// stream without events), from `rows`: the events of every stream of the batch, in any order,
-/// each decoded with `decode`. A row that does not decode, or belongs to no stream of the
-/// batch, fails every read of the batch (`target` names the database).
+/// each decoded with `decode`. A row that does not decode fails the reads of its stream
+/// (`stream_of` tells which) with the error naming it, and only those; a row of no stream of
+/// the batch, or one whose stream or position cannot be read, fails every read of the batch
+/// (`target` names the database).
 pub(crate) fn answer_reads<R>(
     batch: Vec<PendingRead>,
     rows: &[R],
-    decode: impl Fn(&R) -> Result<Event, String>,
+    decode: impl Fn(&R) -> Result<LogEntry, String>,
+    stream_of: impl Fn(&R) -> Option<(String, AggregateId)>,
     target: &str,
 ) {
     // Each distinct stream's slot, and each caller's.
@@ -623,10 +626,27 @@ pub(crate) fn answer_reads<R>(
         })
         .collect();
     let mut streams: Vec<Vec<Event>> = vec![Vec::new(); slot.len()];
+    // The first (lowest position) row of each stream that does not decode.
+    let mut undecodable: Vec<Option<UndecodableEntry>> = (0..slot.len()).map(|_| None).collect();
     let mut failure = None;
     for row in rows {
         let event = match decode(row) {
-            Ok(event) => event,
+            Ok(LogEntry::Decoded(event)) => event,
+            Ok(LogEntry::Undecodable(bad)) => {
+                let at =
+                    stream_of(row).and_then(|(resource, id)| slot.get(&(resource.as_str(), id)).copied());
+                let Some(i) = at else {
+                    failure = Some(("read stream (decode an event)", bad.error.to_string()));
+                    break;
+                };
+                if undecodable[i]
+                    .as_ref()
+                    .is_none_or(|first| bad.position < first.position)
+                {
+                    undecodable[i] = Some(bad);
+                }
+                continue;
+            }
             Err(message) => {
                 failure = Some(("read stream (decode an event)", message));
                 break;
@@ -657,6 +677,20 @@ pub(crate) fn answer_reads<R>(
     }
     for (p, i) in batch.into_iter().zip(wanted) {
         readers[i] -= 1;
+        if let Some(bad) = &undecodable[i] {
+            // Errors are not `Clone`: each caller gets its own, naming the same row.
+            p.answer(Err(match &bad.error {
+                fluvius_core::Error::UndecodableEvent { message, .. } => {
+                    fluvius_core::Error::UndecodableEvent {
+                        position: bad.position,
+                        event_id: bad.event_id,
+                        message: message.clone(),
+                    }
+                }
+                other => fluvius_core::Error::store(target.to_owned(), other.to_string(), None),
+            }));
+            continue;
+        }
         let events = if readers[i] == 0 {
             std::mem::take(&mut streams[i])
         } else {

@@ -159,8 +159,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fluvius_core::{
-    AggregateId, AppendRequest, AppendTx, BoxFuture, CommandRecord, Event, LogStore, Payload, Snapshot,
-    SnapshotQuery, StreamQuery,
+    AggregateId, AppendRequest, AppendTx, BoxFuture, CommandRecord, Event, LogEntry, LogStore, Payload,
+    Snapshot, SnapshotQuery, StreamQuery,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
@@ -1280,13 +1280,10 @@ impl PostgresLogStore {
             .fetch_all(&self.pool)
             .await
             .map_err(self.query_error("read stream"))?;
-        rows.iter()
-            .map(decode_event)
-            .collect::<Result<_, _>>()
-            .map_err(|m| self.data_error(m))
+        codec::stream_events(&rows, decode_entry, |m| self.data_error(m))
     }
 
-    async fn read_all_impl(&self, after: u64, limit: usize) -> CoreResult<Vec<Event>> {
+    async fn read_all_impl(&self, after: u64, limit: usize) -> CoreResult<Vec<LogEntry>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1306,7 +1303,7 @@ impl PostgresLogStore {
             .await
             .map_err(self.query_error("read all"))?;
         rows.iter()
-            .map(decode_event)
+            .map(decode_entry)
             .collect::<Result<_, _>>()
             .map_err(|m| self.data_error(m))
     }
@@ -1436,6 +1433,21 @@ fn decode_event(row: &PgRow) -> Result<Event, String> {
     })
 }
 
+/// A row of [`EVENT_COLUMNS`] as a log entry (see [`codec::log_entry`]).
+fn decode_entry(row: &PgRow) -> Result<LogEntry, String> {
+    codec::log_entry(
+        decode_event(row),
+        || column(row, 0),
+        || column(row, 1).ok(),
+        || column(row, 6).ok(),
+    )
+}
+
+/// The stream a row of [`EVENT_COLUMNS`] belongs to, if that much of it reads.
+fn stream_of(row: &PgRow) -> Option<(String, AggregateId)> {
+    Some((column(row, 3).ok()?, AggregateId::from_uuid(column(row, 4).ok()?)))
+}
+
 fn decode_command(row: &PgRow) -> Result<CommandRecord, String> {
     Ok(CommandRecord {
         id: column(row, 0)?,
@@ -1481,7 +1493,7 @@ impl LogStore for PostgresLogStore {
         )
     }
 
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<Event>>> {
+    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<LogEntry>>> {
         let span = tracing::debug_span!("fluvius.postgres.read_all", after, limit);
         Box::pin(self.read_all_impl(after, limit).instrument(span))
     }

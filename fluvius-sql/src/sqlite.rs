@@ -121,8 +121,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use fluvius_core::{
-    AggregateId, AppendRequest, AppendTx, BoxFuture, CommandRecord, Event, LogStore, Payload, Snapshot,
-    SnapshotQuery, StreamQuery,
+    AggregateId, AppendRequest, AppendTx, BoxFuture, CommandRecord, Event, LogEntry, LogStore, Payload,
+    Snapshot, SnapshotQuery, StreamQuery,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -979,13 +979,10 @@ impl SqliteLogStore {
         }
         drop(turn);
         let rows = rows.map_err(self.query_error("read stream"))?;
-        rows.iter()
-            .map(decode_event)
-            .collect::<Result<_, _>>()
-            .map_err(|m| self.data_error(m))
+        codec::stream_events(&rows, decode_entry, |m| self.data_error(m))
     }
 
-    async fn read_all_impl(&self, after: u64, limit: usize) -> CoreResult<Vec<Event>> {
+    async fn read_all_impl(&self, after: u64, limit: usize) -> CoreResult<Vec<LogEntry>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -999,7 +996,7 @@ impl SqliteLogStore {
             .await
             .map_err(self.query_error("read all"))?;
         rows.iter()
-            .map(decode_event)
+            .map(decode_entry)
             .collect::<Result<_, _>>()
             .map_err(|m| self.data_error(m))
     }
@@ -1196,13 +1193,31 @@ fn decode_event(row: &SqliteRow) -> Result<Event, String> {
         key: column::<&str>(row, 6)?.into(),
         schema_version: u32::try_from(schema_version)
             .map_err(|_| format!("stored schema version {schema_version} is out of range"))?,
-        payload: Payload::from_json_unchecked(column::<String>(row, 8)?),
-        args: Payload::from_json_unchecked(column::<String>(row, 9)?),
+        payload: codec::checked_json(column::<String>(row, 8)?, "payload")?,
+        args: codec::checked_json(column::<String>(row, 9)?, "args")?,
         metadata: codec::decode_metadata(column(row, 10)?)?,
         command_id: uuid_column(row, 11)?,
         command_name: column::<&str>(row, 12)?.into(),
         timestamp: time_column(row, 13)?,
     })
+}
+
+/// A row of [`EVENT_COLUMNS`] as a log entry (see [`codec::log_entry`]).
+fn decode_entry(row: &SqliteRow) -> Result<LogEntry, String> {
+    codec::log_entry(
+        decode_event(row),
+        || column(row, 0),
+        || uuid_column(row, 1).ok(),
+        || column(row, 6).ok(),
+    )
+}
+
+/// The stream a row of [`EVENT_COLUMNS`] belongs to, if that much of it reads.
+fn stream_of(row: &SqliteRow) -> Option<(String, AggregateId)> {
+    Some((
+        column(row, 3).ok()?,
+        AggregateId::from_uuid(uuid_column(row, 4).ok()?),
+    ))
 }
 
 fn decode_command(row: &SqliteRow) -> Result<CommandRecord, String> {
@@ -1249,7 +1264,7 @@ impl LogStore for SqliteLogStore {
         )
     }
 
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<Event>>> {
+    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<LogEntry>>> {
         let span = tracing::debug_span!("fluvius.sqlite.read_all", after, limit);
         Box::pin(self.read_all_impl(after, limit).instrument(span))
     }

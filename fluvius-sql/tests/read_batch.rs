@@ -250,6 +250,67 @@ async fn check_failing_batch<S, T, H>(
     assert_eq!(after.reads - before.reads, of_a_batch, "{after:?}");
 }
 
+/// Append two streams to `store` (one pooled connection), make the bad one's only row
+/// undecodable with `corrupt` (raw SQL), then read both streams eight times concurrently while
+/// `hold` holds the pool's connection, so the reads queue and go in a batch: the reads of the
+/// good stream get its events, those of the bad one the typed error naming the row.
+async fn check_poison_row_in_a_batch<S, T, H, C>(
+    store: &S,
+    stats: impl Fn() -> ReadBatchStats,
+    corrupt: impl FnOnce(u64) -> C,
+    hold: impl std::future::Future<Output = sqlx::Result<H>>,
+) where
+    S: LogStore + Clone + 'static,
+    C: std::future::Future<Output = sqlx::Result<T>>,
+{
+    let before = stats();
+    let (good, bad) = (AggregateId::new(), AggregateId::new());
+    store
+        .append(testing::request("thing", good, 0, 2))
+        .await
+        .expect("append");
+    let poisoned = store
+        .append(testing::request("thing", bad, 0, 1))
+        .await
+        .expect("append")
+        .remove(0);
+    corrupt(poisoned.position).await.expect("corrupt the row");
+    let held = hold.await.expect("hold the pool");
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let id = if i % 2 == 0 { good } else { bad };
+            tokio::spawn(async move { (id, store.read_stream("thing", id, StreamQuery::default()).await) })
+        })
+        .collect();
+    wait_for(&stats, |s| {
+        s.waiting + (s.reads - before.reads) + (s.alone - before.alone) >= 8
+    })
+    .await;
+    drop(held);
+    for task in tasks {
+        match task.await.expect("read task") {
+            (id, Ok(events)) => {
+                assert_eq!(id, good, "the bad stream read as {events:?}");
+                assert_eq!(events.len(), 2);
+            }
+            (id, Err(error)) => {
+                assert_eq!(id, bad, "the good stream failed: {error:?}");
+                assert!(
+                    matches!(error, fluvius_core::Error::UndecodableEvent { position, event_id: Some(e), .. }
+                        if position == poisoned.position && e == poisoned.id),
+                    "{error:?}"
+                );
+            }
+        }
+    }
+    let after = stats();
+    assert!(
+        after.reads - before.reads >= 7,
+        "the reads went in batches: {after:?}"
+    );
+}
+
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
@@ -354,6 +415,26 @@ mod sqlite {
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poison_row_fails_only_the_reads_of_its_stream() {
+        let dir = common::temp_dir("read-batch-poison");
+        let store = SqliteLogStore::builder(url_for(&dir))
+            .max_connections(1)
+            .open()
+            .await
+            .expect("open");
+        let corrupt = |position: u64| {
+            sqlx::query("UPDATE fluvius_events SET metadata = '[1,2]' WHERE position = ?1")
+                .bind(position as i64)
+                .execute(store.pool())
+        };
+        let stats = || store.read_batch_stats().expect("group commit is on");
+        let url = url_for(&dir);
+        check_poison_row_in_a_batch(&store, stats, corrupt, hold_pool_and_writer(&store, &url)).await;
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -433,6 +514,21 @@ mod postgres {
         let drop_events = sqlx::query("DROP TABLE fluvius_events CASCADE").execute(store.pool());
         let stats = || store.read_batch_stats().expect("group commit is on");
         check_failing_batch(&store, stats, drop_events, store.pool().acquire()).await;
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poison_row_fails_only_the_reads_of_its_stream() {
+        let Some(url) = pg::url().await else { return };
+        let guard = SchemaGuard::fresh(&url);
+        let store = connect(&guard, |o| o.max_connections(1)).await;
+        let corrupt = |position: u64| {
+            sqlx::query("UPDATE fluvius_events SET metadata = '[1,2]' WHERE position = $1")
+                .bind(position as i64)
+                .execute(store.pool())
+        };
+        let stats = || store.read_batch_stats().expect("group commit is on");
+        check_poison_row_in_a_batch(&store, stats, corrupt, store.pool().acquire()).await;
         store.close().await;
     }
 }

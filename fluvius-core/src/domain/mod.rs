@@ -19,7 +19,7 @@ pub use builder::{DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MA
 use crate::aggregate::{ActionSpec, Aggregate};
 use crate::checkpoint::DeadLetter;
 use crate::command::Command;
-use crate::dispatch::{Dispatcher, HandlerStats};
+use crate::dispatch::{Dispatcher, HandlerStats, ProjectionStatus};
 use crate::error::{Error, Result};
 use crate::id::AggregateId;
 use crate::logstore::{CommandRecord, LogStore, StreamQuery};
@@ -406,7 +406,9 @@ impl Domain {
 
     /// Wait until every handler's checkpoint has reached the head of the log as of the call:
     /// each event committed before the call has been handled (or parked). With handlers
-    /// claimed by another app instance, waits for that instance.
+    /// claimed by another app instance, waits for that instance. A projection stopped at an
+    /// entry it cannot read is not waited for: [`projection_status`](Self::projection_status)
+    /// says where and why it stopped.
     pub async fn wait_idle(&self) {
         self.inner.dispatcher.wait_idle().await
     }
@@ -415,6 +417,13 @@ impl Domain {
     /// name.
     pub fn handler_stats(&self) -> Vec<HandlerStats> {
         self.inner.dispatcher.stats()
+    }
+
+    /// Where each projection is in this process, sorted as registered: its position, and
+    /// whether it is stopped at a stored event it cannot decode or upcast (it never skips
+    /// one; it goes on by itself once the entry reads).
+    pub fn projection_status(&self) -> Vec<ProjectionStatus> {
+        self.inner.dispatcher.projection_status()
     }
 
     /// A handler's stored checkpoint: the last log position it has processed.

@@ -82,10 +82,10 @@ impl<A: Aggregate> ErasedAggregate for Registered<A> {
     }
 }
 
-/// Fold stored events into a fresh state.
+/// Fold stored events (a stream from version 1) into a fresh state.
 pub(crate) fn fold<A: Aggregate>(events: &[Event]) -> Result<A> {
     let mut state = A::default();
-    super::snapshot::fold_into(&mut state, events)?;
+    super::snapshot::fold_into(&mut state, 1, events)?;
     Ok(state)
 }
 

@@ -8,7 +8,7 @@
 //! state is rebuilt from the events.
 
 use crate::aggregate::{Aggregate, FoldEvent};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::id::AggregateId;
 use crate::logstore::{LogStore, Snapshot, SnapshotQuery, StreamQuery};
@@ -53,7 +53,12 @@ pub(crate) async fn load<A: Aggregate>(
             },
         )
         .await?;
-    fold_into(&mut state, &tail)?;
+    let first = if base_version > 0 {
+        base_version + 1
+    } else {
+        query.from_version.unwrap_or(1).max(1)
+    };
+    fold_into(&mut state, first, &tail)?;
     Ok((state, tail.last().map_or(base_version, |e| e.aggregate_version)))
 }
 
@@ -87,9 +92,24 @@ fn usable<A: Aggregate>(snapshot: Snapshot) -> Option<(A, u64)> {
     }
 }
 
-/// Fold stored events into `state`.
-pub(crate) fn fold_into<A: Aggregate>(state: &mut A, events: &[Event]) -> Result<()> {
-    for event in events {
+/// Fold stored events into `state`, checking that their versions are dense from `first`
+/// (a gap or a repeat is [`Error::CorruptStream`], never folded into a wrong state).
+pub(crate) fn fold_into<A: Aggregate>(state: &mut A, first: u64, events: &[Event]) -> Result<()> {
+    for (want, event) in (first..).zip(events) {
+        if event.aggregate_version != want {
+            let message = match want.checked_sub(1).filter(|&before| before >= first) {
+                Some(before) => format!("version {} follows version {before}", event.aggregate_version),
+                None => format!(
+                    "version {} is where version {want} should be",
+                    event.aggregate_version
+                ),
+            };
+            return Err(Error::CorruptStream {
+                resource: event.resource.to_string(),
+                aggregate_id: event.aggregate_id,
+                message: format!("{message} (event {} at position {})", event.id, event.position),
+            });
+        }
         state.apply(FoldEvent::stored(event))?;
     }
     Ok(())
@@ -129,7 +149,62 @@ pub(crate) fn take<A: Aggregate>(state: &A, events: &[Event]) -> Option<Snapshot
 
 #[cfg(test)]
 mod tests {
-    use super::crosses;
+    use super::{crosses, fold_into};
+    use crate::aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
+    use crate::{AggregateId, Error, Event};
+
+    /// Counts the events folded into it.
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Folded(u64);
+
+    impl Aggregate for Folded {
+        const RESOURCE: &'static str = "folded";
+        fn actions() -> &'static [ActionSpec] {
+            &[]
+        }
+        async fn execute(&self, call: ActionCall<'_>) -> crate::Result<Vec<NewEvent>> {
+            Err(call.unknown_action())
+        }
+        fn apply(&mut self, _event: FoldEvent<'_>) -> crate::Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+
+    fn stream(versions: &[u64]) -> Vec<Event> {
+        let id = AggregateId::new();
+        versions
+            .iter()
+            .map(|&v| Event {
+                aggregate_id: id,
+                aggregate_version: v,
+                position: v,
+                ..Event::example()
+            })
+            .collect()
+    }
+
+    /// The message of the corrupt_stream error a fold from `first` answers, folding nothing.
+    fn refused(first: u64, versions: &[u64]) -> String {
+        let mut state = Folded::default();
+        match fold_into(&mut state, first, &stream(versions)) {
+            Err(Error::CorruptStream { message, .. }) => message,
+            other => panic!("{versions:?} from {first} folded: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn folds_check_that_versions_are_dense() {
+        let mut state = Folded::default();
+        fold_into(&mut state, 1, &stream(&[1, 2, 3])).unwrap();
+        assert_eq!(state.0, 3);
+        fold_into(&mut state, 4, &stream(&[4, 5])).unwrap();
+        assert_eq!(state.0, 5, "from a snapshot's version + 1");
+        assert!(refused(1, &[1, 3]).starts_with("version 3 follows version 1"));
+        assert!(refused(1, &[1, 2, 2]).starts_with("version 2 follows version 2"));
+        assert!(refused(1, &[2, 3]).starts_with("version 2 is where version 1 should be"));
+        assert!(refused(5, &[6]).starts_with("version 6 is where version 5 should be"));
+    }
 
     #[test]
     fn crossing_a_multiple() {

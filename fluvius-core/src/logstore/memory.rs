@@ -6,7 +6,7 @@ use std::sync::RwLock;
 
 use uuid::Uuid;
 
-use super::{AppendRequest, CommandRecord, LogStore, Snapshot, SnapshotQuery, StreamQuery};
+use super::{AppendRequest, CommandRecord, LogEntry, LogStore, Snapshot, SnapshotQuery, StreamQuery};
 use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -278,13 +278,19 @@ impl LogStore for MemoryLogStore {
         Box::pin(async move { Ok(events) })
     }
 
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
+    /// Every entry of the in-memory log is an event it holds (nothing to decode).
+    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<LogEntry>>> {
         let inner = self.read();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(inner.log.len());
         let end = start.saturating_add(limit).min(inner.log.len());
-        let events = inner.log.range(start, end).cloned().collect();
+        let entries = inner
+            .log
+            .range(start, end)
+            .cloned()
+            .map(LogEntry::Decoded)
+            .collect();
         drop(inner);
-        Box::pin(async move { Ok(events) })
+        Box::pin(async move { Ok(entries) })
     }
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {

@@ -11,6 +11,11 @@
 //! - [`read_all(after, limit)`](LogStore::read_all) returns events with `position > after`
 //!   (the start is *exclusive*, so a checkpoint is simply the last position processed), in
 //!   position order, at most `limit` of them; a reader never sees position N+1 before N.
+//!   [`read_log`](LogStore::read_log) reads the same entries one by one: a stored row that
+//!   cannot be decoded (or upcast) is a [`LogEntry::Undecodable`] naming its position, id and
+//!   error, and the entries after it are still read; `read_all` fails with that error
+//!   ([`Error::UndecodableEvent`](crate::Error::UndecodableEvent) or
+//!   [`Error::Upcast`](crate::Error::Upcast)) instead.
 //! - A [`Snapshot`] attached to an append ([`AppendRequest::snapshot`]) is written in the same
 //!   transaction as the events: a refused append stores neither.
 //!   [`load_snapshot`](LogStore::load_snapshot) returns the latest snapshot at or before a
@@ -28,7 +33,7 @@ pub use memory::MemoryLogStore;
 
 use crate::checkpoint::CheckpointStore;
 use crate::context::Context;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
@@ -279,6 +284,82 @@ impl StreamQuery {
     }
 }
 
+/// One entry of the global log, as [`LogStore::read_log`] returns it: an event, or a stored row
+/// that cannot be decoded or upcast (which does not hide the entries after it).
+#[derive(Debug)]
+pub enum LogEntry {
+    /// A decoded event.
+    Decoded(Event),
+    /// A stored event that cannot be decoded or upcast.
+    Undecodable(UndecodableEntry),
+}
+
+impl LogEntry {
+    /// The entry's global position.
+    pub fn position(&self) -> u64 {
+        match self {
+            LogEntry::Decoded(e) => e.position,
+            LogEntry::Undecodable(u) => u.position,
+        }
+    }
+
+    /// The event, or the error that names the entry
+    /// ([`Error::UndecodableEvent`] or [`Error::Upcast`]).
+    pub fn into_event(self) -> Result<Event> {
+        match self {
+            LogEntry::Decoded(e) => Ok(e),
+            LogEntry::Undecodable(u) => Err(u.error),
+        }
+    }
+}
+
+/// The events of `entries`, or the error of the first undecodable one (what
+/// [`LogStore::read_all`] answers).
+pub fn events_of(entries: Vec<LogEntry>) -> Result<Vec<Event>> {
+    entries.into_iter().map(LogEntry::into_event).collect()
+}
+
+/// A stored event that cannot be decoded (a malformed row) or upcast (no upcaster lifts it,
+/// or its upcaster fails), named so that an operator can find and repair it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct UndecodableEntry {
+    /// The entry's global position.
+    pub position: u64,
+    /// The event's id, when it could be read.
+    pub event_id: Option<Uuid>,
+    /// The event's key, when it could be read (handlers whose pattern does not match it are
+    /// not concerned by the entry).
+    pub key: Option<String>,
+    /// Why it cannot be read: [`Error::UndecodableEvent`] or [`Error::Upcast`].
+    pub error: Error,
+}
+
+impl UndecodableEntry {
+    /// A row at `position` that does not decode, for `message` (the error is
+    /// [`Error::UndecodableEvent`]).
+    pub fn malformed(position: u64, event_id: Option<Uuid>, key: Option<String>, message: String) -> Self {
+        let error = Error::UndecodableEvent {
+            position,
+            event_id,
+            message,
+        };
+        Self::new(position, event_id, key, error)
+    }
+
+    /// An entry at `position` that cannot be read for `error` (an [`Error::UndecodableEvent`],
+    /// or the [`Error::Upcast`] of an event that decodes but cannot be lifted to its current
+    /// shape).
+    pub fn new(position: u64, event_id: Option<Uuid>, key: Option<String>, error: Error) -> Self {
+        Self {
+            position,
+            event_id,
+            key,
+            error,
+        }
+    }
+}
+
 /// Where events live. Implemented by [`MemoryLogStore`] here and by the SQL stores in
 /// `fluvius-sql`; every implementation passes the same conformance suite.
 ///
@@ -298,8 +379,20 @@ pub trait LogStore: Send + Sync + 'static {
         query: StreamQuery,
     ) -> BoxFuture<'a, Result<Vec<Event>>>;
 
+    /// Read the global log entry by entry: entries with `position > after`, in position order,
+    /// at most `limit`. A stored row that cannot be decoded is a [`LogEntry::Undecodable`] with
+    /// its position (and id and key, when those can be read), not a failed read: the entries
+    /// after it are returned too. An `Err` means the read itself failed.
+    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<LogEntry>>>;
+
     /// Read the global log: events with `position > after`, in position order, at most `limit`.
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>>;
+    /// A page with an entry that cannot be decoded fails with that entry's error
+    /// ([`Error::UndecodableEvent`] or [`Error::Upcast`], naming the event); use
+    /// [`read_log`](Self::read_log) to read past it. The default reads
+    /// [`read_log`](Self::read_log); wrappers must forward both.
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
+        Box::pin(async move { events_of(self.read_log(after, limit).await?) })
+    }
 
     /// The record of a processed command, if this id was processed.
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>>;
@@ -340,9 +433,9 @@ pub trait LogStore: Send + Sync + 'static {
             const PAGE: usize = 1000;
             let mut head = 0;
             loop {
-                let page = self.read_all(head, PAGE).await?;
+                let page = self.read_log(head, PAGE).await?;
                 let Some(last) = page.last() else { break };
-                head = last.position;
+                head = last.position();
                 if page.len() < PAGE {
                     break;
                 }
@@ -413,6 +506,9 @@ impl<T: LogStore + ?Sized> LogStore for Arc<T> {
     }
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
         (**self).read_all(after, limit)
+    }
+    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<LogEntry>>> {
+        (**self).read_log(after, limit)
     }
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
         (**self).get_command(command_id)

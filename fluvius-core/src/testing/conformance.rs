@@ -115,6 +115,7 @@ macro_rules! conformance_tests {
             until_is_inclusive
             positions_increase_and_batches_are_consecutive
             read_all_pages_with_exclusive_after
+            read_log_reads_what_read_all_reads
             racing_writers_one_wins
             readers_see_every_event_once_in_order_under_concurrent_writers
             concurrent_batches_get_contiguous_positions
@@ -540,6 +541,34 @@ pub async fn read_all_pages_with_exclusive_after<F: StoreFactory>(factory: &F) {
     );
     assert!(store.read_all(all[9].position, 10).await.unwrap().is_empty());
     assert_eq!(store.read_all(0, usize::MAX).await.unwrap(), all);
+}
+
+/// `read_log(after, limit)` reads the entries `read_all` reads, one event per entry, with the
+/// same paging (a well-formed log has no undecodable entry).
+pub async fn read_log_reads_what_read_all_reads<F: StoreFactory>(factory: &F) {
+    let store = factory.create().await;
+    for _ in 0..4 {
+        append_ok(&store, request("thing", AggregateId::new(), 0, 2)).await;
+    }
+    let all = read_all_settled(&store, 8).await;
+    assert_eq!(all.len(), 8);
+    for (after, limit) in [
+        (0, usize::MAX),
+        (0, 3),
+        (all[2].position, 2),
+        (all[7].position, 5),
+        (0, 0),
+    ] {
+        let entries = store.read_log(after, limit).await.unwrap();
+        let positions: Vec<u64> = entries.iter().map(crate::LogEntry::position).collect();
+        let events = crate::events_of(entries).expect("every entry is an event");
+        assert_eq!(
+            events,
+            store.read_all(after, limit).await.unwrap(),
+            "read_log({after}, {limit})"
+        );
+        assert_eq!(positions, events.iter().map(|e| e.position).collect::<Vec<_>>());
+    }
 }
 
 /// N tasks race to append version k of one aggregate: exactly one wins, the others get a

@@ -5,6 +5,7 @@
 //! - [`WithCleanup`]: a store that runs a clean-up closure when dropped (delete a temporary
 //!   directory, drop a test schema), even when the test panics.
 //! - [`event`], [`request`], [`command_record`] and [`snapshot_of`]: sample values to append.
+//! - [`RecordingProjection`]: a projection that records the positions it applied, in memory.
 
 pub mod checkpoint_conformance;
 pub mod conformance;
@@ -157,6 +158,9 @@ impl<S: LogStore> LogStore for WithCleanup<S> {
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
         self.store.read_all(after, limit)
     }
+    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<crate::LogEntry>>> {
+        self.store.read_log(after, limit)
+    }
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
         self.store.get_command(command_id)
     }
@@ -192,5 +196,60 @@ pub fn snapshot_of(request: &AppendRequest, state_version: u32) -> Snapshot {
         state: Payload::from_value(&serde_json::json!({ "at": last.aggregate_version, "ü": "✓" }))
             .expect("a JSON literal serializes"),
         timestamp: last.timestamp,
+    }
+}
+
+/// A projection for tests that records the positions of the events it applied, in memory.
+/// Clones share the record, so a test can keep one and give the other to a domain (or to a
+/// second domain that takes over).
+#[derive(Clone)]
+pub struct RecordingProjection {
+    name: String,
+    state: std::sync::Arc<Mutex<(u64, Vec<u64>)>>,
+}
+
+impl RecordingProjection {
+    /// An empty projection named `name`, at position 0.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            state: Default::default(),
+        }
+    }
+
+    /// The positions applied so far, in order.
+    pub fn applied(&self) -> Vec<u64> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+}
+
+impl crate::Projection for RecordingProjection {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn position(&self) -> BoxFuture<'_, Result<u64>> {
+        let position = self.state.lock().unwrap_or_else(|e| e.into_inner()).0;
+        Box::pin(async move { Ok(position) })
+    }
+
+    fn apply<'a>(&'a self, from: u64, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let result = if state.0 == from {
+            state.1.extend(events.iter().map(|e| e.position));
+            state.0 = events.last().map_or(from, |e| e.position);
+            Ok(())
+        } else {
+            Err(crate::Error::Config(format!(
+                "projection `{}` is at {}, not {from}",
+                self.name, state.0
+            )))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<()>> {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (0, Vec::new());
+        Box::pin(async { Ok(()) })
     }
 }

@@ -4,7 +4,7 @@
 use fluvius_core::AggregateId;
 use uuid::Uuid;
 
-use super::{decode_event, PostgresLogStore, EVENT_COLUMNS};
+use super::{decode_entry, stream_of, PostgresLogStore, EVENT_COLUMNS};
 use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
@@ -47,7 +47,7 @@ impl PostgresLogStore {
             .fetch_all(&self.pool)
             .await;
         match rows {
-            Ok(rows) => answer_reads(batch, &rows, decode_event, &self.target),
+            Ok(rows) => answer_reads(batch, &rows, decode_entry, stream_of, &self.target),
             Err(e) => fail_reads(batch, &self.target, "read stream", &e.to_string()),
         }
     }

@@ -1,7 +1,7 @@
 //! Batched stream reads: the stream reads of concurrent loads answered by one query (see the
 //! [module docs](super#batched-stream-reads)).
 
-use super::{decode_event, SqliteLogStore, EVENT_COLUMNS};
+use super::{decode_entry, stream_of, SqliteLogStore, EVENT_COLUMNS};
 use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead, StreamKey};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
@@ -47,7 +47,7 @@ impl SqliteLogStore {
             }
         };
         match sqlx::query(&READ_STREAMS).bind(list).fetch_all(&self.pool).await {
-            Ok(rows) => answer_reads(batch, &rows, decode_event, &self.target),
+            Ok(rows) => answer_reads(batch, &rows, decode_entry, stream_of, &self.target),
             Err(e) => fail_reads(batch, &self.target, "read stream", &e.to_string()),
         }
     }
