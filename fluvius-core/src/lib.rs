@@ -109,7 +109,7 @@ pub use logstore::{
     AppendRequest, CommandRecord, LogStore, MemoryLogStore, Snapshot, SnapshotQuery, StreamQuery,
 };
 pub use name::Name;
-pub use payload::Payload;
+pub use payload::{Payload, MAX_PAYLOAD_DEPTH};
 pub use projection::Projection;
 pub use response::Response;
 pub use transactional::{AppendTx, TransactionalFn, TransactionalHandlers};
