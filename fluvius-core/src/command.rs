@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::id::AggregateId;
-use crate::name::Name;
+use crate::name::{validate_name, Name};
 use crate::payload::{self, Payload, MAX_PAYLOAD_DEPTH};
 
 /// A request to run one action on one aggregate.
@@ -138,6 +138,17 @@ impl Command {
     pub fn returning_state(mut self) -> Self {
         self.return_state = true;
         self
+    }
+
+    /// Check the names the command carries (resource, action, namespace, and the context's
+    /// tenant and user) with [`validate_name`](crate::validate_name).
+    pub(crate) fn validate_names(&self) -> Result<()> {
+        validate_name("resource", &self.resource)?;
+        validate_name("action", &self.action)?;
+        if let Some(namespace) = &self.namespace {
+            validate_name("namespace", namespace)?;
+        }
+        self.context.validate_names()
     }
 }
 

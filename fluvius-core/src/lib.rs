@@ -108,7 +108,7 @@ pub use id::AggregateId;
 pub use logstore::{
     AppendRequest, CommandRecord, LogStore, MemoryLogStore, Snapshot, SnapshotQuery, StreamQuery,
 };
-pub use name::Name;
+pub use name::{validate_name, Name, MAX_NAME_LEN};
 pub use payload::{Payload, MAX_PAYLOAD_DEPTH};
 pub use projection::Projection;
 pub use response::Response;
