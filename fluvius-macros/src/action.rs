@@ -8,6 +8,7 @@ use syn::{FnArg, Ident, ImplItemFn, LitInt, LitStr, Pat, ReturnType, Token, Type
 
 use crate::case::kebab;
 use crate::ctxt::Ctxt;
+use crate::lit::check_name;
 
 mod kw {
     syn::custom_keyword!(evt_key);
@@ -38,8 +39,9 @@ impl ActionAttr {
             if lookahead.peek(kw::evt_key) {
                 let key = key_eq(input)?;
                 let lit: LitStr = input.parse()?;
-                if lit.value().is_empty() {
-                    attr.reject(cx, &lit, "`evt_key` must not be empty");
+                if let Err(e) = check_name("`evt_key`", &lit) {
+                    cx.push(e);
+                    attr.rejected = true;
                 } else {
                     attr.set_once(cx, |a| &mut a.evt_key, lit, &key);
                 }
@@ -50,8 +52,9 @@ impl ActionAttr {
                 let list: Punctuated<LitStr, Token![,]> = Punctuated::parse_terminated(&content)?;
                 let mut resources = Vec::with_capacity(list.len());
                 for lit in list {
-                    if lit.value().is_empty() {
-                        attr.reject(cx, &lit, "a resource name must not be empty");
+                    if let Err(e) = check_name("a resource name", &lit) {
+                        cx.push(e);
+                        attr.rejected = true;
                     } else {
                         resources.push(lit);
                     }
@@ -71,8 +74,9 @@ impl ActionAttr {
             } else if lookahead.peek(kw::name) {
                 let key = key_eq(input)?;
                 let lit: LitStr = input.parse()?;
-                if lit.value().is_empty() {
-                    attr.reject(cx, &lit, "`name` must not be empty");
+                if let Err(e) = check_name("`name`", &lit) {
+                    cx.push(e);
+                    attr.rejected = true;
                 } else {
                     attr.set_once(cx, |a| &mut a.name, lit, &key);
                 }

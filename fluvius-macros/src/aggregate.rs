@@ -14,7 +14,7 @@ use crate::apply::ApplyMethod;
 use crate::case::{kebab, screaming};
 use crate::ctxt::Ctxt;
 use crate::item::expect_item;
-use crate::lit::int_at_least;
+use crate::lit::{check_name, int_at_least};
 
 mod kw {
     syn::custom_keyword!(resource);
@@ -48,9 +48,7 @@ impl Parse for AggregateAttr {
                         "`resource` is specified more than once",
                     ));
                 }
-                if lit.value().is_empty() {
-                    return Err(syn::Error::new_spanned(&lit, "`resource` must not be empty"));
-                }
+                check_name("`resource`", &lit)?;
                 attr.resource = Some(lit);
             } else if input.peek(kw::snapshot_every) {
                 let key: kw::snapshot_every = input.parse()?;

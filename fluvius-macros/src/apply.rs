@@ -6,6 +6,7 @@ use syn::parse::ParseStream;
 use syn::{FnArg, Ident, ImplItemFn, LitStr, ReturnType, Type};
 
 use crate::ctxt::Ctxt;
+use crate::lit::check_name;
 
 /// A method marked `#[apply]`, checked.
 pub(crate) struct ApplyMethod {
@@ -40,9 +41,7 @@ fn parse_key(attr: &syn::Attribute) -> syn::Result<LitStr> {
                 "#[apply] takes exactly one event key: one method folds one event",
             ));
         }
-        if key.value().is_empty() {
-            return Err(syn::Error::new_spanned(&key, "the event key must not be empty"));
-        }
+        check_name("the event key", &key)?;
         Ok(key)
     })
 }

@@ -11,7 +11,7 @@ use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Lit, LitInt, LitStr, ReturnT
 
 use crate::ctxt::Ctxt;
 use crate::item::expect_item;
-use crate::lit::int_at_least;
+use crate::lit::{check_name, int_at_least};
 
 const OPTIONS: &str = "expected `name = \"...\"`, `max_attempts = N`, `base_backoff_ms = N` or \
                        `max_backoff_ms = N` after the pattern";
@@ -102,9 +102,7 @@ impl Parse for HandlerAttr {
             match key.to_string().as_str() {
                 "name" => {
                     let lit: LitStr = value(input, |input| input.parse())?;
-                    if lit.value().is_empty() {
-                        return Err(syn::Error::new_spanned(&lit, "`name` must not be empty"));
-                    }
+                    check_name("`name`", &lit)?;
                     once(&mut name, &key, lit)?;
                 }
                 "max_attempts" => {
