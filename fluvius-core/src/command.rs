@@ -10,8 +10,8 @@ use uuid::Uuid;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::id::AggregateId;
-use crate::name::Name;
-use crate::payload::Payload;
+use crate::name::{validate_name, Name};
+use crate::payload::{self, Payload, MAX_PAYLOAD_DEPTH};
 
 /// A request to run one action on one aggregate.
 ///
@@ -53,6 +53,10 @@ pub struct Command {
 
 impl Command {
     /// An untyped command on an existing (or to-be-created) aggregate with a known id.
+    ///
+    /// A payload of any depth is safe to pass: one nested deeper than [`MAX_PAYLOAD_DEPTH`]
+    /// is taken apart here without recursion, and processing the command fails with
+    /// [`Error::InvalidPayload`].
     pub fn new(
         resource: impl Into<Name>,
         aggregate_id: AggregateId,
@@ -135,6 +139,17 @@ impl Command {
         self.return_state = true;
         self
     }
+
+    /// Check the names the command carries (resource, action, namespace, and the context's
+    /// tenant and user) with [`validate_name`](crate::validate_name).
+    pub(crate) fn validate_names(&self) -> Result<()> {
+        validate_name("resource", &self.resource)?;
+        validate_name("action", &self.action)?;
+        if let Some(namespace) = &self.namespace {
+            validate_name("namespace", namespace)?;
+        }
+        self.context.validate_names()
+    }
 }
 
 impl Clone for Command {
@@ -173,6 +188,8 @@ enum ArgsJson {
     Value(serde_json::Value),
     Text(Payload),
     Unserializable(String),
+    /// JSON nested deeper than [`MAX_PAYLOAD_DEPTH`] (the value itself is dropped).
+    TooDeep,
 }
 
 /// The arguments of a command: JSON, and for typed commands also the typed value, which the
@@ -183,12 +200,17 @@ pub struct Args {
 }
 
 impl Args {
-    /// Arguments given as JSON.
+    /// Arguments given as JSON. A value nested deeper than [`MAX_PAYLOAD_DEPTH`] is dropped
+    /// here without recursion (its normal drop could overflow the stack), and the command
+    /// fails with [`Error::InvalidPayload`] when processed.
     pub fn json(value: serde_json::Value) -> Self {
-        Self {
-            json: ArgsJson::Value(value),
-            typed: None,
-        }
+        let json = if payload::deeper_than(&value, MAX_PAYLOAD_DEPTH) {
+            payload::dismantle(value);
+            ArgsJson::TooDeep
+        } else {
+            ArgsJson::Value(value)
+        };
+        Self { json, typed: None }
     }
 
     /// Typed arguments. They are serialized once here (the event records them); the typed
@@ -213,10 +235,10 @@ impl Args {
                 self.json = ArgsJson::Text(p.clone());
                 Ok(p)
             }
-            ArgsJson::Unserializable(msg) => Err(Error::InvalidPayload {
+            refused => Err(Error::InvalidPayload {
                 action: String::new(),
                 path: ".".into(),
-                message: format!("arguments cannot be serialized: {msg}"),
+                message: refused.refusal().unwrap_or_default(),
             }),
         }
     }
@@ -231,7 +253,7 @@ impl Args {
             ArgsJson::Value(other) => Some(json_kind(other)),
             ArgsJson::Text(p) if p.as_str().trim_start().starts_with('{') => None,
             ArgsJson::Text(p) => Some(p.to_value().map_or("invalid JSON", |v| json_kind(&v))),
-            ArgsJson::Unserializable(_) => None,
+            ArgsJson::Unserializable(_) | ArgsJson::TooDeep => None,
         };
         if let Some(kind) = kind {
             return Err(Error::InvalidPayload {
@@ -266,11 +288,24 @@ impl Args {
                 let mut de = serde_json::Deserializer::from_str(p.as_str());
                 serde_path_to_error::deserialize(&mut de).map_err(invalid)
             }
-            ArgsJson::Unserializable(msg) => Err(Error::InvalidPayload {
+            refused => Err(Error::InvalidPayload {
                 action: action.to_owned(),
                 path: ".".into(),
-                message: format!("arguments cannot be serialized: {msg}"),
+                message: refused.refusal().unwrap_or_default(),
             }),
+        }
+    }
+}
+
+impl ArgsJson {
+    /// Why these arguments are refused, if they are.
+    fn refusal(&self) -> Option<String> {
+        match self {
+            ArgsJson::Value(_) | ArgsJson::Text(_) => None,
+            ArgsJson::Unserializable(msg) => Some(format!("arguments cannot be serialized: {msg}")),
+            ArgsJson::TooDeep => Some(format!(
+                "arguments nest arrays or objects deeper than the limit of {MAX_PAYLOAD_DEPTH} levels"
+            )),
         }
     }
 }
@@ -292,6 +327,7 @@ impl Clone for Args {
             ArgsJson::Value(v) => ArgsJson::Value(v.clone()),
             ArgsJson::Text(p) => ArgsJson::Text(p.clone()),
             ArgsJson::Unserializable(m) => ArgsJson::Unserializable(m.clone()),
+            ArgsJson::TooDeep => ArgsJson::TooDeep,
         };
         Self { json, typed: None }
     }
@@ -303,6 +339,7 @@ impl fmt::Debug for Args {
             ArgsJson::Value(v) => write!(f, "{v}"),
             ArgsJson::Text(p) => write!(f, "{p}"),
             ArgsJson::Unserializable(m) => write!(f, "<unserializable: {m}>"),
+            ArgsJson::TooDeep => write!(f, "<nested deeper than {MAX_PAYLOAD_DEPTH} levels>"),
         }
     }
 }

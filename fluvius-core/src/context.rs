@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::error::Result;
+use crate::name::validate_name;
+
 /// Who sent a command and how. Stored with the command and copied into every event's
 /// [`Metadata`](crate::Metadata).
 ///
@@ -35,6 +38,18 @@ pub struct Context {
 }
 
 impl Context {
+    /// Check the tenant and the user, when set, with [`validate_name`]: they are stored with
+    /// every event.
+    pub(crate) fn validate_names(&self) -> Result<()> {
+        if let Some(tenant) = &self.tenant_id {
+            validate_name("tenant", tenant)?;
+        }
+        if let Some(user) = &self.user_id {
+            validate_name("user id", user)?;
+        }
+        Ok(())
+    }
+
     /// An empty context.
     pub fn new() -> Self {
         Self::default()

@@ -238,7 +238,7 @@ pub enum Error {
     InvalidName {
         /// Which kind of name, e.g. `"resource"`.
         what: &'static str,
-        /// The name as given.
+        /// The name as given (its first 64 characters).
         name: String,
         /// Why it is refused.
         reason: String,

@@ -286,6 +286,9 @@ pub(crate) fn sort_and_find_duplicate<T>(items: &mut [T], name: impl Fn(&T) -> &
 
 /// Sort by name and refuse duplicates, saying where each came from.
 pub(crate) fn check_table(mut entries: Vec<HandlerEntry>) -> Result<Vec<HandlerEntry>> {
+    for entry in &entries {
+        crate::name::validate_name("handler", &entry.name)?;
+    }
     if let Some((a, b)) = sort_and_find_duplicate(&mut entries, |e| &e.name) {
         return Err(Error::Config(format!(
             "handler `{}` is registered twice: {} and {}",

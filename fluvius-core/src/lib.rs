@@ -109,8 +109,8 @@ pub use logstore::{
     events_of, AppendRequest, CommandRecord, LogEntry, LogStore, MemoryLogStore, Snapshot, SnapshotQuery,
     StreamQuery, UndecodableEntry,
 };
-pub use name::Name;
-pub use payload::Payload;
+pub use name::{validate_name, Name, MAX_NAME_LEN};
+pub use payload::{Payload, MAX_PAYLOAD_DEPTH};
 pub use projection::Projection;
 pub use response::Response;
 pub use transactional::{AppendTx, TransactionalFn, TransactionalHandlers};

@@ -9,6 +9,51 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::error::Error;
+
+/// The longest name, in bytes, that the domain and the stores accept (see [`validate_name`]).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Check that `name` is acceptable, as a `what` (`"resource"`, `"event key"`, `"tenant"`, …),
+/// to every store alike: not empty, at most [`MAX_NAME_LEN`] bytes, no control character
+/// (a NUL byte included), and no whitespace at either end. Otherwise
+/// [`Error::InvalidName`].
+///
+/// The domain checks every name up front with it: resources, namespaces, actions, event keys
+/// and handler names when it is built; a command's resource, action, namespace, tenant and
+/// user before anything runs; and every store checks the names of an append before writing.
+///
+/// ```
+/// use fluvius_core::validate_name;
+/// assert!(validate_name("resource", "user-profile").is_ok());
+/// let err = validate_name("tenant", "acme\0").unwrap_err();
+/// assert_eq!(err.code(), "invalid_name");
+/// assert!(validate_name("resource", "").is_err());
+/// assert!(validate_name("resource", " user").is_err());
+/// ```
+pub fn validate_name(what: &'static str, name: &str) -> Result<(), Error> {
+    let reason = if name.is_empty() {
+        "it is empty".to_owned()
+    } else if name.len() > MAX_NAME_LEN {
+        format!(
+            "it is {} bytes long, over the limit of {MAX_NAME_LEN}",
+            name.len()
+        )
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        format!("it contains the control character {c:?}")
+    } else if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        "it starts or ends with whitespace".to_owned()
+    } else {
+        return Ok(());
+    };
+    let shown: String = name.chars().take(64).collect();
+    Err(Error::InvalidName {
+        what,
+        name: shown,
+        reason,
+    })
+}
+
 /// An immutable string that is cheap to clone: a `&'static str` (keys and action names
 /// declared in code) or a shared `Arc<str>`. Every event carries four of them (namespace,
 /// resource, key, command name), and events are copied often (to the log, to the caller, to

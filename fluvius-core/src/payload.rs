@@ -6,6 +6,16 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// The deepest nesting of arrays and objects a payload may have: command arguments nested
+/// deeper are refused with [`Error::InvalidPayload`](crate::Error::InvalidPayload), before
+/// anything is serialized or stored.
+///
+/// It is the deepest document that `serde_json`'s parser reads back, so every payload the
+/// domain accepts can be read back from every store. `[1]` has depth 1, `{"a": [1]}` depth 2,
+/// a scalar depth 0.
+pub const MAX_PAYLOAD_DEPTH: usize = 127;
 
 /// A JSON document held as its serialized text.
 ///
@@ -53,10 +63,16 @@ impl Payload {
         }
     }
 
-    /// Take JSON text, checking that it is well-formed.
+    /// Take JSON text, checking that it is well-formed and nests arrays and objects no
+    /// deeper than [`MAX_PAYLOAD_DEPTH`].
     pub fn from_json(text: impl Into<String>) -> Result<Self, serde_json::Error> {
         let text = text.into();
         serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        if text_deeper_than(&text, MAX_PAYLOAD_DEPTH) {
+            return Err(serde::de::Error::custom(format!(
+                "JSON nests arrays or objects deeper than the limit of {MAX_PAYLOAD_DEPTH} levels"
+            )));
+        }
         Ok(Self(text.into()))
     }
 
@@ -97,16 +113,124 @@ impl Payload {
     }
 }
 
-impl From<serde_json::Value> for Payload {
-    fn from(value: serde_json::Value) -> Self {
-        Self(value.to_string().into())
+/// Serializes the value without recursion, so a value of any depth converts without
+/// overflowing the stack (the value is also dropped without recursion). No depth limit is
+/// applied here: a payload deeper than [`MAX_PAYLOAD_DEPTH`] converts, but its text does not
+/// parse back; command arguments are checked by [`Command::new`](crate::Command::new).
+impl From<Value> for Payload {
+    fn from(value: Value) -> Self {
+        let payload = Self::from(&value);
+        dismantle(value);
+        payload
     }
 }
 
-impl From<&serde_json::Value> for Payload {
-    fn from(value: &serde_json::Value) -> Self {
-        Self(value.to_string().into())
+/// Serializes the value without recursion (see `From<Value>`).
+impl From<&Value> for Payload {
+    fn from(value: &Value) -> Self {
+        Self(write_json(value).into())
     }
+}
+
+/// Whether `value` nests arrays and objects deeper than `limit`; walks the value with an
+/// explicit stack (no recursion), and stops at the first container past the limit.
+pub(crate) fn deeper_than(value: &Value, limit: usize) -> bool {
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((value, depth)) = stack.pop() {
+        let is_container = matches!(value, Value::Array(_) | Value::Object(_));
+        if is_container && depth + 1 > limit {
+            return true;
+        }
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|child| (child, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|child| (child, depth + 1))),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Whether well-formed JSON `text` nests arrays and objects deeper than `limit`.
+fn text_deeper_than(text: &str, limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in text.bytes() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            _ if in_string => {}
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Drop `value` without recursion. Dropping a `Value` the usual way recurses once per level,
+/// and a deep enough one (100 000 levels) overflows a thread's stack.
+pub(crate) fn dismantle(value: Value) {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+/// The compact JSON text of `value`, the same as `value.to_string()`, written with an explicit
+/// stack instead of recursion.
+fn write_json(value: &Value) -> String {
+    use std::fmt::Write as _;
+    enum Step<'a> {
+        Value(&'a Value),
+        Key(&'a str),
+        Text(&'static str),
+    }
+    let mut out = String::new();
+    let mut stack = vec![Step::Value(value)];
+    while let Some(step) = stack.pop() {
+        match step {
+            Step::Text(text) => out.push_str(text),
+            // A string key, escaped like a string value (writing to a `String` cannot fail).
+            Step::Key(key) => {
+                let _ = write!(out, "{}:", Value::from(key));
+            }
+            Step::Value(Value::Array(items)) => {
+                out.push('[');
+                stack.push(Step::Text("]"));
+                for (i, item) in items.iter().enumerate().rev() {
+                    stack.push(Step::Value(item));
+                    if i > 0 {
+                        stack.push(Step::Text(","));
+                    }
+                }
+            }
+            Step::Value(Value::Object(map)) => {
+                out.push('{');
+                stack.push(Step::Text("}"));
+                for (i, (key, item)) in map.iter().enumerate().rev() {
+                    stack.push(Step::Value(item));
+                    stack.push(Step::Key(key));
+                    if i > 0 {
+                        stack.push(Step::Text(","));
+                    }
+                }
+            }
+            // A scalar: its `Display` does not recurse.
+            Step::Value(scalar) => {
+                let _ = write!(out, "{scalar}");
+            }
+        }
+    }
+    out
 }
 
 impl fmt::Debug for Payload {
@@ -163,6 +287,28 @@ mod tests {
         let big = "x".repeat(100_000);
         assert_eq!(Payload::from_value(&big).unwrap().len(), 100_002);
         assert_eq!(Payload::from_value(&7).unwrap().as_str(), "7");
+    }
+
+    #[test]
+    fn the_depth_limit_is_the_deepest_json_the_parser_reads() {
+        let text = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(serde_json::from_str::<Value>(&text(MAX_PAYLOAD_DEPTH)).is_ok());
+        assert!(serde_json::from_str::<Value>(&text(MAX_PAYLOAD_DEPTH + 1)).is_err());
+        assert!(Payload::from_json(text(MAX_PAYLOAD_DEPTH)).is_ok());
+        let err = Payload::from_json(text(100_000)).unwrap_err();
+        assert!(err.to_string().contains("deeper than the limit of 127"), "{err}");
+        // Brackets inside strings do not count.
+        let quoted = format!(r#"{{"a": "{}\"[", "b": [1]}}"#, "[".repeat(1000));
+        assert!(Payload::from_json(quoted).is_ok());
+        let value = Payload::from_json(text(MAX_PAYLOAD_DEPTH))
+            .unwrap()
+            .to_value()
+            .unwrap();
+        assert!(!deeper_than(&value, MAX_PAYLOAD_DEPTH));
+        assert!(deeper_than(&serde_json::json!([value]), MAX_PAYLOAD_DEPTH));
+        assert!(!deeper_than(&serde_json::json!({"a": 1}), 1));
+        assert!(deeper_than(&serde_json::json!({"a": {}}), 1));
+        assert!(!deeper_than(&serde_json::json!(1), 0));
     }
 
     #[test]

@@ -35,13 +35,13 @@ impl ActionAttr {
         for entry in &args.entries {
             let key = &entry.key;
             let accepted = match key.to_string().as_str() {
-                "evt_key" => Args::str(cx, entry, "\"user-created\"")
+                "evt_key" => Args::name(cx, entry, "\"user-created\"")
                     .is_some_and(|lit| once(cx, &mut attr.evt_key, key, lit)),
                 "resources" => Args::str_list(cx, entry, "a resource name", "[\"user\"]")
                     .is_some_and(|list| once(cx, &mut attr.resources, key, list)),
                 "version" => Args::int::<u32>(cx, entry, 1, "1 or more: versions start at 1", 2)
                     .is_some_and(|(_, lit)| once(cx, &mut attr.version, key, lit)),
-                "name" => Args::str(cx, entry, "\"create-user\"")
+                "name" => Args::name(cx, entry, "\"create-user\"")
                     .is_some_and(|lit| once(cx, &mut attr.name, key, lit)),
                 _ => {
                     unknown(cx, "action", key, EXPECTED);

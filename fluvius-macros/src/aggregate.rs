@@ -37,7 +37,7 @@ impl AggregateAttr {
             let key = &entry.key;
             match key.to_string().as_str() {
                 "resource" => {
-                    if let Some(lit) = Args::str(cx, entry, "\"user\"") {
+                    if let Some(lit) = Args::name(cx, entry, "\"user\"") {
                         once(cx, &mut attr.resource, key, lit);
                     }
                 }

@@ -5,6 +5,7 @@ use quote::{quote, ToTokens};
 use syn::parse::ParseStream;
 use syn::{FnArg, Ident, ImplItemFn, LitStr, ReturnType, Type};
 
+use crate::attr::check_name;
 use crate::ctxt::Ctxt;
 
 /// A method marked `#[apply]`, checked.
@@ -40,9 +41,7 @@ fn parse_key(attr: &syn::Attribute) -> syn::Result<LitStr> {
                 "#[apply] takes exactly one event key: one method folds one event",
             ));
         }
-        if key.value().is_empty() {
-            return Err(syn::Error::new_spanned(&key, "the event key must not be empty"));
-        }
+        check_name("the event key", &key)?;
         Ok(key)
     })
 }

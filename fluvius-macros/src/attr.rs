@@ -86,6 +86,19 @@ impl Args {
         entry.value.as_ref()
     }
 
+    /// A string literal that is an acceptable name (see [`check_name`]).
+    pub(crate) fn name(cx: &mut Ctxt, entry: &Entry, example: &str) -> Option<LitStr> {
+        let lit = Self::str(cx, entry, example)?;
+        let key = format!("`{}`", entry.key);
+        match check_name(&key, &lit) {
+            Ok(()) => Some(lit),
+            Err(e) => {
+                cx.push(e);
+                None
+            }
+        }
+    }
+
     /// A string literal, not empty.
     pub(crate) fn str(cx: &mut Ctxt, entry: &Entry, example: &str) -> Option<LitStr> {
         let key = &entry.key;
@@ -120,11 +133,13 @@ impl Args {
         let mut ok = true;
         for elem in &array.elems {
             match elem {
-                Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) if s.value().is_empty() => {
-                    cx.error_spanned_by(s, format!("{what} must not be empty"));
-                    ok = false;
-                }
-                Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => items.push(s.clone()),
+                Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => match check_name(what, s) {
+                    Ok(()) => items.push(s.clone()),
+                    Err(e) => {
+                        cx.push(e);
+                        ok = false;
+                    }
+                },
                 other => {
                     cx.error_spanned_by(other, format!("{what} must be a string literal"));
                     ok = false;
@@ -186,6 +201,28 @@ impl Args {
             }
         }
     }
+}
+
+/// The longest name, in bytes (`fluvius_core::MAX_NAME_LEN`).
+const MAX_NAME_LEN: usize = 255;
+
+/// An error on `lit` if its value is no acceptable name for `key`: the rule of
+/// `fluvius_core::validate_name` (not empty, at most 255 bytes, no control character, no
+/// whitespace at either end), checked at compile time for names written in attributes.
+pub(crate) fn check_name(key: &str, lit: &LitStr) -> syn::Result<()> {
+    let name = lit.value();
+    let problem = if name.is_empty() {
+        "must not be empty".to_owned()
+    } else if name.len() > MAX_NAME_LEN {
+        format!("must be at most {MAX_NAME_LEN} bytes long (it is {})", name.len())
+    } else if let Some(c) = name.chars().find(|c| c.is_control()) {
+        format!("must not contain the control character {c:?}")
+    } else if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
+        "must not start or end with whitespace".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(syn::Error::new_spanned(lit, format!("{key} {problem}")))
 }
 
 /// Whether the next argument is a key (`key = …`, or a bare `key` where no value without a key

@@ -75,7 +75,7 @@ impl HandlerAttr {
             let key = &entry.key;
             match key.to_string().as_str() {
                 "name" => {
-                    if let Some(lit) = Args::str(cx, entry, "\"welcome-mailer\"") {
+                    if let Some(lit) = Args::name(cx, entry, "\"welcome-mailer\"") {
                         once(cx, &mut attr.name, key, lit);
                     }
                 }

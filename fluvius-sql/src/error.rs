@@ -27,7 +27,7 @@ pub enum Error {
         source: Option<sqlx::Error>,
     },
     /// The database could not be opened or reached.
-    #[error("cannot connect to {target}")]
+    #[error("cannot connect to {target}: {source}")]
     Connect {
         /// The database.
         target: String,
@@ -36,7 +36,7 @@ pub enum Error {
         source: sqlx::Error,
     },
     /// The embedded migrations failed.
-    #[error("migrating {target} failed")]
+    #[error("migrating {target} failed: {source}")]
     Migrate {
         /// The database.
         target: String,
@@ -78,12 +78,16 @@ impl Error {
         }
     }
 
-    /// The error and its causes, joined by `": "`.
+    /// The error and its causes, joined by `": "`; a cause whose text the message already
+    /// holds is not repeated.
     pub fn full_message(&self) -> String {
         let mut out = self.to_string();
         let mut source = std::error::Error::source(self);
         while let Some(err) = source {
-            let _ = write!(out, ": {err}");
+            let text = err.to_string();
+            if !out.contains(&text) {
+                let _ = write!(out, ": {text}");
+            }
             source = err.source();
         }
         out

@@ -371,7 +371,8 @@ impl std::fmt::Debug for PostgresOptions {
 impl PostgresOptions {
     /// Options for the database at `url` (`postgres://user:password@host:port/database`), with
     /// the defaults: the connection's own `search_path`, migrations on, 10 connections, 10 s
-    /// acquire timeout.
+    /// acquire timeout. Connecting refuses any scheme but `postgres://` and `postgresql://`
+    /// with [`Error::Config`].
     pub fn new(url: impl Into<String>) -> Self {
         Self::with_source(Source::Url(url.into()))
     }
@@ -471,6 +472,13 @@ impl Source {
 
     fn connect_options(&self) -> Result<PgConnectOptions> {
         match self {
+            Source::Url(url) if !url.starts_with("postgres://") && !url.starts_with("postgresql://") => {
+                Err(Error::Config {
+                    target: redact_url(url),
+                    message: "not a PostgreSQL URL: expected `postgres://…` or `postgresql://…`".into(),
+                    source: None,
+                })
+            }
             Source::Url(url) => PgConnectOptions::from_str(url).map_err(|e| Error::Config {
                 target: redact_url(url),
                 message: "not a valid PostgreSQL URL".into(),

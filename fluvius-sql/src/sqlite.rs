@@ -205,6 +205,9 @@ impl SqliteOptions {
     /// Options for the database at `url` (`sqlite://path`, `sqlite:path` or `sqlite::memory:`),
     /// with the defaults: create if missing, `synchronous = FULL`, 5 s busy timeout, 8
     /// connections, migrations on.
+    ///
+    /// Opening refuses, with [`Error::Config`], a URL without the `sqlite:` scheme (a bare
+    /// path) and one that names no file (`""`, `sqlite://`).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -322,6 +325,32 @@ fn is_memory_url(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
+/// Refuse a URL without the `sqlite:` scheme (a bare path would silently create a file
+/// relative to the working directory) and one that names no file (`""`, `sqlite://`: SQLite
+/// would give every pooled connection a private temporary database of its own).
+fn check_url(url: &str) -> Result<()> {
+    let refuse = |message: &str| {
+        Error::Config {
+        target: format!("sqlite database `{url}`"),
+        message: format!(
+            "{message}: expected `sqlite://<path>` (or `sqlite:<path>`) for a file, or `sqlite::memory:` for an in-memory database"
+        ),
+        source: None,
+    }
+    };
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Err(refuse("not an SQLite URL"));
+    };
+    let file = rest.split('?').next().unwrap_or_default();
+    if file.is_empty() && !is_memory_url(url) {
+        return Err(refuse("the URL names no database file"));
+    }
+    Ok(())
+}
+
 impl SqliteLogStore {
     /// Open (creating if missing) the database at `url` with the default options.
     pub async fn open(url: &str) -> Result<Self> {
@@ -336,6 +365,7 @@ impl SqliteLogStore {
     /// Open with explicit options.
     #[tracing::instrument(name = "fluvius.sqlite.open", skip_all, fields(target = tracing::field::Empty), err)]
     pub async fn open_with(options: SqliteOptions) -> Result<Self> {
+        check_url(&options.url)?;
         let memory = is_memory_url(&options.url);
         let connect = SqliteConnectOptions::from_str(&options.url).map_err(|e| Error::Config {
             target: format!("sqlite database `{}`", options.url),

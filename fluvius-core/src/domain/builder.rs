@@ -16,7 +16,7 @@ use crate::handler::{
     check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration, HandlerRetry, Pattern,
 };
 use crate::logstore::LogStore;
-use crate::name::Name;
+use crate::name::{validate_name, Name};
 use crate::projection::Projection;
 use crate::transactional::{AppendTx, TransactionalFn, TransactionalHandlers};
 use crate::upcast::{UpcastFn, UpcasterRegistration, Upcasters, UpcastingStore};
@@ -413,12 +413,14 @@ impl DomainBuilder {
         let store = self
             .store
             .ok_or_else(|| Error::Config("no log store: call `.logstore(...)` on the builder".into()))?;
+        // Every name the domain writes is checked here, once, for every store alike.
+        validate_name("namespace", &self.namespace)?;
         let mut aggregates = HashMap::new();
         for (resource, agg) in self.aggregates {
-            if resource.is_empty() {
-                return Err(Error::Config(
-                    "an aggregate was registered with an empty resource name".into(),
-                ));
+            validate_name("resource", &resource)?;
+            for spec in agg.actions() {
+                validate_name("action", spec.name)?;
+                validate_name("event key", spec.evt_key)?;
             }
             let snapshot_every = match self.snapshot_every.get(&agg.type_id()) {
                 Some(&n) => Some(n).filter(|&n| n > 0),
@@ -467,8 +469,14 @@ impl DomainBuilder {
             )));
         }
         let upcasters = Arc::new(upcasters);
-        let transactional =
-            TransactionalHandlers::new(self.transactional.into_iter().collect::<Result<Vec<_>>>()?)?;
+        let transactional = self.transactional.into_iter().collect::<Result<Vec<_>>>()?;
+        for (name, _, _) in &transactional {
+            validate_name("transactional handler", name)?;
+        }
+        for projection in &self.projections {
+            validate_name("projection", projection.name())?;
+        }
+        let transactional = TransactionalHandlers::new(transactional)?;
         if !transactional.is_empty() && !store.runs_transactional_handlers() {
             return Err(Error::Config(format!(
                 "the `{}` log store cannot run transactional handlers ({:?})",

@@ -117,6 +117,7 @@ impl Domain {
 
     async fn process(&self, mut command: Command) -> Result<Response> {
         let inner = &*self.inner;
+        command.validate_names()?;
         // 1. Route.
         if let Some(ns) = &command.namespace {
             if *ns != inner.namespace {

@@ -139,9 +139,38 @@ impl AppendRequest {
         }
     }
 
+    /// Check every name the request would store with [`validate_name`](crate::validate_name),
+    /// so that a name no store can hold (a NUL byte, …) is refused alike by every store.
+    fn validate_names(&self) -> Result<()> {
+        use crate::name::validate_name;
+        validate_name("resource", &self.resource)?;
+        for e in &self.events {
+            validate_name("namespace", &e.namespace)?;
+            validate_name("resource", &e.resource)?;
+            validate_name("event key", &e.key)?;
+            validate_name("action", &e.command_name)?;
+            if let Some(tenant) = &e.metadata.tenant_id {
+                validate_name("tenant", tenant)?;
+            }
+            if let Some(user) = &e.metadata.user_id {
+                validate_name("user id", user)?;
+            }
+        }
+        if let Some(record) = &self.command {
+            validate_name("namespace", &record.namespace)?;
+            validate_name("resource", &record.resource)?;
+            validate_name("action", &record.action)?;
+            record.context.validate_names()?;
+        }
+        Ok(())
+    }
+
     /// Check the request's shape: every event belongs to the stream and versions are dense
-    /// from `expected_version + 1`. Backends call this before writing.
+    /// from `expected_version + 1`; every name it stores passes
+    /// [`validate_name`](crate::validate_name) ([`Error::InvalidName`](crate::Error::InvalidName)
+    /// otherwise). Backends call this before writing.
     pub fn validate(&self) -> Result<()> {
+        self.validate_names()?;
         // Versions are i64 in the SQL stores; refusing larger ones here also rules out overflow.
         let last = self
             .expected_version
