@@ -101,7 +101,12 @@ impl From<Error> for fluvius_core::Error {
     /// writers and was rolled back — PostgreSQL's serialization failure (`40001`) or deadlock
     /// (`40P01`), SQLite's `SQLITE_BUSY` / `SQLITE_LOCKED` after the busy timeout — is an
     /// [`fluvius_core::Error::Transient`] instead, with the same backend, message and source.
+    /// A [`Error::Config`] (a URL or option refused before anything was opened) is a
+    /// [`fluvius_core::Error::Config`] with the same message, so its code stays `config`.
     fn from(err: Error) -> Self {
+        if let Error::Config { .. } = &err {
+            return fluvius_core::Error::Config(err.full_message());
+        }
         let transient = matches!(&err, Error::Query { source, .. } if is_transient(source));
         let (backend, message) = (err.target().to_owned(), err.full_message());
         if transient {
@@ -138,4 +143,21 @@ pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
         return matches!(primary, Some(SQLITE_BUSY | SQLITE_LOCKED));
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_error_keeps_its_code_in_the_core_error() {
+        let err = Error::Config {
+            target: "postgres://app@db/app".into(),
+            message: "unsupported scheme `mysql`".into(),
+            source: None,
+        };
+        let core: fluvius_core::Error = err.into();
+        assert_eq!(core.code(), "config");
+        assert!(core.to_string().contains("unsupported scheme `mysql`"), "{core}");
+    }
 }

@@ -6,32 +6,42 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+
+thread_local! {
+    /// What the test subscriber wrote on this thread.
+    static LOGGED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes into this thread's [`LOGGED`].
+struct ThreadBuffer;
+
+impl Write for ThreadBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGGED.with(|l| l.borrow_mut().extend_from_slice(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Everything `tracing` logs on this thread while `run` runs, as plain text.
+///
+/// One global subscriber for the whole test binary, writing per thread: a scoped subscriber
+/// (`set_default`) races with tests running on other threads over tracing's per-callsite
+/// interest cache, and then misses events now and then.
 async fn logged<T>(run: impl std::future::Future<Output = T>) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = {
-        let _guard = tracing::subscriber::set_default(subscriber);
-        run.await
-    };
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(|| ThreadBuffer)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+    });
+    LOGGED.with(|l| l.borrow_mut().clear());
+    let out = run.await;
+    let text = LOGGED.with(|l| String::from_utf8_lossy(&l.borrow()).into_owned());
     (out, text)
 }
 
