@@ -57,12 +57,13 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
-use crate::domain::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::handler::{sort_and_find_duplicate, HandlerEntry, HandlerRetry};
+use crate::handler::HandlerEntry;
 use crate::logstore::{LogEntry, LogStore, UndecodableEntry};
+use crate::name::sort_and_find_duplicate;
 use crate::projection::Projection;
+use crate::retry::{HandlerRetry, RetryPolicy};
 
 /// Counters for one handler, in this process.
 #[derive(Clone, Debug, PartialEq, Eq)]

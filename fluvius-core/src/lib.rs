@@ -85,9 +85,11 @@ mod id;
 mod idhash;
 mod logstore;
 mod name;
+mod pattern;
 mod payload;
 mod projection;
 mod response;
+mod retry;
 mod saga;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -99,20 +101,22 @@ pub use checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
 pub use command::{Args, Command};
 pub use context::Context;
 pub use dispatch::{DispatchOptions, HandlerStats, ProjectionStatus, ProjectionStop, StartFrom};
-pub use domain::{Domain, DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use domain::{Domain, DomainBuilder, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use error::{DomainError, Error, Result};
 pub use event::{Event, Metadata};
 pub use future::BoxFuture;
-pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration, HandlerRetry, Pattern};
+pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration};
 pub use id::AggregateId;
 pub use logstore::{
     events_of, AppendRequest, CommandRecord, LogEntry, LogStore, MemoryLogStore, Snapshot, SnapshotQuery,
     StreamQuery, UndecodableEntry,
 };
 pub use name::{validate_name, Name, MAX_NAME_LEN};
+pub use pattern::Pattern;
 pub use payload::{Payload, MAX_PAYLOAD_DEPTH};
 pub use projection::Projection;
 pub use response::Response;
+pub use retry::{HandlerRetry, RetryPolicy};
 pub use transactional::{AppendTx, TransactionalFn, TransactionalHandlers};
 pub use upcast::{UpcastError, UpcastFn, UpcasterRegistration};
 

@@ -217,3 +217,13 @@ impl<'de> Deserialize<'de> for Name {
         String::deserialize(deserializer).map(Self::from)
     }
 }
+
+/// Sort `items` by name; the first two with the same name, if any. The one duplicate check of
+/// every name table (handlers, transactional handlers, dispatch names).
+pub(crate) fn sort_and_find_duplicate<T>(items: &mut [T], name: impl Fn(&T) -> &str) -> Option<(&T, &T)> {
+    items.sort_by(|a, b| name(a).cmp(name(b)));
+    items
+        .windows(2)
+        .find(|pair| name(&pair[0]) == name(&pair[1]))
+        .map(|pair| (&pair[0], &pair[1]))
+}

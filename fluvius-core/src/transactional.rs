@@ -56,7 +56,8 @@ use tracing::Instrument;
 use crate::error::{DomainError, Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
-use crate::handler::{sort_and_find_duplicate, Pattern};
+use crate::name::sort_and_find_duplicate;
+use crate::pattern::Pattern;
 
 /// The transaction an append is being written in, as a [transactional
 /// handler](crate::transactional) sees it.

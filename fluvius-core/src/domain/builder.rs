@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::aggregate::Aggregate;
 use crate::command::Command;
@@ -12,12 +11,12 @@ use crate::error::DomainError;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
-use crate::handler::{
-    check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration, HandlerRetry, Pattern,
-};
+use crate::handler::{check_table, global_handlers, HandlerEntry, HandlerError, HandlerRegistration};
 use crate::logstore::LogStore;
 use crate::name::{validate_name, Name};
+use crate::pattern::Pattern;
 use crate::projection::Projection;
+use crate::retry::{HandlerRetry, RetryPolicy};
 use crate::transactional::{AppendTx, TransactionalFn, TransactionalHandlers};
 use crate::upcast::{UpcastFn, UpcasterRegistration, Upcasters, UpcastingStore};
 
@@ -27,66 +26,6 @@ use super::{Domain, Inner, Policy, Route};
 
 /// The namespace of a domain that sets none.
 const DEFAULT_NAMESPACE: &str = "default";
-
-/// How `process_command` reacts to a version conflict (another writer appended to the same
-/// aggregate between load and append).
-///
-/// The default retries: up to 4 attempts in all, with jittered exponential backoff from
-/// 1 ms to 50 ms. A retry is safe because the action runs again on the fresh state, so every
-/// invariant is checked again; what is never retried is a command that named its
-/// [`expected version`](Command::expect_version) — the caller asked to be told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts (1 = never retry).
-    pub max_attempts: u32,
-    /// Backoff before the first retry; doubles each retry.
-    pub base_backoff: Duration,
-    /// Upper bound on one backoff.
-    pub max_backoff: Duration,
-}
-
-impl RetryPolicy {
-    /// Never retry: a conflict is returned to the caller at once.
-    pub const fn never() -> Self {
-        Self {
-            max_attempts: 1,
-            base_backoff: Duration::ZERO,
-            max_backoff: Duration::ZERO,
-        }
-    }
-
-    /// Up to `max_attempts` attempts in all, with the default backoff.
-    pub fn attempts(max_attempts: u32) -> Self {
-        Self {
-            max_attempts: max_attempts.max(1),
-            ..Self::default()
-        }
-    }
-
-    /// The pause before retry number `retry` (1-based), with full jitter.
-    pub(crate) fn backoff(&self, retry: u32) -> Duration {
-        let exp = self
-            .base_backoff
-            .saturating_mul(1u32 << retry.saturating_sub(1).min(16))
-            .min(self.max_backoff);
-        let nanos = exp.as_nanos() as u64;
-        if nanos == 0 {
-            return Duration::ZERO;
-        }
-        let random = uuid::Uuid::new_v4().as_u128() as u64;
-        Duration::from_nanos(nanos / 2 + random % (nanos / 2 + 1))
-    }
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(50),
-        }
-    }
-}
 
 type GlobalFilter = Box<dyn Fn(&HandlerRegistration) -> bool + Send>;
 
@@ -215,8 +154,7 @@ impl DomainBuilder {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use std::time::Duration;
-    /// use fluvius_core::{Domain, Event, HandlerError, HandlerRetry, MemoryLogStore, RetryPolicy};
+    ///     /// use fluvius_core::{Domain, Event, HandlerError, HandlerRetry, MemoryLogStore, RetryPolicy};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), fluvius_core::Error> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use builder::{DomainBuilder, RetryPolicy, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use builder::{DomainBuilder, DEFAULT_CACHE_CAPACITY, DEFAULT_MAX_PAYLOAD_BYTES};
 
 use crate::aggregate::{ActionSpec, Aggregate};
 use crate::checkpoint::DeadLetter;
@@ -25,6 +25,7 @@ use crate::id::AggregateId;
 use crate::logstore::{CommandRecord, LogStore, StreamQuery};
 use crate::name::Name;
 use crate::response::Response;
+use crate::retry::RetryPolicy;
 use crate::transactional::TransactionalHandlers;
 use crate::upcast::Upcasters;
 

@@ -1206,10 +1206,10 @@ fn recorder(
         Box::pin(async move { Err(DomainError::rejected(format!("`other-*` must not see `{key}`"))) })
     });
     TransactionalHandlers::new(vec![
-        ("recorder".into(), crate::handler::Pattern::All, handler),
+        ("recorder".into(), crate::pattern::Pattern::All, handler),
         (
             "other".into(),
-            crate::handler::Pattern::Prefix("other-".into()),
+            crate::pattern::Pattern::Prefix("other-".into()),
             never,
         ),
     ])
