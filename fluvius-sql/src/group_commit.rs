@@ -449,12 +449,11 @@ impl Queue {
     }
 
     fn stopped(&self) -> fluvius_core::Error {
-        fluvius_core::Error::store(
-            self.backend,
-            "the group-commit writer stopped (its runtime shut down, or it panicked); the append \
-             may or may not have been written",
-            None,
-        )
+        crate::outcome::in_doubt(format!(
+            "the group-commit writer of {} gave up on the append (its write timed out, its runtime \
+             shut down, or it panicked)",
+            self.backend
+        ))
     }
 }
 
@@ -677,18 +676,21 @@ pub(crate) fn read_keys(batch: &[PendingRead]) -> Vec<StreamKey<'_>> {
     keys
 }
 
-/// The same failure, for every caller of a batch (errors are not `Clone`).
+/// The same failure, for every caller of a batch (errors are not `Clone`): an
+/// [`OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown) when the error leaves the batch's
+/// outcome in doubt (the store then learns each append's truth), else a store error.
 pub(crate) fn batch_error(
     target: &str,
     operation: &str,
     error: &sqlx::Error,
     n: usize,
 ) -> fluvius_core::Error {
-    fluvius_core::Error::store(
-        target.to_owned(),
-        format!("{operation} (a group of {n} appends): {error}"),
-        None,
-    )
+    if crate::outcome::sqlx_unclear(error) {
+        return crate::outcome::in_doubt(format!(
+            "{operation} (a group of {n} appends) on {target}: {error}"
+        ));
+    }
+    batch_refused(target, operation, error, n)
 }
 
 /// How [`finish_batch`] ends a batch's transaction: a sqlx transaction, or SQLite's
@@ -738,6 +740,29 @@ pub(crate) async fn finish_batch(
     }
     for (Pending { request, reply }, positions) in written {
         let _ = reply.send(Ok(crate::codec::stored(request, positions)));
+    }
+}
+
+/// The same failure before the batch's `COMMIT` was sent, for every caller: a store error (an
+/// explicit transaction commits nothing without its `COMMIT`, whatever broke).
+pub(crate) fn batch_refused(
+    target: &str,
+    operation: &str,
+    error: &sqlx::Error,
+    n: usize,
+) -> fluvius_core::Error {
+    fluvius_core::Error::store(
+        target.to_owned(),
+        format!("{operation} (a group of {n} appends): {error}"),
+        None,
+    )
+}
+
+/// Answer every caller of a batch with [`batch_refused`].
+pub(crate) fn refuse_batch(batch: Vec<Pending>, target: &str, operation: &str, error: &sqlx::Error) {
+    let n = batch.len();
+    for p in batch {
+        p.answer(Err(batch_refused(target, operation, error, n)));
     }
 }
 

@@ -49,6 +49,8 @@ mod append_tx;
 mod codec;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod group_commit;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod outcome;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;

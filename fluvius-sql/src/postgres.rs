@@ -169,8 +169,8 @@ use self::hints::AppendHints;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::group_commit::{
-    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue, ReadBatchStats,
-    ReadQueue,
+    batch_error, batch_refused, finish_batch, refuse_batch, GroupCommit, GroupCommitStats, Pending, Queue,
+    ReadBatchStats, ReadQueue,
 };
 
 /// Why one append failed inside its transaction.
@@ -211,6 +211,7 @@ mod bulk;
 mod checkpoint;
 mod hints;
 mod reads;
+mod resolve;
 
 pub use checkpoint::{advance_projection, reset_projection, APPEND_CHANNEL};
 
@@ -347,6 +348,7 @@ pub struct PostgresOptions {
     application_name: Option<String>,
     group_commit: GroupCommit,
     ping_idle_for: Duration,
+    operation_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -360,6 +362,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("application_name", &self.application_name)
             .field("group_commit", &self.group_commit)
             .field("ping_idle_for", &self.ping_idle_for)
+            .field("operation_timeout", &self.operation_timeout)
             .finish()
     }
 }
@@ -367,7 +370,7 @@ impl std::fmt::Debug for PostgresOptions {
 impl PostgresOptions {
     /// Options for the database at `url` (`postgres://user:password@host:port/database`), with
     /// the defaults: the connection's own `search_path`, migrations on, 10 connections, 10 s
-    /// acquire timeout.
+    /// acquire timeout, 30 s operation timeout.
     pub fn new(url: impl Into<String>) -> Self {
         Self::with_source(Source::Url(url.into()))
     }
@@ -388,7 +391,20 @@ impl PostgresOptions {
             application_name: None,
             group_commit: GroupCommit::default(),
             ping_idle_for: Duration::ZERO,
+            operation_timeout: crate::outcome::DEFAULT_OPERATION_TIMEOUT,
         }
+    }
+
+    /// How long one operation of the store (an append, a read, a command lookup) may take,
+    /// waiting for a connection included (default 30 s). A read that takes longer fails with
+    /// [`Error::Timeout`](fluvius_core::Error::Timeout); an append that takes longer is
+    /// resolved like one whose connection broke (see the [module docs](self#outcomes)): it is
+    /// answered as stored if it is in the log, else with
+    /// [`Error::OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown), after at most another
+    /// `timeout` (and at most 5 s). A zero timeout is taken as 1 ms.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout.max(Duration::from_millis(1));
+        self
     }
 
     /// Keep the tables in this schema: it is created if missing, and every connection of the
@@ -490,6 +506,8 @@ pub struct PostgresLogStore {
     reads: Option<ReadQueue>,
     /// Sends the `NOTIFY` that wakes other instances' dispatchers after an append commits.
     hints: Option<AppendHints>,
+    /// See [`PostgresOptions::operation_timeout`].
+    operation_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresLogStore {
@@ -636,6 +654,7 @@ impl PostgresLogStore {
             queue: None,
             reads: None,
             hints: None,
+            operation_timeout: options.operation_timeout,
         }
         .with_group_commit(options.group_commit)
         .with_hints())
@@ -669,7 +688,15 @@ impl PostgresLogStore {
             self.queue = Some(Queue::spawn(config, "postgres", writers, (), move |batch, ()| {
                 let writer = writer.clone();
                 let span = tracing::debug_span!("fluvius.postgres.group_commit", appends = batch.len());
-                async move { writer.write_batch(batch).await }.instrument(span)
+                // A batch stuck on a stalled connection is given up (its callers learn the
+                // truth themselves), so the writer goes on with the next.
+                let within = writer.operation_timeout;
+                async move {
+                    tokio::time::timeout(within, writer.write_batch(batch))
+                        .await
+                        .unwrap_or(false)
+                }
+                .instrument(span)
             }));
         }
         self
@@ -693,6 +720,7 @@ impl PostgresLogStore {
             queue: None,
             reads: None,
             hints: None,
+            operation_timeout: crate::outcome::DEFAULT_OPERATION_TIMEOUT,
         }
         .with_group_commit(GroupCommit::default())
         .with_hints()
@@ -754,6 +782,15 @@ impl PostgresLogStore {
             }
             .into()
         }
+    }
+
+    /// `future`, failing with [`fluvius_core::Error::Timeout`] after the operation timeout.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        future: impl std::future::Future<Output = CoreResult<T>>,
+    ) -> CoreResult<T> {
+        crate::outcome::bounded(&self.target, operation, self.operation_timeout, future).await
     }
 
     fn data_error(&self, message: String) -> fluvius_core::Error {
@@ -835,14 +872,23 @@ impl PostgresLogStore {
             self.check_empty_append(&request).await?;
             return Ok(Vec::new());
         }
-        let stored = match &self.queue {
-            // The only append in flight: written here, as the writer would write a batch of
-            // one, without the hand-off to a writer task and back.
-            Some(queue) => match queue.try_alone() {
-                Some(_alone) => self.append_alone(request).await,
-                None => queue.submit(request).await,
-            },
-            None => self.append_alone(request).await,
+        let probe = resolve::Probe::of(&request);
+        let write = async {
+            match &self.queue {
+                // The only append in flight: written here, as the writer would write a batch
+                // of one, without the hand-off to a writer task and back.
+                Some(queue) => match queue.try_alone() {
+                    Some(_alone) => self.append_alone(request).await,
+                    None => queue.submit(request).await,
+                },
+                None => self.append_alone(request).await,
+            }
+        };
+        let written = self.bounded("append", write).await;
+        // A failure that may have come after the commit: learn the truth before answering.
+        let stored = match (written, probe) {
+            (Err(e), Some(probe)) if crate::outcome::unclear(&e) => Box::pin(self.resolve(&probe, e)).await,
+            (written, _) => written,
         }?;
         if let Some(hints) = &self.hints {
             hints.appended();
@@ -858,11 +904,12 @@ impl PostgresLogStore {
                 Err(failure) => Err(self.failed(&request, failure).await),
             };
         }
+        // Nothing is committed without the `COMMIT`: a failure before it wrote nothing.
         let mut tx = self
             .pool
             .begin()
             .await
-            .map_err(self.query_error("begin append"))?;
+            .map_err(|e| crate::outcome::before_commit(self.query_error("begin append")(e)))?;
         match self.write_append(&mut tx, &request, None).await {
             Ok(positions) => {
                 tx.commit().await.map_err(self.query_error("commit append"))?;
@@ -870,7 +917,9 @@ impl PostgresLogStore {
             }
             Err(failure) => {
                 let _ = tx.rollback().await;
-                Err(self.failed(&request, failure).await)
+                Err(crate::outcome::before_commit(
+                    self.failed(&request, failure).await,
+                ))
             }
         }
     }
@@ -892,6 +941,15 @@ impl PostgresLogStore {
                 Ok((tx, outcomes)) => {
                     let outcomes = batch.into_iter().zip(outcomes).collect();
                     finish_batch(tx, outcomes, &self.target).await;
+                    return true;
+                }
+                // The statement may have committed (the connection broke after sending it):
+                // writing the batch again would turn its appends into conflicts. Each caller
+                // learns its append's truth instead.
+                Err(e) if crate::outcome::unclear(&e) => {
+                    for p in batch {
+                        p.answer(Err(crate::outcome::in_doubt(e.to_string())));
+                    }
                     return true;
                 }
                 // Rolled back: typically a writer of another transaction recorded a version
@@ -922,7 +980,8 @@ impl PostgresLogStore {
         };
         let (mut tx, mut next_position) = match begun.await {
             Ok(begun) => begun,
-            Err((operation, e)) => return fail_batch(batch, &self.target, operation, &e),
+            // Nothing is committed without the `COMMIT`: a failure before it wrote nothing.
+            Err((operation, e)) => return refuse_batch(batch, &self.target, operation, &e),
         };
         let mut written = Vec::with_capacity(n);
         let mut failed = Vec::new();
@@ -936,13 +995,13 @@ impl PostgresLogStore {
                 // the whole batch (nothing is committed).
                 Err(SavepointFailure::Transaction(e)) => {
                     let _ = tx.rollback().await;
-                    pending.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                    pending.answer(Err(batch_refused(&self.target, "append (savepoint)", &e, n)));
                     for (p, _) in written {
-                        p.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                        p.answer(Err(batch_refused(&self.target, "append (savepoint)", &e, n)));
                     }
                     for (p, failure) in failed {
                         let error = self.failed(&p.request, failure).await;
-                        p.answer(Err(error));
+                        p.answer(Err(crate::outcome::before_commit(error)));
                     }
                     return;
                 }
@@ -961,9 +1020,10 @@ impl PostgresLogStore {
             }
         }
         // After the commit, so a command recorded earlier in this batch is seen as a duplicate.
+        // Their savepoints were rolled back: nothing of them was written.
         for (p, failure) in failed {
             let error = self.failed(&p.request, failure).await;
-            p.answer(Err(error));
+            p.answer(Err(crate::outcome::before_commit(error)));
         }
     }
 
@@ -1058,7 +1118,7 @@ impl PostgresLogStore {
         };
         // The statement committed: a failure to read the positions back cannot undo it.
         let positions = self.returned_positions(request, &returned).map_err(|e| {
-            self.data_error(format!(
+            crate::outcome::in_doubt(format!(
                 "the append was committed, but its positions could not be read back: {e}"
             ))
         })?;
@@ -1468,19 +1528,28 @@ impl LogStore for PostgresLogStore {
         let span =
             tracing::debug_span!("fluvius.postgres.read_stream", resource, aggregate_id = %aggregate_id);
         Box::pin(
-            self.read_stream_impl(resource, aggregate_id, query)
-                .instrument(span),
+            self.bounded(
+                "read stream",
+                self.read_stream_impl(resource, aggregate_id, query),
+            )
+            .instrument(span),
         )
     }
 
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<Event>>> {
         let span = tracing::debug_span!("fluvius.postgres.read_all", after, limit);
-        Box::pin(self.read_all_impl(after, limit).instrument(span))
+        Box::pin(
+            self.bounded("read all", self.read_all_impl(after, limit))
+                .instrument(span),
+        )
     }
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
         let span = tracing::debug_span!("fluvius.postgres.get_command", command_id = %command_id);
-        Box::pin(self.get_command_impl(command_id).instrument(span))
+        Box::pin(
+            self.bounded("get command", self.get_command_impl(command_id))
+                .instrument(span),
+        )
     }
 
     fn load_snapshot<'a>(
@@ -1492,8 +1561,11 @@ impl LogStore for PostgresLogStore {
         let span =
             tracing::debug_span!("fluvius.postgres.load_snapshot", resource, aggregate_id = %aggregate_id);
         Box::pin(
-            self.load_snapshot_impl(resource, aggregate_id, query)
-                .instrument(span),
+            self.bounded(
+                "load snapshot",
+                self.load_snapshot_impl(resource, aggregate_id, query),
+            )
+            .instrument(span),
         )
     }
 
@@ -1506,7 +1578,7 @@ impl LogStore for PostgresLogStore {
     }
 
     fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {
-        Box::pin(self.head_position_impl())
+        Box::pin(self.bounded("read head position", self.head_position_impl()))
     }
 }
 
