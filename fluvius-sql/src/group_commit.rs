@@ -159,6 +159,11 @@ impl Pending {
     pub(crate) fn answer(self, result: CoreResult<Vec<Event>>) {
         let _ = self.reply.send(result);
     }
+
+    /// The caller stopped waiting for the answer (timed out, or dropped its future).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
 
 /// What a store's group-commit writer has done so far (see `group_commit_stats` on each

@@ -4,7 +4,35 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use fluvius_core::{AggregateId, AppendRequest};
 use uuid::Uuid;
+
+/// What identifies an append in the log: its stream, the version its first event takes, and
+/// that event's id (the unique stream key makes the pair decisive), kept before the request
+/// is handed to a writer.
+pub(crate) struct Probe {
+    pub(crate) resource: String,
+    pub(crate) aggregate_id: AggregateId,
+    pub(crate) first_version: i64,
+    pub(crate) count: usize,
+    pub(crate) first_event: Uuid,
+    pub(crate) command_id: Option<Uuid>,
+}
+
+impl Probe {
+    /// The probe of a request with at least one event.
+    pub(crate) fn of(request: &AppendRequest) -> Option<Self> {
+        let first = request.events.first()?;
+        Some(Self {
+            resource: request.resource.to_string(),
+            aggregate_id: request.aggregate_id,
+            first_version: crate::codec::clamp_i64(first.aggregate_version),
+            count: request.events.len(),
+            first_event: first.id,
+            command_id: request.command.as_ref().map(|c| c.id),
+        })
+    }
+}
 
 /// The default [operation timeout](crate::PostgresOptions::operation_timeout) of both stores.
 pub(crate) const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,20 +145,29 @@ pub(crate) fn not_written(
     )
 }
 
-/// Answer `Timeout` if `future` does not finish within `after`.
-pub(crate) async fn bounded<T>(
-    backend: &str,
-    operation: &'static str,
-    after: Duration,
-    future: impl std::future::Future<Output = fluvius_core::Result<T>>,
-) -> fluvius_core::Result<T> {
-    tokio::time::timeout(after, future).await.unwrap_or_else(|_| {
-        Err(fluvius_core::Error::Timeout {
-            backend: backend.to_owned().into(),
-            operation: operation.into(),
-            after,
+/// A store whose operations are bounded by its operation timeout.
+pub(crate) trait Bounded {
+    /// The database, for the error.
+    fn target(&self) -> &str;
+    /// The operation timeout.
+    fn operation_timeout(&self) -> Duration;
+
+    /// `future`, failing with [`Timeout`](fluvius_core::Error::Timeout) after the operation
+    /// timeout.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        future: impl std::future::Future<Output = fluvius_core::Result<T>>,
+    ) -> fluvius_core::Result<T> {
+        let after = self.operation_timeout();
+        tokio::time::timeout(after, future).await.unwrap_or_else(|_| {
+            Err(fluvius_core::Error::Timeout {
+                backend: self.target().to_owned().into(),
+                operation: operation.into(),
+                after,
+            })
         })
-    })
+    }
 }
 
 #[cfg(test)]

@@ -172,6 +172,7 @@ use crate::group_commit::{
     batch_error, batch_refused, finish_batch, refuse_batch, GroupCommit, GroupCommitStats, Pending, Queue,
     ReadBatchStats, ReadQueue,
 };
+use crate::outcome::Bounded as _;
 
 /// Why one append failed inside its transaction.
 enum AppendFailure {
@@ -784,15 +785,6 @@ impl PostgresLogStore {
         }
     }
 
-    /// `future`, failing with [`fluvius_core::Error::Timeout`] after the operation timeout.
-    async fn bounded<T>(
-        &self,
-        operation: &'static str,
-        future: impl std::future::Future<Output = CoreResult<T>>,
-    ) -> CoreResult<T> {
-        crate::outcome::bounded(&self.target, operation, self.operation_timeout, future).await
-    }
-
     fn data_error(&self, message: String) -> fluvius_core::Error {
         Error::Data {
             target: self.target.to_string(),
@@ -872,7 +864,7 @@ impl PostgresLogStore {
             self.check_empty_append(&request).await?;
             return Ok(Vec::new());
         }
-        let probe = resolve::Probe::of(&request);
+        let probe = crate::outcome::Probe::of(&request);
         let write = async {
             match &self.queue {
                 // The only append in flight: written here, as the writer would write a batch
@@ -1501,6 +1493,16 @@ fn decode_command(row: &PgRow) -> Result<CommandRecord, String> {
         version_after: codec::to_u64(column(row, 8)?, "version")?,
         timestamp: column(row, 9)?,
     })
+}
+
+impl crate::outcome::Bounded for PostgresLogStore {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
 }
 
 impl LogStore for PostgresLogStore {

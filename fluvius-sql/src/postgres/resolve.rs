@@ -3,39 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use fluvius_core::{AggregateId, AppendRequest, Event};
+use fluvius_core::Event;
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::{decode_event, CoreResult, PostgresLogStore, EVENT_COLUMNS};
-use crate::{codec, outcome};
-
-/// What identifies an append in the log: its stream, the version its first event takes, and
-/// that event's id (the unique stream key makes the pair decisive), kept before the request
-/// is handed to a writer.
-pub(super) struct Probe {
-    resource: String,
-    aggregate_id: AggregateId,
-    first_version: i64,
-    count: usize,
-    first_event: Uuid,
-    command_id: Option<Uuid>,
-}
-
-impl Probe {
-    /// The probe of a request with at least one event.
-    pub(super) fn of(request: &AppendRequest) -> Option<Self> {
-        let first = request.events.first()?;
-        Some(Self {
-            resource: request.resource.to_string(),
-            aggregate_id: request.aggregate_id,
-            first_version: codec::clamp_i64(first.aggregate_version),
-            count: request.events.len(),
-            first_event: first.id,
-            command_id: request.command.as_ref().map(|c| c.id),
-        })
-    }
-}
+use crate::outcome::{self, Probe};
 
 /// How long an append in doubt is looked for at least, when it is not found.
 const GRACE: Duration = Duration::from_millis(300);
