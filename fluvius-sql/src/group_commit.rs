@@ -33,8 +33,11 @@
 //! forms one batch; on PostgreSQL when no other append is queued, being written or written
 //! alone (appends that arrive meanwhile queue for the writers, which write them beside it).
 //!
-//! A caller that stops waiting (its future is dropped) does not withdraw its append: once
-//! queued, it is written, as a request already sent to a server would be.
+//! A caller that stops waiting (its future is dropped, or the store's operation timeout
+//! passed) does not withdraw an append a writer has taken: it is written, as a request
+//! already sent to a server would be, and the caller learns its outcome from the log (see the
+//! `postgres` and `sqlite` module docs, "Outcomes"). On SQLite, an append still queued when
+//! its writer takes the write turn is dropped if its caller is gone.
 //!
 //! The writer runs on the tokio runtime that opened the store: use the store inside that
 //! runtime (once it shuts down, appends fail with a store error saying the writer stopped),

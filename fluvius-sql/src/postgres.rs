@@ -51,10 +51,34 @@
 //!
 //! # Durability
 //! An append returns after PostgreSQL reports the commit, so with the server's defaults
-//! (`synchronous_commit = on`, `fsync = on`) an appended event is on disk. If the connection is
-//! lost *during* the commit, the append fails with [`fluvius_core::Error::Store`] although it
-//! may have committed; retrying the same command id is then answered by the idempotency
-//! record instead of writing twice.
+//! (`synchronous_commit = on`, `fsync = on`) an appended event is on disk.
+//!
+//! # Outcomes
+//! An append ends in one of three answers:
+//! - `Ok`: it is stored (the events as stored, with their positions);
+//! - [`Error::OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown): the store could not learn
+//!   whether it is stored. Resend it with the same command id: a stored command is answered
+//!   from its record, never applied twice;
+//! - any other error: **nothing was written**.
+//!
+//! When the connection breaks after a write was sent (an I/O, TLS or protocol error, a lost
+//! reply to a statement committed on its own or to a `COMMIT`), when the append outlives the
+//! [operation timeout](PostgresOptions::operation_timeout), or when the server committed but
+//! the positions could not be read back, the store learns the truth before answering: on a
+//! fresh pooled connection it looks up the append's first event id at its version (the
+//! unique stream key decides; group commit looks per append of the batch). Each look is
+//! bounded (1 s), and so is the whole (the operation timeout, at most 5 s). Found: `Ok` with
+//! the stored events. That version held by another event: a plain store error (it can never
+//! be stored). Not there: `OutcomeUnknown` — the statement may still be in the server's
+//! socket buffer, or held by a stalled network, and commit later; the store keeps looking
+//! while that is likely (until every transaction running at its first look has ended), so a
+//! late commit is still answered `Ok`. A failure before an explicit transaction's `COMMIT`
+//! was sent, or one the database answered, wrote nothing and is a plain error at once.
+//!
+//! Every operation is bounded by [`PostgresOptions::operation_timeout`] (30 s by default,
+//! waiting for a pooled connection included): a read that takes longer fails with
+//! [`Error::Timeout`](fluvius_core::Error::Timeout), an append is resolved as above, and a
+//! group-commit batch stuck on a stalled connection is given up so the writer goes on.
 //!
 //! # Layout
 //! Tables `fluvius_events`, `fluvius_commands` and `fluvius_snapshots`, the sequence `fluvius_events_position_seq`
@@ -148,7 +172,8 @@
 //! [`PostgresOptions::ping_connections_idle_for`] only connections idle for a while are
 //! checked, and a dropped connection that was used recently fails one operation instead.)
 //! While it is away, operations fail with [`fluvius_core::Error::Store`] naming the database
-//! (never the password) once the acquire timeout has passed.
+//! (never the password) once the acquire timeout has passed; a connection lost while an
+//! append was under way is resolved as [above](self#outcomes).
 
 use std::str::FromStr;
 use std::sync::Arc;

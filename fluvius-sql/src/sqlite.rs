@@ -27,6 +27,18 @@
 //!   corrupt, and a process crash loses nothing; but a power loss or OS crash may roll back the
 //!   last transactions that had already been reported as committed. Faster per commit.
 //!
+//! # Outcomes
+//! An append is answered `Ok` (stored), [`Error::OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown)
+//! (resend it with the same command id), or any other error (nothing was written). Every
+//! operation is bounded by [`SqliteOptions::operation_timeout`] (30 s by default): a read that
+//! takes longer fails with [`Error::Timeout`](fluvius_core::Error::Timeout). An append that
+//! takes longer may still commit on sqlx's worker thread, so the store waits for the truth
+//! (at most the operation timeout again, at most 5 s): it takes the write turn, closes the
+//! writer's connection if the write left it open (closing waits until the worker ran what was
+//! sent before), and looks up the append's first event id at its version — found: `Ok`; not
+//! there: a store error (it cannot commit any more); still running: `OutcomeUnknown`. A
+//! queued append whose caller stopped waiting is not written any more.
+//!
 //! # Group commit
 //! On by default ([`GroupCommit`], set with [`SqliteOptions::group_commit`]): appends made
 //! concurrently through one store share one `BEGIN IMMEDIATE` transaction and one sync of the
