@@ -707,7 +707,13 @@ impl PostgresLogStore {
                 move |batch| {
                     let reader = reader.clone();
                     let span = tracing::debug_span!("fluvius.postgres.read_batch", streams = batch.len());
-                    async move { reader.read_batch(batch).await }.instrument(span)
+                    // Given up on a stalled connection (its callers have timed out), so the
+                    // reader goes on with the next batch.
+                    let within = reader.operation_timeout;
+                    async move {
+                        let _ = tokio::time::timeout(within, reader.read_batch(batch)).await;
+                    }
+                    .instrument(span)
                 },
             ));
             let writers = config.writers_or(GroupCommit::DEFAULT_POSTGRES_WRITERS);

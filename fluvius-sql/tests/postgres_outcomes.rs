@@ -276,6 +276,17 @@ async fn a_stall_is_bounded(group_commit: GroupCommit) {
         answers.iter().any(|(_, _, answer, _)| answer.is_err()),
         "no command noticed the stall"
     );
+    let mut tally: HashMap<&str, usize> = HashMap::new();
+    for (_, _, answer, _) in &answers {
+        *tally
+            .entry(answer.as_ref().err().map_or("ok", |(code, _)| *code))
+            .or_default() += 1;
+    }
+    common::announce(&format!(
+        "stall, group commit {}: answers {tally:?}, the last after {:?}",
+        if group_commit.is_on() { "on" } else { "off" },
+        answers.iter().map(|a| a.3).max().unwrap_or_default()
+    ));
     // Every command that did not answer Ok is resent with its id (a timeout means nothing was
     // written, so its resend is a first run; outcome_unknown may be either).
     check_answers(&domain, &url, &guard.schema, &checked).await;
