@@ -4,14 +4,14 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use fluvius_core::{AggregateId, AppendRequest};
+use fluvius_core::{AggregateId, AppendRequest, Name};
 use uuid::Uuid;
 
 /// What identifies an append in the log: its stream, the version its first event takes, and
 /// that event's id (the unique stream key makes the pair decisive), kept before the request
 /// is handed to a writer.
 pub(crate) struct Probe {
-    pub(crate) resource: String,
+    pub(crate) resource: Name,
     pub(crate) aggregate_id: AggregateId,
     pub(crate) first_version: i64,
     pub(crate) count: usize,
@@ -24,7 +24,7 @@ impl Probe {
     pub(crate) fn of(request: &AppendRequest) -> Option<Self> {
         let first = request.events.first()?;
         Some(Self {
-            resource: request.resource.to_string(),
+            resource: request.resource.clone(),
             aggregate_id: request.aggregate_id,
             first_version: crate::codec::clamp_i64(first.aggregate_version),
             count: request.events.len(),

@@ -960,6 +960,9 @@ impl PostgresLogStore {
         }
         if batch.iter().all(|p| p.request.transactional.is_none()) {
             let requests: Vec<&AppendRequest> = batch.iter().map(|p| &p.request).collect();
+            // A batch with snapshots is written in a transaction: a failure before its
+            // `COMMIT` wrote nothing.
+            let requests_without_snapshots = requests.iter().all(|r| r.snapshot.is_none());
             match self.write_bulk(&requests).await {
                 Ok((tx, outcomes)) => {
                     let outcomes = batch.into_iter().zip(outcomes).collect();
@@ -969,7 +972,7 @@ impl PostgresLogStore {
                 // The statement may have committed (the connection broke after sending it):
                 // writing the batch again would turn its appends into conflicts. Each caller
                 // learns its append's truth instead.
-                Err(e) if crate::outcome::unclear(&e) => {
+                Err(e) if crate::outcome::unclear(&e) && requests_without_snapshots => {
                     for p in batch {
                         p.answer(Err(crate::outcome::in_doubt(e.to_string())));
                     }

@@ -715,6 +715,15 @@ impl SqliteLogStore {
                     finish_batch(tx, outcomes, &self.target).await;
                     return true;
                 }
+                // Its query commits too: if that may have happened (the worker died), each
+                // caller learns its append's truth instead of a rewrite turning it into a
+                // conflict.
+                Err(e) if crate::outcome::unclear(&e) => {
+                    for p in batch {
+                        p.answer(Err(crate::outcome::in_doubt(e.to_string())));
+                    }
+                    return true;
+                }
                 Err(e) => {
                     // Nothing of the bulk statements may stay: start over, append by append
                     // (still holding the write turn), where each failure is an append's own.
