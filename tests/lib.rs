@@ -440,9 +440,12 @@ pub fn ids(events: &[Event]) -> Vec<Uuid> {
 ///   between their load and their append);
 /// - `hold_next_append()`: the next append commits, then does not return until the returned
 ///   semaphore gets a permit (a commit whose acknowledgement is slow to reach its caller);
-///   `committed()` is notified once it has committed.
+///   `committed()` is notified once it has committed;
 /// - `fail_appends_transiently(n)`: the next `n` appends fail with [`Error::Transient`] and
-///   write nothing (a deadlock or a busy database).
+///   write nothing (a deadlock or a busy database);
+/// - `doubt_next_append()`: the next append is stored, then answered
+///   [`Error::OutcomeUnknown`] (its reply was lost); `fail_next_lookups(n)`: the next `n`
+///   command lookups fail with a store error.
 ///
 /// It also counts stream reads, appends and conflicts.
 #[derive(Default)]
@@ -454,6 +457,8 @@ pub struct ProbeStore {
     rivals: AtomicUsize,
     transient: AtomicUsize,
     delay: Mutex<Option<std::time::Duration>>,
+    doubt: AtomicUsize,
+    failing_lookups: AtomicUsize,
     reads: AtomicUsize,
     appends: AtomicUsize,
     conflicts: AtomicUsize,
@@ -495,6 +500,16 @@ impl ProbeStore {
     /// Make every append sleep for `delay` before it writes.
     pub fn delay_appends(&self, delay: std::time::Duration) {
         *self.delay.lock().unwrap() = Some(delay);
+    }
+
+    /// Store the next append, then answer it [`Error::OutcomeUnknown`].
+    pub fn doubt_next_append(&self) {
+        self.doubt.store(1, Ordering::SeqCst);
+    }
+
+    /// Fail the next `n` command lookups with a store error.
+    pub fn fail_next_lookups(&self, n: usize) {
+        self.failing_lookups.store(n, Ordering::SeqCst);
     }
 
     /// Stream reads so far (one per load attempt, plus replays and `Domain::load`).
@@ -560,6 +575,7 @@ impl LogStore for ProbeStore {
         });
         let hold = self.hold.lock().unwrap().take();
         let delay = *self.delay.lock().unwrap();
+        let doubt = Self::take_one(&self.doubt);
         Box::pin(async move {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
@@ -574,6 +590,13 @@ impl LogStore for ProbeStore {
             }
             if matches!(result, Err(Error::Conflict { .. })) {
                 self.conflicts.fetch_add(1, Ordering::SeqCst);
+            }
+            if doubt && result.is_ok() {
+                return Err(Error::OutcomeUnknown {
+                    command_id: None,
+                    message: "the connection broke after the append was sent".into(),
+                    source: None,
+                });
             }
             result
         })
@@ -609,6 +632,9 @@ impl LogStore for ProbeStore {
     }
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, fluvius_core::Result<Option<CommandRecord>>> {
+        if Self::take_one(&self.failing_lookups) {
+            return Box::pin(async { Err(Error::store("probe", "the database is unreachable", None)) });
+        }
         self.inner.get_command(command_id)
     }
 

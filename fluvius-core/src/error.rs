@@ -149,7 +149,9 @@ pub enum Error {
     /// An append request was malformed (versions not dense, events of another stream, …).
     #[error("invalid append: {0}")]
     InvalidAppend(String),
-    /// The log store failed (connection lost, disk full, …).
+    /// The log store failed (connection lost, disk full, …) and **nothing was written**: a
+    /// store that cannot tell whether a write was stored answers
+    /// [`Error::OutcomeUnknown`] instead.
     #[error("log store `{backend}` failed: {message}")]
     Store {
         /// Which backend (and target, without credentials).

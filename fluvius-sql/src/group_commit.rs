@@ -33,8 +33,11 @@
 //! forms one batch; on PostgreSQL when no other append is queued, being written or written
 //! alone (appends that arrive meanwhile queue for the writers, which write them beside it).
 //!
-//! A caller that stops waiting (its future is dropped) does not withdraw its append: once
-//! queued, it is written, as a request already sent to a server would be.
+//! A caller that stops waiting (its future is dropped, or the store's operation timeout
+//! passed) does not withdraw an append a writer has taken: it is written, as a request
+//! already sent to a server would be, and the caller learns its outcome from the log (see the
+//! `postgres` and `sqlite` module docs, "Outcomes"). On SQLite, an append still queued when
+//! its writer takes the write turn is dropped if its caller is gone.
 //!
 //! The writer runs on the tokio runtime that opened the store: use the store inside that
 //! runtime (once it shuts down, appends fail with a store error saying the writer stopped),
@@ -158,6 +161,11 @@ impl Pending {
     /// Answer the caller (who may have stopped waiting: then nobody hears it).
     pub(crate) fn answer(self, result: CoreResult<Vec<Event>>) {
         let _ = self.reply.send(result);
+    }
+
+    /// The caller stopped waiting for the answer (timed out, or dropped its future).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.reply.is_closed()
     }
 }
 
@@ -449,12 +457,11 @@ impl Queue {
     }
 
     fn stopped(&self) -> fluvius_core::Error {
-        fluvius_core::Error::store(
-            self.backend,
-            "the group-commit writer stopped (its runtime shut down, or it panicked); the append \
-             may or may not have been written",
-            None,
-        )
+        crate::outcome::in_doubt(format!(
+            "the group-commit writer of {} gave up on the append (its write timed out, its runtime \
+             shut down, or it panicked)",
+            self.backend
+        ))
     }
 }
 
@@ -711,25 +718,24 @@ pub(crate) fn read_keys(batch: &[PendingRead]) -> Vec<StreamKey<'_>> {
     keys
 }
 
-/// The same failure, for every caller of a batch (errors are not `Clone`): a
+/// The same failure, for every caller of a batch (errors are not `Clone`): an
+/// [`OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown) when the error leaves the batch's
+/// outcome in doubt (the store then learns each append's truth); a
 /// [transient](crate::error::is_transient) one (the batch was rolled back) is each caller's
-/// own [`Transient`](fluvius_core::Error::Transient), which the domain retries.
+/// own [`Transient`](fluvius_core::Error::Transient), which the domain retries; else a store
+/// error.
 pub(crate) fn batch_error(
     target: &str,
     operation: &str,
     error: &sqlx::Error,
     n: usize,
 ) -> fluvius_core::Error {
-    let message = format!("{operation} (a group of {n} appends): {error}");
-    if crate::error::is_transient(error) {
-        fluvius_core::Error::Transient {
-            backend: target.to_owned().into(),
-            message,
-            source: None,
-        }
-    } else {
-        fluvius_core::Error::store(target.to_owned(), message, None)
+    if crate::outcome::sqlx_unclear(error) {
+        return crate::outcome::in_doubt(format!(
+            "{operation} (a group of {n} appends) on {target}: {error}"
+        ));
     }
+    batch_refused(target, operation, error, n)
 }
 
 /// How [`finish_batch`] ends a batch's transaction: a sqlx transaction, or SQLite's
@@ -779,6 +785,36 @@ pub(crate) async fn finish_batch(
     }
     for (Pending { request, reply }, positions) in written {
         let _ = reply.send(Ok(crate::codec::stored(request, positions)));
+    }
+}
+
+/// The same failure before the batch's `COMMIT` was sent, for every caller: a store error (an
+/// explicit transaction commits nothing without its `COMMIT`, whatever broke), or each
+/// caller's own [`Transient`](fluvius_core::Error::Transient) when the database rolled the
+/// batch back for a deadlock or a serialization failure (the domain retries it).
+pub(crate) fn batch_refused(
+    target: &str,
+    operation: &str,
+    error: &sqlx::Error,
+    n: usize,
+) -> fluvius_core::Error {
+    let message = format!("{operation} (a group of {n} appends): {error}");
+    if crate::error::is_transient(error) {
+        fluvius_core::Error::Transient {
+            backend: target.to_owned().into(),
+            message,
+            source: None,
+        }
+    } else {
+        fluvius_core::Error::store(target.to_owned(), message, None)
+    }
+}
+
+/// Answer every caller of a batch with [`batch_refused`].
+pub(crate) fn refuse_batch(batch: Vec<Pending>, target: &str, operation: &str, error: &sqlx::Error) {
+    let n = batch.len();
+    for p in batch {
+        p.answer(Err(batch_refused(target, operation, error, n)));
     }
 }
 

@@ -24,9 +24,11 @@
 //!
 //! Errors: opening, connecting and migrating return [`Error`]; the [`LogStore`] methods return
 //! [`fluvius_core::Error`] — [`Conflict`](fluvius_core::Error::Conflict) and
-//! [`DuplicateCommand`](fluvius_core::Error::DuplicateCommand) where the contract says so, and
-//! [`Store`](fluvius_core::Error::Store) (naming the database, never its password) for
-//! everything the database reports. An [`Error`] converts into [`fluvius_core::Error`], so `?`
+//! [`DuplicateCommand`](fluvius_core::Error::DuplicateCommand) where the contract says so,
+//! [`Timeout`](fluvius_core::Error::Timeout) for an operation past its operation timeout,
+//! [`OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown) for an append the store could not
+//! tell was stored, and [`Store`](fluvius_core::Error::Store) (naming the database, never its
+//! password, and meaning nothing was written) for everything else the database reports. An [`Error`] converts into [`fluvius_core::Error`], so `?`
 //! works in functions returning either.
 //!
 //! [`LogStore`]: fluvius_core::LogStore
@@ -49,6 +51,8 @@ mod append_tx;
 mod codec;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod group_commit;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod outcome;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -54,10 +54,34 @@
 //!
 //! # Durability
 //! An append returns after PostgreSQL reports the commit, so with the server's defaults
-//! (`synchronous_commit = on`, `fsync = on`) an appended event is on disk. If the connection is
-//! lost *during* the commit, the append fails with [`fluvius_core::Error::Store`] although it
-//! may have committed; retrying the same command id is then answered by the idempotency
-//! record instead of writing twice.
+//! (`synchronous_commit = on`, `fsync = on`) an appended event is on disk.
+//!
+//! # Outcomes
+//! An append ends in one of three answers:
+//! - `Ok`: it is stored (the events as stored, with their positions);
+//! - [`Error::OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown): the store could not learn
+//!   whether it is stored. Resend it with the same command id: a stored command is answered
+//!   from its record, never applied twice;
+//! - any other error: **nothing was written**.
+//!
+//! When the connection breaks after a write was sent (an I/O, TLS or protocol error, a lost
+//! reply to a statement committed on its own or to a `COMMIT`), when the append outlives the
+//! [operation timeout](PostgresOptions::operation_timeout), or when the server committed but
+//! the positions could not be read back, the store learns the truth before answering: on a
+//! fresh pooled connection it looks up the append's first event id at its version (the
+//! unique stream key decides; group commit looks per append of the batch). Each look is
+//! bounded (1 s), and so is the whole (the operation timeout, at most 5 s). Found: `Ok` with
+//! the stored events. That version held by another event: a plain store error (it can never
+//! be stored). Not there: `OutcomeUnknown` — the statement may still be in the server's
+//! socket buffer, or held by a stalled network, and commit later; the store keeps looking
+//! while that is likely (until every transaction running at its first look has ended), so a
+//! late commit is still answered `Ok`. A failure before an explicit transaction's `COMMIT`
+//! was sent, or one the database answered, wrote nothing and is a plain error at once.
+//!
+//! Every operation is bounded by [`PostgresOptions::operation_timeout`] (30 s by default,
+//! waiting for a pooled connection included): a read that takes longer fails with
+//! [`Error::Timeout`](fluvius_core::Error::Timeout), an append is resolved as above, and a
+//! group-commit batch stuck on a stalled connection is given up so the writer goes on.
 //!
 //! # Layout
 //! Tables `fluvius_events`, `fluvius_commands` and `fluvius_snapshots`, the sequence `fluvius_events_position_seq`
@@ -151,7 +175,8 @@
 //! [`PostgresOptions::ping_connections_idle_for`] only connections idle for a while are
 //! checked, and a dropped connection that was used recently fails one operation instead.)
 //! While it is away, operations fail with [`fluvius_core::Error::Store`] naming the database
-//! (never the password) once the acquire timeout has passed.
+//! (never the password) once the acquire timeout has passed; a connection lost while an
+//! append was under way is resolved as [above](self#outcomes).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -172,9 +197,10 @@ use self::hints::AppendHints;
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::group_commit::{
-    batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue, ReadBatchStats,
-    ReadQueue,
+    batch_error, batch_refused, finish_batch, refuse_batch, GroupCommit, GroupCommitStats, Pending, Queue,
+    ReadBatchStats, ReadQueue,
 };
+use crate::outcome::Bounded as _;
 
 /// Why one append failed inside its transaction.
 enum AppendFailure {
@@ -215,6 +241,7 @@ mod checkpoint;
 mod hints;
 mod horizon;
 mod reads;
+mod resolve;
 
 pub use checkpoint::{advance_projection, reset_projection, APPEND_CHANNEL};
 
@@ -351,6 +378,7 @@ pub struct PostgresOptions {
     application_name: Option<String>,
     group_commit: GroupCommit,
     ping_idle_for: Duration,
+    operation_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -364,6 +392,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("application_name", &self.application_name)
             .field("group_commit", &self.group_commit)
             .field("ping_idle_for", &self.ping_idle_for)
+            .field("operation_timeout", &self.operation_timeout)
             .finish()
     }
 }
@@ -371,8 +400,8 @@ impl std::fmt::Debug for PostgresOptions {
 impl PostgresOptions {
     /// Options for the database at `url` (`postgres://user:password@host:port/database`), with
     /// the defaults: the connection's own `search_path`, migrations on, 10 connections, 10 s
-    /// acquire timeout. Connecting refuses any scheme but `postgres://` and `postgresql://`
-    /// with [`Error::Config`].
+    /// acquire timeout, 30 s operation timeout. Connecting refuses any scheme but `postgres://`
+    /// and `postgresql://` with [`Error::Config`].
     pub fn new(url: impl Into<String>) -> Self {
         Self::with_source(Source::Url(url.into()))
     }
@@ -393,7 +422,20 @@ impl PostgresOptions {
             application_name: None,
             group_commit: GroupCommit::default(),
             ping_idle_for: Duration::ZERO,
+            operation_timeout: crate::outcome::DEFAULT_OPERATION_TIMEOUT,
         }
+    }
+
+    /// How long one operation of the store (an append, a read, a command lookup) may take,
+    /// waiting for a connection included (default 30 s). A read that takes longer fails with
+    /// [`Error::Timeout`](fluvius_core::Error::Timeout); an append that takes longer is
+    /// resolved like one whose connection broke (see the [module docs](self#outcomes)): it is
+    /// answered as stored if it is in the log, else with
+    /// [`Error::OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown), after at most another
+    /// `timeout` (and at most 5 s). A zero timeout is taken as 1 ms.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout.max(Duration::from_millis(1));
+        self
     }
 
     /// Keep the tables in this schema: it is created if missing, and every connection of the
@@ -502,6 +544,8 @@ pub struct PostgresLogStore {
     reads: Option<ReadQueue>,
     /// Sends the `NOTIFY` that wakes other instances' dispatchers after an append commits.
     hints: Option<AppendHints>,
+    /// See [`PostgresOptions::operation_timeout`].
+    operation_timeout: Duration,
 }
 
 impl std::fmt::Debug for PostgresLogStore {
@@ -648,6 +692,7 @@ impl PostgresLogStore {
             queue: None,
             reads: None,
             hints: None,
+            operation_timeout: options.operation_timeout,
         }
         .with_group_commit(options.group_commit)
         .with_hints())
@@ -674,14 +719,28 @@ impl PostgresLogStore {
                 move |batch| {
                     let reader = reader.clone();
                     let span = tracing::debug_span!("fluvius.postgres.read_batch", streams = batch.len());
-                    async move { reader.read_batch(batch).await }.instrument(span)
+                    // Given up on a stalled connection (its callers have timed out), so the
+                    // reader goes on with the next batch.
+                    let within = reader.operation_timeout;
+                    async move {
+                        let _ = tokio::time::timeout(within, reader.read_batch(batch)).await;
+                    }
+                    .instrument(span)
                 },
             ));
             let writers = config.writers_or(GroupCommit::DEFAULT_POSTGRES_WRITERS);
             self.queue = Some(Queue::spawn(config, "postgres", writers, (), move |batch, ()| {
                 let writer = writer.clone();
                 let span = tracing::debug_span!("fluvius.postgres.group_commit", appends = batch.len());
-                async move { writer.write_batch(batch).await }.instrument(span)
+                // A batch stuck on a stalled connection is given up (its callers learn the
+                // truth themselves), so the writer goes on with the next.
+                let within = writer.operation_timeout;
+                async move {
+                    tokio::time::timeout(within, writer.write_batch(batch))
+                        .await
+                        .unwrap_or(false)
+                }
+                .instrument(span)
             }));
         }
         self
@@ -705,6 +764,7 @@ impl PostgresLogStore {
             queue: None,
             reads: None,
             hints: None,
+            operation_timeout: crate::outcome::DEFAULT_OPERATION_TIMEOUT,
         }
         .with_group_commit(GroupCommit::default())
         .with_hints()
@@ -847,14 +907,23 @@ impl PostgresLogStore {
             self.check_empty_append(&request).await?;
             return Ok(Vec::new());
         }
-        let stored = match &self.queue {
-            // The only append in flight: written here, as the writer would write a batch of
-            // one, without the hand-off to a writer task and back.
-            Some(queue) => match queue.try_alone() {
-                Some(_alone) => self.append_alone(request).await,
-                None => queue.submit(request).await,
-            },
-            None => self.append_alone(request).await,
+        let probe = crate::outcome::Probe::of(&request);
+        let write = async {
+            match &self.queue {
+                // The only append in flight: written here, as the writer would write a batch
+                // of one, without the hand-off to a writer task and back.
+                Some(queue) => match queue.try_alone() {
+                    Some(_alone) => self.append_alone(request).await,
+                    None => queue.submit(request).await,
+                },
+                None => self.append_alone(request).await,
+            }
+        };
+        let written = self.bounded("append", write).await;
+        // A failure that may have come after the commit: learn the truth before answering.
+        let stored = match (written, probe) {
+            (Err(e), Some(probe)) if crate::outcome::unclear(&e) => Box::pin(self.resolve(&probe, e)).await,
+            (written, _) => written,
         }?;
         if let Some(hints) = &self.hints {
             hints.appended();
@@ -870,11 +939,12 @@ impl PostgresLogStore {
                 Err(failure) => Err(self.failed(&request, failure).await),
             };
         }
+        // Nothing is committed without the `COMMIT`: a failure before it wrote nothing.
         let mut tx = self
             .pool
             .begin()
             .await
-            .map_err(self.query_error("begin append"))?;
+            .map_err(|e| crate::outcome::before_commit(self.query_error("begin append")(e)))?;
         match self.write_append(&mut tx, &request, None).await {
             Ok(positions) => {
                 tx.commit().await.map_err(self.query_error("commit append"))?;
@@ -882,7 +952,9 @@ impl PostgresLogStore {
             }
             Err(failure) => {
                 let _ = tx.rollback().await;
-                Err(self.failed(&request, failure).await)
+                Err(crate::outcome::before_commit(
+                    self.failed(&request, failure).await,
+                ))
             }
         }
     }
@@ -900,10 +972,22 @@ impl PostgresLogStore {
         }
         if batch.iter().all(|p| p.request.transactional.is_none()) {
             let requests: Vec<&AppendRequest> = batch.iter().map(|p| &p.request).collect();
+            // A batch with snapshots is written in a transaction: a failure before its
+            // `COMMIT` wrote nothing.
+            let requests_without_snapshots = requests.iter().all(|r| r.snapshot.is_none());
             match self.write_bulk(&requests).await {
                 Ok((tx, outcomes)) => {
                     let outcomes = batch.into_iter().zip(outcomes).collect();
                     finish_batch(tx, outcomes, &self.target).await;
+                    return true;
+                }
+                // The statement may have committed (the connection broke after sending it):
+                // writing the batch again would turn its appends into conflicts. Each caller
+                // learns its append's truth instead.
+                Err(e) if crate::outcome::unclear(&e) && requests_without_snapshots => {
+                    for p in batch {
+                        p.answer(Err(crate::outcome::in_doubt(e.to_string())));
+                    }
                     return true;
                 }
                 // Rolled back: typically a writer of another transaction recorded a version
@@ -934,7 +1018,8 @@ impl PostgresLogStore {
         };
         let (mut tx, mut next_position) = match begun.await {
             Ok(begun) => begun,
-            Err((operation, e)) => return fail_batch(batch, &self.target, operation, &e),
+            // Nothing is committed without the `COMMIT`: a failure before it wrote nothing.
+            Err((operation, e)) => return refuse_batch(batch, &self.target, operation, &e),
         };
         let mut written = Vec::with_capacity(n);
         let mut failed = Vec::new();
@@ -948,13 +1033,13 @@ impl PostgresLogStore {
                 // the whole batch (nothing is committed).
                 Err(SavepointFailure::Transaction(e)) => {
                     let _ = tx.rollback().await;
-                    pending.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                    pending.answer(Err(batch_refused(&self.target, "append (savepoint)", &e, n)));
                     for (p, _) in written {
-                        p.answer(Err(batch_error(&self.target, "append (savepoint)", &e, n)));
+                        p.answer(Err(batch_refused(&self.target, "append (savepoint)", &e, n)));
                     }
                     for (p, failure) in failed {
                         let error = self.failed(&p.request, failure).await;
-                        p.answer(Err(error));
+                        p.answer(Err(crate::outcome::before_commit(error)));
                     }
                     return;
                 }
@@ -973,9 +1058,10 @@ impl PostgresLogStore {
             }
         }
         // After the commit, so a command recorded earlier in this batch is seen as a duplicate.
+        // Their savepoints were rolled back: nothing of them was written.
         for (p, failure) in failed {
             let error = self.failed(&p.request, failure).await;
-            p.answer(Err(error));
+            p.answer(Err(crate::outcome::before_commit(error)));
         }
     }
 
@@ -1070,7 +1156,7 @@ impl PostgresLogStore {
         };
         // The statement committed: a failure to read the positions back cannot undo it.
         let positions = self.returned_positions(request, &returned).map_err(|e| {
-            self.data_error(format!(
+            crate::outcome::in_doubt(format!(
                 "the append was committed, but its positions could not be read back: {e}"
             ))
         })?;
@@ -1471,6 +1557,16 @@ fn decode_command(row: &PgRow) -> Result<CommandRecord, String> {
     })
 }
 
+impl crate::outcome::Bounded for PostgresLogStore {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+}
+
 impl LogStore for PostgresLogStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -1496,19 +1592,28 @@ impl LogStore for PostgresLogStore {
         let span =
             tracing::debug_span!("fluvius.postgres.read_stream", resource, aggregate_id = %aggregate_id);
         Box::pin(
-            self.read_stream_impl(resource, aggregate_id, query)
-                .instrument(span),
+            self.bounded(
+                "read stream",
+                self.read_stream_impl(resource, aggregate_id, query),
+            )
+            .instrument(span),
         )
     }
 
     fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<LogEntry>>> {
         let span = tracing::debug_span!("fluvius.postgres.read_all", after, limit);
-        Box::pin(self.read_all_impl(after, limit).instrument(span))
+        Box::pin(
+            self.bounded("read all", self.read_all_impl(after, limit))
+                .instrument(span),
+        )
     }
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
         let span = tracing::debug_span!("fluvius.postgres.get_command", command_id = %command_id);
-        Box::pin(self.get_command_impl(command_id).instrument(span))
+        Box::pin(
+            self.bounded("get command", self.get_command_impl(command_id))
+                .instrument(span),
+        )
     }
 
     fn load_snapshot<'a>(
@@ -1520,8 +1625,11 @@ impl LogStore for PostgresLogStore {
         let span =
             tracing::debug_span!("fluvius.postgres.load_snapshot", resource, aggregate_id = %aggregate_id);
         Box::pin(
-            self.load_snapshot_impl(resource, aggregate_id, query)
-                .instrument(span),
+            self.bounded(
+                "load snapshot",
+                self.load_snapshot_impl(resource, aggregate_id, query),
+            )
+            .instrument(span),
         )
     }
 
@@ -1534,7 +1642,7 @@ impl LogStore for PostgresLogStore {
     }
 
     fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {
-        Box::pin(self.head_position_impl())
+        Box::pin(self.bounded("read head position", self.head_position_impl()))
     }
 }
 

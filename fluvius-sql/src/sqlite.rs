@@ -27,6 +27,18 @@
 //!   corrupt, and a process crash loses nothing; but a power loss or OS crash may roll back the
 //!   last transactions that had already been reported as committed. Faster per commit.
 //!
+//! # Outcomes
+//! An append is answered `Ok` (stored), [`Error::OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown)
+//! (resend it with the same command id), or any other error (nothing was written). Every
+//! operation is bounded by [`SqliteOptions::operation_timeout`] (30 s by default): a read that
+//! takes longer fails with [`Error::Timeout`](fluvius_core::Error::Timeout). An append that
+//! takes longer may still commit on sqlx's worker thread, so the store waits for the truth
+//! (at most the operation timeout again, at most 5 s): it takes the write turn, closes the
+//! writer's connection if the write left it open (closing waits until the worker ran what was
+//! sent before), and looks up the append's first event id at its version — found: `Ok`; not
+//! there: a store error (it cannot commit any more); still running: `OutcomeUnknown`. A
+//! queued append whose caller stopped waiting is not written any more.
+//!
 //! # Group commit
 //! On by default ([`GroupCommit`], set with [`SqliteOptions::group_commit`]): appends made
 //! concurrently through one store share one `BEGIN IMMEDIATE` transaction and one sync of the
@@ -138,6 +150,7 @@ use crate::group_commit::{
     batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue, ReadBatchStats,
     ReadQueue,
 };
+use crate::outcome::Bounded as _;
 
 /// Why an append of a batch failed: on its own (its savepoint rolled back), or because the
 /// transaction itself is in doubt.
@@ -149,6 +162,7 @@ enum SavepointFailure {
 mod bulk;
 mod checkpoint;
 mod reads;
+mod resolve;
 mod write_tx;
 
 use write_tx::WriteTx;
@@ -199,12 +213,13 @@ pub struct SqliteOptions {
     run_migrations: bool,
     create_if_missing: bool,
     group_commit: GroupCommit,
+    operation_timeout: Duration,
 }
 
 impl SqliteOptions {
     /// Options for the database at `url` (`sqlite://path`, `sqlite:path` or `sqlite::memory:`),
     /// with the defaults: create if missing, `synchronous = FULL`, 5 s busy timeout, 8
-    /// connections, migrations on.
+    /// connections, migrations on, 30 s operation timeout.
     ///
     /// Opening refuses, with [`Error::Config`], a URL without the `sqlite:` scheme (a bare
     /// path) and one that names no file (`""`, `sqlite://`).
@@ -217,7 +232,21 @@ impl SqliteOptions {
             run_migrations: true,
             create_if_missing: true,
             group_commit: GroupCommit::default(),
+            operation_timeout: crate::outcome::DEFAULT_OPERATION_TIMEOUT,
         }
+    }
+
+    /// How long one operation of the store (an append, a read, a command lookup) may take,
+    /// waiting for the write turn included (default 30 s). A read that takes longer fails with
+    /// [`Error::Timeout`](fluvius_core::Error::Timeout). An append that takes longer may still
+    /// commit on sqlx's worker thread: the store waits (at most another `timeout`, at most 5 s)
+    /// until it has committed or rolled back, and answers it as stored, as not written, or —
+    /// if it is still running then — with
+    /// [`Error::OutcomeUnknown`](fluvius_core::Error::OutcomeUnknown) (see the
+    /// [module docs](self#outcomes)). A zero timeout is taken as 1 ms.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout.max(Duration::from_millis(1));
+        self
     }
 
     /// Durability of commits (default [`Synchronous::Full`]).
@@ -283,6 +312,8 @@ pub struct SqliteLogStore {
     /// sleeping in SQLite's busy handler (1, 2, 5, 10… ms) until the lock happens to be free.
     /// It also holds the connection appends write on (see [`WriterSlot`]).
     writer: Arc<tokio::sync::Mutex<WriterSlot>>,
+    /// See [`SqliteOptions::operation_timeout`].
+    operation_timeout: Duration,
 }
 
 /// The connection appends write on, kept from one write to the next (a file database).
@@ -420,6 +451,7 @@ impl SqliteLogStore {
             queue: None,
             reads: None,
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            operation_timeout: options.operation_timeout,
         };
         if options.run_migrations {
             store.migrate().await?;
@@ -600,6 +632,17 @@ impl SqliteLogStore {
     }
 
     async fn append_impl(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
+        let probe = crate::outcome::Probe::of(&request);
+        let written = self.bounded("append", self.write_impl(request)).await;
+        // A failure that may have come with (or before) a commit: learn the truth first.
+        match (written, probe) {
+            (Err(e), Some(probe)) if crate::outcome::unclear(&e) => Box::pin(self.resolve(&probe, e)).await,
+            (written, _) => written,
+        }
+    }
+
+    /// Write an append: on the caller's task or through the group-commit writer.
+    async fn write_impl(&self, request: AppendRequest) -> CoreResult<Vec<Event>> {
         request.validate()?;
         if request.events.is_empty() {
             self.check_empty_append(&request).await?;
@@ -679,6 +722,13 @@ impl SqliteLogStore {
         batch: Vec<Pending>,
         mut turn: tokio::sync::OwnedMutexGuard<WriterSlot>,
     ) -> bool {
+        // Holding the write turn: an append whose caller stopped waiting (it timed out and is
+        // resolving, or gave up) is not written any more, so the caller's look for it, which
+        // waits for this turn, can trust an absence.
+        let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.abandoned()).collect();
+        if batch.is_empty() {
+            return false;
+        }
         let n = batch.len();
         let mut tx = match self.begin_write(&mut turn).await {
             Ok(tx) => tx,
@@ -693,6 +743,15 @@ impl SqliteLogStore {
                 Ok(outcomes) => {
                     let outcomes = batch.into_iter().zip(outcomes).collect();
                     finish_batch(tx, outcomes, &self.target).await;
+                    return true;
+                }
+                // Its query commits too: if that may have happened (the worker died), each
+                // caller learns its append's truth instead of a rewrite turning it into a
+                // conflict.
+                Err(e) if crate::outcome::unclear(&e) => {
+                    for p in batch {
+                        p.answer(Err(crate::outcome::in_doubt(e.to_string())));
+                    }
                     return true;
                 }
                 Err(e) => {
@@ -1265,6 +1324,16 @@ fn decode_command(row: &SqliteRow) -> Result<CommandRecord, String> {
     })
 }
 
+impl crate::outcome::Bounded for SqliteLogStore {
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+}
+
 impl LogStore for SqliteLogStore {
     fn backend(&self) -> &'static str {
         "sqlite"
@@ -1289,19 +1358,28 @@ impl LogStore for SqliteLogStore {
     ) -> BoxFuture<'a, CoreResult<Vec<Event>>> {
         let span = tracing::debug_span!("fluvius.sqlite.read_stream", resource, aggregate_id = %aggregate_id);
         Box::pin(
-            self.read_stream_impl(resource, aggregate_id, query)
-                .instrument(span),
+            self.bounded(
+                "read stream",
+                self.read_stream_impl(resource, aggregate_id, query),
+            )
+            .instrument(span),
         )
     }
 
     fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, CoreResult<Vec<LogEntry>>> {
         let span = tracing::debug_span!("fluvius.sqlite.read_all", after, limit);
-        Box::pin(self.read_all_impl(after, limit).instrument(span))
+        Box::pin(
+            self.bounded("read all", self.read_all_impl(after, limit))
+                .instrument(span),
+        )
     }
 
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, CoreResult<Option<CommandRecord>>> {
         let span = tracing::debug_span!("fluvius.sqlite.get_command", command_id = %command_id);
-        Box::pin(self.get_command_impl(command_id).instrument(span))
+        Box::pin(
+            self.bounded("get command", self.get_command_impl(command_id))
+                .instrument(span),
+        )
     }
 
     fn load_snapshot<'a>(
@@ -1313,8 +1391,11 @@ impl LogStore for SqliteLogStore {
         let span =
             tracing::debug_span!("fluvius.sqlite.load_snapshot", resource, aggregate_id = %aggregate_id);
         Box::pin(
-            self.load_snapshot_impl(resource, aggregate_id, query)
-                .instrument(span),
+            self.bounded(
+                "load snapshot",
+                self.load_snapshot_impl(resource, aggregate_id, query),
+            )
+            .instrument(span),
         )
     }
 
@@ -1327,6 +1408,6 @@ impl LogStore for SqliteLogStore {
     }
 
     fn head_position(&self) -> BoxFuture<'_, CoreResult<u64>> {
-        Box::pin(self.head_position_impl())
+        Box::pin(self.bounded("read head position", self.head_position_impl()))
     }
 }

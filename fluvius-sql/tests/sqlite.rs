@@ -461,3 +461,99 @@ fn idempotent_replay_survives_a_restart() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Appends stuck behind SQLite's write lock (held by another connection for longer than the
+/// operation timeout) are answered while the lock is still held: `timeout`, `outcome_unknown`
+/// or `store`, never a hang. Once the lock is free, an append answered `store` is not in the
+/// log, and resending each append (the same request, the same command id) leaves every one
+/// stored exactly once (with group commit on and off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_behind_a_held_write_lock_are_bounded_by_the_operation_timeout() {
+    use sqlx::{Connection, Executor};
+    let dir = common::temp_dir("stuck");
+    for (name, group_commit) in group_commit_modes() {
+        let url = url_for(&dir.join(format!("{name}.db")));
+        let store = SqliteLogStore::builder(&url)
+            .group_commit(group_commit)
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .operation_timeout(std::time::Duration::from_millis(500))
+            .open()
+            .await
+            .unwrap();
+        // The writer's connection is open.
+        store
+            .append(testing::request("thing", AggregateId::new(), 0, 1))
+            .await
+            .unwrap();
+
+        let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        locker.execute("BEGIN IMMEDIATE").await.unwrap();
+        let requests: Vec<_> = (0..3)
+            .map(|_| {
+                let mut request = testing::request("thing", AggregateId::new(), 0, 1);
+                request.command = Some(testing::command_record(&request));
+                request
+            })
+            .collect();
+        let answers = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            futures_join(requests.iter().map(|r| store.append(r.clone()))),
+        )
+        .await;
+        // Still holding the lock: every append was answered without it.
+        locker.execute("ROLLBACK").await.unwrap();
+        let answers =
+            answers.unwrap_or_else(|_| panic!("group commit {name}: appends still waiting for the lock"));
+
+        for (request, answer) in requests.iter().zip(&answers) {
+            let err = answer.as_ref().expect_err("the lock was held throughout");
+            assert!(
+                matches!(err.code(), "timeout" | "outcome_unknown" | "store"),
+                "group commit {name}: {err}"
+            );
+            if err.code() == "store" {
+                let stored = store.get_events("thing", request.aggregate_id).await.unwrap();
+                assert!(
+                    stored.is_empty(),
+                    "group commit {name}: answered {err} but stored"
+                );
+            }
+        }
+        for request in &requests {
+            match store.append(request.clone()).await {
+                Ok(_) => {}
+                Err(e) if e.code() == "duplicate_command" => {}
+                Err(e) => panic!("group commit {name}: the resend failed: {e}"),
+            }
+            let stored = store.get_events("thing", request.aggregate_id).await.unwrap();
+            assert_eq!(stored.len(), 1, "group commit {name}");
+            assert_eq!(stored[0].id, request.events[0].id, "group commit {name}");
+        }
+        store.close().await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Run the futures concurrently, their results in order.
+async fn futures_join<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, slot) in pinned.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => *slot = Some(out),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().map(Option::unwrap).collect()
+}

@@ -93,8 +93,10 @@ impl Domain {
     /// Process one command: route, load, decide, record, append (with optimistic concurrency
     /// and the retry policy), respond, and hand the new events to the handlers.
     ///
-    /// On any error nothing is written. A command id that was already processed returns the
-    /// first response (with `replayed: true`) and writes nothing.
+    /// On any error but [`Error::OutcomeUnknown`] nothing is written. That one (named after
+    /// the command's id) means the store could not tell whether the command was stored:
+    /// resend it with the same id. A command id that was already processed returns the first
+    /// response (with `replayed: true`) and writes nothing.
     ///
     /// A command without an aggregate id (e.g. [`Command::create`]) gets a new id from the
     /// domain; nothing can be stored under it yet, so it is decided on the default state
@@ -217,6 +219,19 @@ impl Domain {
                     // refused, or conflicted), or the store refused it as a duplicate. Answer
                     // as the first run did.
                     let duplicate = matches!(e, Error::DuplicateCommand { .. });
+                    // An append in doubt: the caller is to resend with this id, so name it.
+                    let e = match e {
+                        Error::OutcomeUnknown {
+                            command_id: None,
+                            message,
+                            source,
+                        } => Error::OutcomeUnknown {
+                            command_id: Some(command.id),
+                            message,
+                            source,
+                        },
+                        e => e,
+                    };
                     return match self.first_response(command.id, command.return_state).await {
                         Ok(Some(response)) => Ok(response),
                         Ok(None) if duplicate => Err(Error::store(

@@ -286,7 +286,7 @@ impl PostgresLogStore {
             Err(e) if !in_tx => {
                 // A checked batch may also have refused an append by its version check.
                 let committed = |_| {
-                    Err(self.data_error(if checked {
+                    Err(crate::outcome::in_doubt(if checked {
                         format!(
                             "the batch was committed, but whether this append was written (or refused \
                              by its version check) could not be read back: {e}"

@@ -8,7 +8,9 @@ use fluvius_core::testing::WithCleanup;
 use fluvius_sql::PostgresLogStore;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use super::announce;
 
@@ -112,11 +114,40 @@ impl Drop for SchemaGuard {
 }
 
 /// A TCP proxy in front of the server, which the test can stop and start again on the same
-/// port: the database "goes away" and "comes back" for the clients that use the proxy.
+/// port: the database "goes away" and "comes back" for the clients that use the proxy. It can
+/// also [cut](Proxy::cut) every open connection at once while still accepting new ones, and
+/// [stall](Proxy::stall): keep every socket open but forward no byte until
+/// [resumed](Proxy::resume) (a half-open network path).
 pub struct Proxy {
     pub addr: SocketAddr,
     upstream: SocketAddr,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Bumped to cut every open connection.
+    cuts: watch::Sender<u64>,
+    /// While `true`, no byte is forwarded either way (bytes read meanwhile are held).
+    stalled: watch::Sender<bool>,
+}
+
+/// Forward bytes from `from` to `to`, holding each chunk while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|stalled| !*stalled).await.is_err() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Proxy {
@@ -134,6 +165,8 @@ impl Proxy {
             addr,
             upstream,
             task: None,
+            cuts: watch::channel(0).0,
+            stalled: watch::channel(false).0,
         };
         proxy.serve(listener);
         proxy
@@ -141,14 +174,32 @@ impl Proxy {
 
     fn serve(&mut self, listener: TcpListener) {
         let upstream = self.upstream;
+        let cuts = self.cuts.subscribe();
+        let stalled = self.stalled.subscribe();
         self.task = Some(tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every forwarding task, which
             // closes both sides of every proxied connection.
             let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut cut = cuts.clone();
+                cut.mark_unchanged();
+                let stalled = stalled.clone();
                 connections.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let forward = async {
+                        tokio::join!(
+                            pump(client_read, server_write, stalled.clone()),
+                            pump(server_read, client_write, stalled)
+                        )
+                    };
+                    // A cut drops both sockets: each side sees its connection end.
+                    tokio::select! {
+                        _ = forward => {}
+                        _ = cut.changed() => {}
                     }
                 });
             }
@@ -161,6 +212,23 @@ impl Proxy {
             task.abort();
             let _ = task.await;
         }
+    }
+
+    /// Close every proxied connection now, as a network failure would; new connections are
+    /// accepted at once.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Stop forwarding bytes, on open and new connections alike, keeping every socket open:
+    /// the clients' requests and the server's answers are held until [`resume`](Self::resume).
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forward again, starting with every byte held during the stall.
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
     }
 
     /// Listen again on the same port.
