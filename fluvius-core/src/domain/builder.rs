@@ -154,7 +154,8 @@ impl DomainBuilder {
     ///
     /// ```
     /// use std::sync::Arc;
-    ///     /// use fluvius_core::{Domain, Event, HandlerError, HandlerRetry, MemoryLogStore, RetryPolicy};
+    /// use std::time::Duration;
+    /// use fluvius_core::{Domain, Event, HandlerError, HandlerRetry, MemoryLogStore, RetryPolicy};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), fluvius_core::Error> {
