@@ -29,7 +29,8 @@ pub(super) struct Claim<'a> {
     /// When the next renewal is due.
     due: Instant,
     lost: bool,
-    /// Counts the claims found lost (a handler's [`HandlerStats::claims_lost`]).
+    /// Counts the claims found lost (a handler's
+    /// [`HandlerStats::claims_lost`](super::HandlerStats::claims_lost)).
     losses: Option<&'a AtomicU64>,
 }
 

@@ -20,15 +20,16 @@
 //!   [`checkpoint_interval`](DispatchOptions::checkpoint_interval); a crash delivers again what
 //!   was handled since it last moved.
 //! - **Retries**: a failing or panicking invocation is retried with jittered exponential
-//!   backoff ([`RetryPolicy`]: the domain's default, or a handler's own, [`HandlerRetry`]);
-//!   after the last attempt the event is *parked* ([`DeadLetter`]) and the handler moves on.
-//!   Parked events are listed and retried through `Domain::parked` and `Domain::retry_parked`.
+//!   backoff ([`RetryPolicy`](crate::RetryPolicy): the domain's default, or a handler's own,
+//!   [`HandlerRetry`](crate::HandlerRetry)); after the last attempt the event is *parked*
+//!   ([`DeadLetter`](crate::DeadLetter)) and the handler moves on. Parked events are listed
+//!   and retried through `Domain::parked` and `Domain::retry_parked`.
 //! - **Poison events**: an entry of the log that cannot be decoded or upcast
-//!   ([`LogEntry::Undecodable`]) is parked for each handler it may concern at once, with its
-//!   error, and delivery goes on; `retry_parked` delivers it once it reads. A projection applies
-//!   the events before it and stops there ([`ProjectionStatus::stopped`], an error-level log
-//!   naming the position), retrying at each wake-up or poll until it reads; `wait_idle` does not
-//!   wait for a stopped projection.
+//!   ([`LogEntry::Undecodable`](crate::LogEntry::Undecodable)) is parked for each handler it
+//!   may concern at once, with its error, and delivery goes on; `retry_parked` delivers it once
+//!   it reads. A projection applies the events before it and stops there
+//!   ([`ProjectionStatus::stopped`], an error-level log naming the position), retrying at each
+//!   wake-up or poll until it reads; `wait_idle` does not wait for a stopped projection.
 //! - **One instance per handler**: before reading, a task claims its handler's checkpoint with
 //!   a lease ([`lease`](DispatchOptions::lease)). The holder renews it every third of the lease:
 //!   by advancing the checkpoint, between events, and in the background while a handler call

@@ -164,8 +164,8 @@ impl Cursor {
 ///
 /// The checkpoint moves after every page's worth of events read (a full page, or short pages
 /// adding up to one), after every
-/// [`checkpoint_every`](DispatchOptions::checkpoint_every) events handled, and once
-/// [`checkpoint_interval`](DispatchOptions::checkpoint_interval) has passed since it last
+/// [`checkpoint_every`](super::DispatchOptions::checkpoint_every) events handled, and once
+/// [`checkpoint_interval`](super::DispatchOptions::checkpoint_interval) has passed since it last
 /// moved; what short pages handled since is flushed by the caller once no wake-up came for a
 /// moment ([`LINGER`]). A crash delivers again at most that much, and a fast handler pays one
 /// checkpoint write per page's worth rather than per event or per wake-up.
