@@ -84,6 +84,7 @@ pub mod harness;
 mod id;
 mod idhash;
 mod logstore;
+mod memory;
 mod name;
 mod pattern;
 mod payload;
@@ -97,7 +98,7 @@ pub mod transactional;
 mod upcast;
 
 pub use aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
-pub use checkpoint::{CheckpointStore, DeadLetter, MemoryCheckpointStore};
+pub use checkpoint::{CheckpointStore, DeadLetter};
 pub use command::{Args, Command};
 pub use context::Context;
 pub use dispatch::{DispatchOptions, HandlerStats, ProjectionStatus, ProjectionStop, StartFrom};
@@ -108,9 +109,10 @@ pub use future::BoxFuture;
 pub use handler::{global_handlers, HandlerError, HandlerFn, HandlerRegistration};
 pub use id::AggregateId;
 pub use logstore::{
-    events_of, AppendRequest, CommandRecord, LogEntry, LogStore, MemoryLogStore, Snapshot, SnapshotQuery,
-    StreamQuery, UndecodableEntry,
+    events_of, AppendRequest, CommandRecord, LogEntry, LogStore, Snapshot, SnapshotQuery, StreamQuery,
+    UndecodableEntry,
 };
+pub use memory::{MemoryCheckpointStore, MemoryLogStore};
 pub use name::{validate_name, Name, MAX_NAME_LEN};
 pub use pattern::Pattern;
 pub use payload::{Payload, MAX_PAYLOAD_DEPTH};

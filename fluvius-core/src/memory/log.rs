@@ -6,13 +6,16 @@ use std::sync::RwLock;
 
 use uuid::Uuid;
 
-use super::{AppendRequest, CommandRecord, LogEntry, LogStore, Snapshot, SnapshotQuery, StreamQuery};
-use crate::checkpoint::{CheckpointStore, MemoryCheckpointStore};
+use super::MemoryCheckpointStore;
+use crate::checkpoint::CheckpointStore;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
 use crate::idhash::IdHashing;
+use crate::logstore::{
+    AppendRequest, CommandRecord, LogEntry, LogStore, Snapshot, SnapshotQuery, StreamQuery,
+};
 use crate::name::Name;
 use crate::transactional::AppendTx;
 
