@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fluvius_core::prelude::*;
-use fluvius_core::{
-    AppendRequest, BoxFuture, CommandRecord, DomainBuilder, Snapshot, SnapshotQuery, StreamQuery,
-};
+use fluvius_core::{AppendRequest, BoxFuture, CommandRecord, DomainBuilder, StreamQuery};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Barrier, Notify, Semaphore};
 use uuid::Uuid;
@@ -619,18 +617,6 @@ impl LogStore for ProbeStore {
         })
     }
 
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, fluvius_core::Result<Vec<Event>>> {
-        self.inner.read_all(after, limit)
-    }
-
-    fn read_log(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, fluvius_core::Result<Vec<fluvius_core::LogEntry>>> {
-        self.inner.read_log(after, limit)
-    }
-
     fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, fluvius_core::Result<Option<CommandRecord>>> {
         if Self::take_one(&self.failing_lookups) {
             return Box::pin(async { Err(Error::store("probe", "the database is unreachable", None)) });
@@ -638,13 +624,18 @@ impl LogStore for ProbeStore {
         self.inner.get_command(command_id)
     }
 
-    fn load_snapshot<'a>(
-        &'a self,
-        resource: &'a str,
-        aggregate_id: AggregateId,
-        query: SnapshotQuery,
-    ) -> BoxFuture<'a, fluvius_core::Result<Option<Snapshot>>> {
-        self.inner.load_snapshot(resource, aggregate_id, query)
+    fluvius_core::forward_log_store!(|s| &s.inner => read_all, read_log, load_snapshot, head_position);
+
+    /// A store that does not run transactional handlers: a domain that has some refuses to
+    /// build on it (`tests/transactional.rs`).
+    fn runs_transactional_handlers(&self) -> bool {
+        false
+    }
+
+    /// No checkpoints of its own: each domain over a probe store keeps its handlers'
+    /// checkpoints in memory.
+    fn checkpoints(&self) -> Option<&dyn fluvius_core::CheckpointStore> {
+        None
     }
 }
 

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fluvius_benches::BenchUser;
-use fluvius_core::{
-    AggregateId, AppendRequest, BoxFuture, Command, CommandRecord, Domain, Event, LogStore, StreamQuery,
-};
+use fluvius_core::{AggregateId, AppendRequest, BoxFuture, Command, CommandRecord, Domain, Event, LogStore};
 use uuid::Uuid;
 
 use super::delay::DelayProxy;
@@ -45,9 +43,6 @@ impl<S: LogStore> Counting<S> {
 }
 
 impl<S: LogStore> LogStore for Counting<S> {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, fluvius_core::Result<Vec<Event>>> {
         Box::pin(async move {
             self.appends.fetch_add(1, Ordering::Relaxed);
@@ -58,27 +53,12 @@ impl<S: LogStore> LogStore for Counting<S> {
             result
         })
     }
-    fn read_stream<'a>(
-        &'a self,
-        resource: &'a str,
-        aggregate_id: AggregateId,
-        query: StreamQuery,
-    ) -> BoxFuture<'a, fluvius_core::Result<Vec<Event>>> {
-        self.inner.read_stream(resource, aggregate_id, query)
-    }
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, fluvius_core::Result<Vec<Event>>> {
-        self.inner.read_all(after, limit)
-    }
-    fn read_log(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, fluvius_core::Result<Vec<fluvius_core::LogEntry>>> {
-        self.inner.read_log(after, limit)
-    }
-    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, fluvius_core::Result<Option<CommandRecord>>> {
-        self.inner.get_command(command_id)
-    }
+
+    // Everything but appends is the wrapped store's: measured with its snapshots, checkpoints
+    // and transactional handlers.
+    fluvius_core::forward_log_store!(|s| &s.inner =>
+        backend, read_stream, read_all, read_log, get_command,
+        load_snapshot, checkpoints, runs_transactional_handlers, head_position);
 }
 
 /// Opens a fresh, empty store of one kind for each measurement.

@@ -42,6 +42,7 @@ use serde_json::Value;
 
 use crate::aggregate::{ActionCall, ActionSpec, Aggregate, FoldEvent, NewEvent};
 use crate::command::Command;
+use crate::domain::fold_new;
 use crate::error::{Error, Result};
 use crate::event::{Event, Metadata};
 use crate::id::AggregateId;
@@ -125,19 +126,18 @@ async fn run<A: Aggregate>(state: &mut A, version: u64, command: &mut Command) -
             &mut command.args,
         ))
         .await?;
-    let mut out = Vec::with_capacity(decided.len());
-    for (i, new) in decided.iter_mut().enumerate() {
+    // The domain's record step folds the same way: each event made into what the test sees,
+    // then folded (an event the aggregate cannot apply fails the command).
+    fold_new(state, A::RESOURCE, version, &mut decided, |new, _| {
         let payload = new
             .payload()
             .to_value()
             .map_err(|e| Error::serialization("event payload", e))?;
-        out.push(TestEvent {
+        Ok(TestEvent {
             key: new.key().to_owned(),
             payload,
-        });
-        state.apply(FoldEvent::fresh(A::RESOURCE, version + 1 + i as u64, new))?;
-    }
-    Ok(out)
+        })
+    })
 }
 
 /// What a command did in an [`AggregateTest`].

@@ -142,6 +142,7 @@ pub mod __private {
     pub use inventory;
     pub use serde;
     pub use serde_json;
+    pub use uuid;
 
     /// Implemented by a type for itself only: `#[aggregate]` requires `ApplyPayload: SamePayload<ActionPayload>`
     /// for each `#[apply]` method and the action that emits its event, so a fold that would

@@ -13,15 +13,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
-use crate::logstore::{
-    AppendRequest, CommandRecord, LogEntry, LogStore, Snapshot, SnapshotQuery, StreamQuery, UndecodableEntry,
-};
+use crate::logstore::{LogEntry, LogStore, StreamQuery, UndecodableEntry};
 use crate::payload::Payload;
 
 /// Why an upcaster could not lift a payload.
@@ -243,13 +240,12 @@ impl UpcastingStore {
 }
 
 impl LogStore for UpcastingStore {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-
-    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Event>>> {
-        self.inner.append(request)
-    }
+    // Writes, command records and the capabilities are the wrapped store's. Snapshots hold
+    // folded state, not events: nothing to upcast (a state of another shape is recognised by
+    // its `state_version`).
+    crate::forward_log_store!(|s| &s.inner =>
+        backend, append, get_command,
+        load_snapshot, checkpoints, runs_transactional_handlers, head_position);
 
     fn read_stream<'a>(
         &'a self,
@@ -288,32 +284,5 @@ impl LogStore for UpcastingStore {
                 })
                 .collect())
         })
-    }
-
-    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
-        self.inner.get_command(command_id)
-    }
-
-    /// Snapshots hold folded state, not events: nothing to upcast (a state of another shape
-    /// is recognised by its `state_version`).
-    fn load_snapshot<'a>(
-        &'a self,
-        resource: &'a str,
-        aggregate_id: AggregateId,
-        query: SnapshotQuery,
-    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
-        self.inner.load_snapshot(resource, aggregate_id, query)
-    }
-
-    fn checkpoints(&self) -> Option<&dyn crate::checkpoint::CheckpointStore> {
-        self.inner.checkpoints()
-    }
-
-    fn runs_transactional_handlers(&self) -> bool {
-        self.inner.runs_transactional_handlers()
-    }
-
-    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
-        self.inner.head_position()
     }
 }

@@ -197,7 +197,7 @@ async fn an_accepted_append_is_never_lost_to_another_writer() {
 
 #[tokio::test]
 async fn a_domain_with_handlers_its_store_cannot_run_does_not_build() {
-    // The probe store does not say it runs transactional handlers (the default).
+    // The probe store says it does not run transactional handlers.
     let err = builder()
         .logstore_arc(ProbeStore::new())
         .transactional_handler("blocklist", "user-created", blocklist)

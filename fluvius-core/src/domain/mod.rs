@@ -29,6 +29,7 @@ use crate::retry::RetryPolicy;
 use crate::transactional::TransactionalHandlers;
 use crate::upcast::Upcasters;
 
+pub(crate) use pipeline::fold_new;
 use registry::ErasedAggregate;
 
 /// One registered resource: its aggregate type, that resource's cache and snapshot interval.

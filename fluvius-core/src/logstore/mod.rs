@@ -45,6 +45,15 @@ use crate::id::AggregateId;
 /// SQL stores in `fluvius-sql`; every implementation passes the same conformance suite.
 ///
 /// Methods return boxed futures so the trait stays object-safe (`Arc<dyn LogStore>`).
+///
+/// The capabilities ([`load_snapshot`](Self::load_snapshot),
+/// [`checkpoints`](Self::checkpoints),
+/// [`runs_transactional_handlers`](Self::runs_transactional_handlers),
+/// [`head_position`](Self::head_position)) have no default: a store, and a wrapper around
+/// one, says what it does, so a wrapper cannot drop snapshots, durable checkpoints or
+/// transactional handlers by forgetting a method. A wrapper forwards what it does not change
+/// with [`forward_log_store!`](crate::forward_log_store). The provided methods are written in
+/// terms of the required ones.
 pub trait LogStore: Send + Sync + 'static {
     /// A short name for logs and errors, e.g. `"memory"` or `"sqlite"`.
     fn backend(&self) -> &'static str;
@@ -71,7 +80,8 @@ pub trait LogStore: Send + Sync + 'static {
     /// ([`Error::UndecodableEvent`](crate::Error::UndecodableEvent) or
     /// [`Error::Upcast`](crate::Error::Upcast), naming the event); use
     /// [`read_log`](Self::read_log) to read past it. The default reads
-    /// [`read_log`](Self::read_log); wrappers must forward both.
+    /// [`read_log`](Self::read_log) (so a wrapper that changes `read_log` and leaves this
+    /// method out reads its own entries).
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
         Box::pin(async move { events_of(self.read_log(after, limit).await?) })
     }
@@ -81,50 +91,28 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The latest snapshot of one stream that passes `query` (see [`SnapshotQuery`]), if any.
     ///
-    /// The default keeps no snapshots: it returns `None` (and such a store ignores
-    /// [`AppendRequest::snapshot`]). Every backend of this workspace stores them; wrappers must
-    /// forward this method.
+    /// A store that keeps no snapshots returns `None` (and ignores [`AppendRequest::snapshot`]).
+    /// Every backend of this workspace stores them.
     fn load_snapshot<'a>(
         &'a self,
         resource: &'a str,
         aggregate_id: AggregateId,
         query: SnapshotQuery,
-    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
-        let _ = (resource, aggregate_id, query);
-        Box::pin(async { Ok(None) })
-    }
+    ) -> BoxFuture<'a, Result<Option<Snapshot>>>;
 
     /// The handler checkpoints and dead letters kept in the same database, if this store keeps
-    /// them. A domain on a store without them keeps checkpoints in memory (not durable).
-    fn checkpoints(&self) -> Option<&dyn CheckpointStore> {
-        None
-    }
+    /// them (`None`: a domain on this store keeps checkpoints in memory, not durable).
+    fn checkpoints(&self) -> Option<&dyn CheckpointStore>;
 
     /// Whether [`append`](Self::append) runs [`AppendRequest::transactional`] handlers inside
-    /// its transaction (see [`crate::transactional`]). The default is `false`: a domain with
-    /// transactional handlers refuses to build on such a store rather than skip them. Every
-    /// backend of this workspace runs them; wrappers must forward this method.
-    fn runs_transactional_handlers(&self) -> bool {
-        false
-    }
+    /// its transaction (see [`crate::transactional`]). A domain with transactional handlers
+    /// refuses to build on a store that answers `false` rather than skip them. Every backend
+    /// of this workspace runs them.
+    fn runs_transactional_handlers(&self) -> bool;
 
     /// The position of the last event [`read_all`](Self::read_all) can return now (0 for an
-    /// empty log). The default pages through the log; backends answer directly.
-    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
-        Box::pin(async move {
-            const PAGE: usize = 1000;
-            let mut head = 0;
-            loop {
-                let page = self.read_log(head, PAGE).await?;
-                let Some(last) = page.last() else { break };
-                head = last.position();
-                if page.len() < PAGE {
-                    break;
-                }
-            }
-            Ok(head)
-        })
-    }
+    /// empty log).
+    fn head_position(&self) -> BoxFuture<'_, Result<u64>>;
 
     /// All events of one aggregate, in version order (empty for an unknown aggregate).
     fn get_events<'a>(
@@ -172,45 +160,147 @@ pub trait LogStore: Send + Sync + 'static {
 }
 
 impl<T: LogStore + ?Sized> LogStore for Arc<T> {
-    fn backend(&self) -> &'static str {
-        (**self).backend()
-    }
-    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Event>>> {
-        (**self).append(request)
-    }
-    fn read_stream<'a>(
-        &'a self,
-        resource: &'a str,
-        aggregate_id: AggregateId,
-        query: StreamQuery,
-    ) -> BoxFuture<'a, Result<Vec<Event>>> {
-        (**self).read_stream(resource, aggregate_id, query)
-    }
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
-        (**self).read_all(after, limit)
-    }
-    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<LogEntry>>> {
-        (**self).read_log(after, limit)
-    }
-    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
-        (**self).get_command(command_id)
-    }
-    fn load_snapshot<'a>(
-        &'a self,
-        resource: &'a str,
-        aggregate_id: AggregateId,
-        query: SnapshotQuery,
-    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
-        (**self).load_snapshot(resource, aggregate_id, query)
-    }
+    crate::forward_log_store!(|s| &**s =>
+        backend, append, read_stream, read_all, read_log, get_command,
+        load_snapshot, checkpoints, runs_transactional_handlers, head_position);
+}
 
-    fn checkpoints(&self) -> Option<&dyn CheckpointStore> {
-        (**self).checkpoints()
-    }
-    fn runs_transactional_handlers(&self) -> bool {
-        (**self).runs_transactional_handlers()
-    }
-    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
-        (**self).head_position()
-    }
+/// Implement [`LogStore`] methods of a wrapper by forwarding them, unchanged, to the store it
+/// wraps: the one way a wrapper passes a method through.
+///
+/// Used inside an `impl LogStore for …` block: `|s| <expr>` names the wrapped store (`s` is
+/// `&self`; the expression is a reference to a `LogStore`), then come the methods to forward.
+/// The wrapper writes the methods it changes itself. The capability methods
+/// ([`load_snapshot`](LogStore::load_snapshot), [`checkpoints`](LogStore::checkpoints),
+/// [`runs_transactional_handlers`](LogStore::runs_transactional_handlers),
+/// [`head_position`](LogStore::head_position)) have no default, so a wrapper that neither
+/// forwards nor writes one does not compile, rather than silently losing snapshots,
+/// durable checkpoints or transactional handlers.
+///
+/// Each required method and [`read_all`](LogStore::read_all) can be listed. `read_all` and the
+/// other provided methods ([`get_events`](LogStore::get_events), …) are written in terms of the
+/// required ones, so a wrapper that leaves them out stays correct: they then go through the
+/// wrapper's own [`read_log`](LogStore::read_log) or [`read_stream`](LogStore::read_stream).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use fluvius_core::{AppendRequest, BoxFuture, Event, LogStore, MemoryLogStore, Result};
+///
+/// /// Counts appends; everything else is the wrapped store's.
+/// struct Counting<S> {
+///     inner: S,
+///     appends: AtomicU64,
+/// }
+///
+/// impl<S: LogStore> LogStore for Counting<S> {
+///     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Event>>> {
+///         self.appends.fetch_add(1, Ordering::Relaxed);
+///         self.inner.append(request)
+///     }
+///
+///     fluvius_core::forward_log_store!(|s| &s.inner =>
+///         backend, read_stream, read_log, read_all, get_command,
+///         load_snapshot, checkpoints, runs_transactional_handlers, head_position);
+/// }
+///
+/// let store = Counting { inner: MemoryLogStore::new(), appends: AtomicU64::new(0) };
+/// assert!(store.runs_transactional_handlers(), "the memory store's capability, forwarded");
+/// assert!(store.checkpoints().is_some());
+/// ```
+///
+/// Leaving out a capability is a compile error (`not all trait items implemented`):
+///
+/// ```compile_fail
+/// use fluvius_core::{LogStore, MemoryLogStore};
+///
+/// struct Wrapper(MemoryLogStore);
+///
+/// impl LogStore for Wrapper {
+///     fluvius_core::forward_log_store!(|s| &s.0 =>
+///         backend, append, read_stream, read_log, get_command,
+///         checkpoints, runs_transactional_handlers, head_position); // no load_snapshot
+/// }
+/// ```
+#[macro_export]
+macro_rules! forward_log_store {
+    (|$s:ident| $inner:expr => $($method:ident),+ $(,)?) => {
+        $( $crate::forward_log_store!(@method $method |$s| $inner); )+
+    };
+    (@method backend |$s:ident| $inner:expr) => {
+        fn backend(&self) -> &'static str {
+            let $s = self;
+            $crate::LogStore::backend($inner)
+        }
+    };
+    (@method append |$s:ident| $inner:expr) => {
+        $crate::forward_log_store!(@arg append request: $crate::AppendRequest,
+            ::std::vec::Vec<$crate::Event> |$s| $inner);
+    };
+    (@method read_stream |$s:ident| $inner:expr) => {
+        $crate::forward_log_store!(@stream read_stream $crate::StreamQuery,
+            ::std::vec::Vec<$crate::Event> |$s| $inner);
+    };
+    (@method read_log |$s:ident| $inner:expr) => {
+        $crate::forward_log_store!(@log read_log $crate::LogEntry |$s| $inner);
+    };
+    (@method read_all |$s:ident| $inner:expr) => {
+        $crate::forward_log_store!(@log read_all $crate::Event |$s| $inner);
+    };
+    (@method get_command |$s:ident| $inner:expr) => {
+        $crate::forward_log_store!(@arg get_command command_id: $crate::__private::uuid::Uuid,
+            ::std::option::Option<$crate::CommandRecord> |$s| $inner);
+    };
+    (@method load_snapshot |$s:ident| $inner:expr) => {
+        $crate::forward_log_store!(@stream load_snapshot $crate::SnapshotQuery,
+            ::std::option::Option<$crate::Snapshot> |$s| $inner);
+    };
+    (@method checkpoints |$s:ident| $inner:expr) => {
+        fn checkpoints(&self) -> ::std::option::Option<&dyn $crate::CheckpointStore> {
+            let $s = self;
+            $crate::LogStore::checkpoints($inner)
+        }
+    };
+    (@method runs_transactional_handlers |$s:ident| $inner:expr) => {
+        fn runs_transactional_handlers(&self) -> bool {
+            let $s = self;
+            $crate::LogStore::runs_transactional_handlers($inner)
+        }
+    };
+    (@method head_position |$s:ident| $inner:expr) => {
+        fn head_position(&self) -> $crate::BoxFuture<'_, $crate::Result<u64>> {
+            let $s = self;
+            $crate::LogStore::head_position($inner)
+        }
+    };
+    // A call with one argument.
+    (@arg $method:ident $arg:ident: $arg_ty:ty, $out:ty |$s:ident| $inner:expr) => {
+        fn $method(&self, $arg: $arg_ty) -> $crate::BoxFuture<'_, $crate::Result<$out>> {
+            let $s = self;
+            $crate::LogStore::$method($inner, $arg)
+        }
+    };
+    // One stream of one aggregate, by a query.
+    (@stream $method:ident $query:ty, $out:ty |$s:ident| $inner:expr) => {
+        fn $method<'a>(
+            &'a self,
+            resource: &'a str,
+            aggregate_id: $crate::AggregateId,
+            query: $query,
+        ) -> $crate::BoxFuture<'a, $crate::Result<$out>> {
+            let $s = self;
+            $crate::LogStore::$method($inner, resource, aggregate_id, query)
+        }
+    };
+    // A page of the global log.
+    (@log $method:ident $item:ty |$s:ident| $inner:expr) => {
+        fn $method(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> $crate::BoxFuture<'_, $crate::Result<::std::vec::Vec<$item>>> {
+            let $s = self;
+            $crate::LogStore::$method($inner, after, limit)
+        }
+    };
 }

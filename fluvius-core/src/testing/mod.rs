@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::event::{Event, Metadata};
 use crate::future::BoxFuture;
 use crate::id::AggregateId;
-use crate::logstore::{AppendRequest, CommandRecord, LogStore, Snapshot, SnapshotQuery, StreamQuery};
+use crate::logstore::{AppendRequest, CommandRecord, LogStore, Snapshot};
 use crate::payload::Payload;
 
 /// The current time at the precision stores keep (microseconds).
@@ -141,47 +141,9 @@ impl<S> Drop for WithCleanup<S> {
 }
 
 impl<S: LogStore> LogStore for WithCleanup<S> {
-    fn backend(&self) -> &'static str {
-        self.store.backend()
-    }
-    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<Vec<Event>>> {
-        self.store.append(request)
-    }
-    fn read_stream<'a>(
-        &'a self,
-        resource: &'a str,
-        aggregate_id: AggregateId,
-        query: StreamQuery,
-    ) -> BoxFuture<'a, Result<Vec<Event>>> {
-        self.store.read_stream(resource, aggregate_id, query)
-    }
-    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<Event>>> {
-        self.store.read_all(after, limit)
-    }
-    fn read_log(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<crate::LogEntry>>> {
-        self.store.read_log(after, limit)
-    }
-    fn get_command(&self, command_id: Uuid) -> BoxFuture<'_, Result<Option<CommandRecord>>> {
-        self.store.get_command(command_id)
-    }
-    fn load_snapshot<'a>(
-        &'a self,
-        resource: &'a str,
-        aggregate_id: AggregateId,
-        query: SnapshotQuery,
-    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
-        self.store.load_snapshot(resource, aggregate_id, query)
-    }
-
-    fn checkpoints(&self) -> Option<&dyn crate::CheckpointStore> {
-        self.store.checkpoints()
-    }
-    fn runs_transactional_handlers(&self) -> bool {
-        self.store.runs_transactional_handlers()
-    }
-    fn head_position(&self) -> BoxFuture<'_, Result<u64>> {
-        self.store.head_position()
-    }
+    crate::forward_log_store!(|s| &s.store =>
+        backend, append, read_stream, read_all, read_log, get_command,
+        load_snapshot, checkpoints, runs_transactional_handlers, head_position);
 }
 
 /// A snapshot of the stream of `request` at its last event (state `{"at": version}`), to
@@ -251,5 +213,78 @@ impl crate::Projection for RecordingProjection {
     fn clear(&self) -> BoxFuture<'_, Result<()>> {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = (0, Vec::new());
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::logstore::{SnapshotQuery, StreamQuery};
+    use crate::upcast::{Upcasters, UpcastingStore};
+    use crate::{CheckpointStore, MemoryLogStore};
+
+    /// The wrappers of this crate over one memory store: each must answer as the store does.
+    fn wrappers(inner: &Arc<MemoryLogStore>) -> Vec<(&'static str, Box<dyn LogStore>)> {
+        vec![
+            ("Arc", Box::new(inner.clone())),
+            (
+                "UpcastingStore",
+                Box::new(UpcastingStore {
+                    inner: inner.clone(),
+                    upcasters: Arc::new(Upcasters::default()),
+                }),
+            ),
+            ("WithCleanup", Box::new(WithCleanup::new(inner.clone(), || {}))),
+        ]
+    }
+
+    fn address(checkpoints: Option<&dyn CheckpointStore>) -> Option<*const u8> {
+        checkpoints.map(|c| c as *const dyn CheckpointStore as *const u8)
+    }
+
+    #[tokio::test]
+    async fn every_wrapper_forwards_writes_reads_and_capabilities_to_its_store() {
+        for index in 0..3 {
+            let inner = Arc::new(MemoryLogStore::new());
+            let (name, store) = wrappers(&inner).swap_remove(index);
+            let id = AggregateId::new();
+            let mut first = request("thing", id, 0, 3);
+            first.snapshot = Some(snapshot_of(&first, 1));
+            let record = command_record(&first);
+            let command_id = record.id;
+            first.command = Some(record);
+            let stored = store.append(first).await.expect("append through the wrapper");
+            assert_eq!(stored.last().map(|e| e.position), Some(3), "{name}");
+
+            assert_eq!(store.backend(), "memory", "{name}");
+            assert!(store.runs_transactional_handlers(), "{name}");
+            assert!(address(store.checkpoints()).is_some(), "{name}");
+            assert_eq!(
+                address(store.checkpoints()),
+                address(inner.checkpoints()),
+                "{name}"
+            );
+            assert_eq!(store.head_position().await.unwrap(), 3, "{name}");
+            let snapshot = store
+                .load_snapshot("thing", id, SnapshotQuery::default())
+                .await
+                .unwrap();
+            assert_eq!(snapshot.map(|s| s.version), Some(3), "{name}: the snapshot");
+            let command = store.get_command(command_id).await.unwrap();
+            assert_eq!(
+                command.map(|c| c.version_after),
+                Some(3),
+                "{name}: the command record"
+            );
+            let stream = store
+                .read_stream("thing", id, StreamQuery::default())
+                .await
+                .unwrap();
+            assert_eq!(stream.len(), 3, "{name}");
+            assert_eq!(store.read_all(1, 10).await.unwrap().len(), 2, "{name}");
+            assert_eq!(store.read_log(2, 10).await.unwrap().len(), 1, "{name}");
+        }
     }
 }
