@@ -48,6 +48,8 @@ mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod append_tx;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod batch;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod group_commit;

@@ -194,12 +194,12 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use self::hints::AppendHints;
-use crate::codec;
-use crate::error::{Error, Result};
-use crate::group_commit::{
+use crate::batch::{
     batch_error, batch_refused, finish_batch, refuse_batch, GroupCommit, GroupCommitStats, Pending, Queue,
     ReadBatchStats, ReadQueue,
 };
+use crate::codec;
+use crate::error::{Error, Result};
 use crate::outcome::Bounded as _;
 
 /// Why one append failed inside its transaction.

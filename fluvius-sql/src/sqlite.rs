@@ -144,12 +144,12 @@ use sqlx::{ConnectOptions, Connection, Executor, QueryBuilder, Row, Sqlite, Sqli
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::codec;
-use crate::error::{Error, Result};
-use crate::group_commit::{
+use crate::batch::{
     batch_error, fail_batch, finish_batch, GroupCommit, GroupCommitStats, Pending, Queue, ReadBatchStats,
     ReadQueue,
 };
+use crate::codec;
+use crate::error::{Error, Result};
 use crate::outcome::Bounded as _;
 
 /// Why an append of a batch failed: on its own (its savepoint rolled back), or because the

@@ -5,7 +5,7 @@ use fluvius_core::AggregateId;
 use uuid::Uuid;
 
 use super::{decode_entry, stream_of, PostgresLogStore, EVENT_COLUMNS};
-use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead};
+use crate::batch::{answer_reads, fail_reads, read_keys, PendingRead};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
 /// gathers, and one query reads many streams. Measured on 2 cores with the server on the same

@@ -2,7 +2,7 @@
 //! [module docs](super#batched-stream-reads)).
 
 use super::{decode_entry, stream_of, SqliteLogStore, EVENT_COLUMNS};
-use crate::group_commit::{answer_reads, fail_reads, read_keys, PendingRead, StreamKey};
+use crate::batch::{answer_reads, fail_reads, read_keys, PendingRead, StreamKey};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
 /// gathers, and one query reads many streams; in the benchmark report (2 cores) two or four
