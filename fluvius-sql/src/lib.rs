@@ -55,6 +55,9 @@ mod codec;
 pub mod group_commit;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod outcome;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[macro_use]
+mod store;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
