@@ -22,10 +22,9 @@ impl GroupCommit {
     /// The default bound on the events of one batch (a single larger append still goes
     /// through, alone).
     pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
-    /// Writers of a PostgreSQL store, unless set with [`writers`](Self::writers). Two: with
-    /// batched stream reads, on 2 cores with the server on the same machine, two writers
-    /// (larger batches, fewer transactions) ran concurrent commands faster than four at
-    /// concurrency 16 and 64, and eight slower still. A server with more cores may want more.
+    /// Writers of a PostgreSQL store, unless set with [`writers`](Self::writers). Two: fewer
+    /// writers make larger batches and fewer transactions, more let the server commit in
+    /// parallel; BENCHMARKS.md has the measurements. A server with more cores may want more.
     pub const DEFAULT_POSTGRES_WRITERS: usize = 2;
 
     /// No batching: every append is its own transaction, written by the calling task, and

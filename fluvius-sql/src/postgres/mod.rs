@@ -94,8 +94,7 @@
 //! SELECT … FROM unnest(…)` for all its events that also checks the expected version, with the
 //! command row inserted by a `WITH` clause only if the events were. An append with a snapshot
 //! or [transactional handlers](fluvius_core::transactional) is one transaction instead: the
-//! events, then the command row, then the snapshot row (and the handlers). Measured one
-//! command at a time: 1.5x the commands/s of the transaction (four round trips).
+//! events, then the command row, then the snapshot row (and the handlers).
 //!
 //! sqlx records applied migrations in `_sqlx_migrations` in the same schema. If your
 //! application runs its own sqlx migrations on the same schema, the two sets share that table;
@@ -119,9 +118,7 @@
 //! read just after, on the same connection. A stream already past the expected version (the
 //! unique stream key) or a recorded command id (the commands table's unique key) fails the
 //! statement, and the batch is then written one savepoint per append, where each failure is
-//! that append's own. This one statement measured 1.28–1.31x the commands/s at concurrency 64
-//! of the three round trips below with 0.25–1.25 ms added each way between the store and the
-//! server, and within noise on this machine's loopback.
+//! that append's own.
 //!
 //! Any other batch is written in bulk with three round trips whatever its size:
 //! one query reads the versions of all its streams, one which of its command ids are recorded;

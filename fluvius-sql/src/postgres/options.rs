@@ -122,8 +122,7 @@ impl PostgresOptions {
     /// failover, `pg_terminate_backend`) is replaced before anything uses it, so no operation
     /// fails for it. With a longer `idle`, a recently used connection is handed out unchecked,
     /// saving one round trip per use of the pool (a command at concurrency 1 takes the pool
-    /// twice: measured 1.23–1.57x its commands/s with connections never checked and the server
-    /// on the same machine, more with the server further away); the price is that after the
+    /// twice); the price is that after the
     /// server dropped connections, each such connection fails the one operation that uses it
     /// next (with [`Error::Store`](fluvius_core::Error::Store); the pool then opens a new one).
     pub fn ping_connections_idle_for(mut self, idle: Duration) -> Self {

@@ -5,9 +5,7 @@ use super::*;
 use crate::batch::{answer_reads, fail_reads, read_keys, PendingRead};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
-/// gathers, and one query reads many streams. Measured on 2 cores with the server on the same
-/// machine (4,000 creates at concurrency 64, six alternating rounds): a median of 9,700
-/// commands/s with one reader, 9,200 with two, 8,700 with four.
+/// gathers, and one query reads many streams (BENCHMARKS.md has the comparison with more).
 pub(super) const READERS: usize = 1;
 
 /// At most this many stream reads go into one query.

@@ -60,10 +60,7 @@
 //! snapshots write those after it and commit on their own. Nothing else can write meanwhile:
 //! the transaction holds SQLite's write lock and the store's write turn. So the store numbers
 //! the events itself, the positions after the last one in batch order — those SQLite would
-//! assign — and needs no row back per event. Measured at concurrency 64 (distinct aggregates,
-//! 40 000 creates, A/B pairs): 1.13–1.27x the commands/s of a query each for the versions and
-//! the command ids and an events `INSERT … RETURNING`, and 1.14–1.2x again for `BEGIN` sent
-//! with the first query instead of on its own. A batch with [transactional
+//! assign — and needs no row back per event. A batch with [transactional
 //! handlers](fluvius_core::transactional) — which must run inside their append's own
 //! savepoint — is written one savepoint per append, as is a batch whose bulk statements fail
 //! (rolled back, then written again append by append).
@@ -87,9 +84,7 @@
 //! on or off) runs on its caller's task, on the writer's connection (below), holding the write
 //! turn for the query: that connection's page cache holds what the last appends wrote, where
 //! a pooled connection has dropped its cache after every append and reads the pages again.
-//! One command at a time with a caller-chosen id (its stream is read before the decision)
-//! measured 1.15–1.6x the commands/s of reading through the reader task. Such reads are
-//! counted in [`ReadBatchStats::alone`].
+//! Such reads are counted in [`ReadBatchStats::alone`].
 //!
 //! # Connections
 //! Appends to a file database write on one connection of their own, opened on the first

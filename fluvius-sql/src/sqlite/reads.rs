@@ -5,8 +5,8 @@ use super::*;
 use crate::batch::{answer_reads, fail_reads, read_keys, PendingRead, StreamKey};
 
 /// Reader tasks of a store with group commit on. One: while its query runs, the next batch
-/// gathers, and one query reads many streams; in the benchmark report (2 cores) two or four
-/// readers, each with its own query in flight, made concurrent commands slower, not faster.
+/// gathers, and one query reads many streams (more readers, each with its own query in
+/// flight, made concurrent commands slower: see BENCHMARKS.md).
 pub(super) const READERS: usize = 1;
 
 /// At most this many stream reads go into one query.
