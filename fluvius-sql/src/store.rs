@@ -12,6 +12,11 @@
 /// within the bound), `read_stream_impl`, `read_all_impl`, `get_command_impl`,
 /// `load_snapshot_impl` and `head_position_impl`; it also implements
 /// [`fluvius_core::CheckpointStore`] and runs transactional handlers.
+///
+/// Also gives `$store` the inherent helpers its queries report errors with: `query_error`
+/// (a failed query, as [`Error::Query`](crate::Error::Query)) and `data_error` (a row or a
+/// value the store cannot convert, as [`Error::Data`](crate::Error::Data)), both naming
+/// `target`.
 macro_rules! log_store_glue {
     ($store:ident, $backend:literal) => {
         const _: () = {
@@ -24,6 +29,32 @@ macro_rules! log_store_glue {
             use $crate::outcome::Bounded as _;
 
             type CoreResult<T> = ::fluvius_core::Result<T>;
+
+            impl $store {
+                /// The error of the query `operation`, naming the database.
+                fn query_error(
+                    &self,
+                    operation: &'static str,
+                ) -> impl FnOnce(::sqlx::Error) -> ::fluvius_core::Error + '_ {
+                    move |source| {
+                        $crate::Error::Query {
+                            target: self.target.to_string(),
+                            operation,
+                            source,
+                        }
+                        .into()
+                    }
+                }
+
+                /// The error of a row or value that does not convert, naming the database.
+                fn data_error(&self, message: String) -> ::fluvius_core::Error {
+                    $crate::Error::Data {
+                        target: self.target.to_string(),
+                        message,
+                    }
+                    .into()
+                }
+            }
 
             impl $crate::outcome::Bounded for $store {
                 fn target(&self) -> &str {

@@ -283,25 +283,6 @@ impl SqliteLogStore {
     pub fn read_batch_stats(&self) -> Option<ReadBatchStats> {
         self.reads.as_ref().map(ReadQueue::stats)
     }
-
-    fn query_error(&self, operation: &'static str) -> impl FnOnce(sqlx::Error) -> fluvius_core::Error + '_ {
-        move |source| {
-            Error::Query {
-                target: self.target.to_string(),
-                operation,
-                source,
-            }
-            .into()
-        }
-    }
-
-    fn data_error(&self, message: String) -> fluvius_core::Error {
-        Error::Data {
-            target: self.target.to_string(),
-            message,
-        }
-        .into()
-    }
 }
 
 log_store_glue!(SqliteLogStore, "sqlite");
