@@ -48,11 +48,16 @@ mod error;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod append_tx;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod batch;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod group_commit;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod outcome;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[macro_use]
+mod store;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -10,8 +10,8 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{Columns, CoreResult, PostgresLogStore, Prepared};
+use crate::batch::{bulk_keys, bulk_results, decide, BatchTx, StreamKey};
 use crate::codec;
-use crate::group_commit::{bulk_keys, bulk_results, decide, BatchTx, StreamKey};
 
 /// Each append's outcome, in batch order: its positions, or its own error.
 pub(super) type Outcomes = Vec<CoreResult<Vec<u64>>>;

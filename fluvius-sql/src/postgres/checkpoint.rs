@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fluvius_core::{BoxFuture, CheckpointStore, DeadLetter};
+use fluvius_core::DeadLetter;
 use sqlx::postgres::{PgListener, PgRow};
 
 use super::{column, CoreResult, PostgresLogStore};
@@ -226,56 +226,11 @@ impl PostgresLogStore {
     }
 }
 
-impl CheckpointStore for PostgresLogStore {
-    fn checkpoint<'a>(&'a self, name: &'a str) -> BoxFuture<'a, CoreResult<Option<u64>>> {
-        Box::pin(self.checkpoint_impl(name))
-    }
-
-    fn claim<'a>(
-        &'a self,
-        name: &'a str,
-        owner: &'a str,
-        start: u64,
-        lease: Duration,
-    ) -> BoxFuture<'a, CoreResult<Option<u64>>> {
-        Box::pin(self.claim_impl(name, owner, start, lease))
-    }
-
-    fn advance<'a>(
-        &'a self,
-        name: &'a str,
-        owner: &'a str,
-        from: u64,
-        to: u64,
-        lease: Duration,
-    ) -> BoxFuture<'a, CoreResult<bool>> {
-        Box::pin(self.advance_impl(name, owner, from, to, lease))
-    }
-
-    fn release<'a>(&'a self, name: &'a str, owner: &'a str) -> BoxFuture<'a, CoreResult<()>> {
-        Box::pin(self.release_impl(name, owner))
-    }
-
-    fn reset<'a>(&'a self, name: &'a str, position: u64) -> BoxFuture<'a, CoreResult<()>> {
-        Box::pin(self.reset_impl(name, position))
-    }
-
-    fn park(&self, letter: DeadLetter) -> BoxFuture<'_, CoreResult<()>> {
-        Box::pin(self.park_impl(letter))
-    }
-
-    fn parked<'a>(&'a self, handler: Option<&'a str>) -> BoxFuture<'a, CoreResult<Vec<DeadLetter>>> {
-        Box::pin(self.parked_impl(handler))
-    }
-
-    fn unpark<'a>(&'a self, handler: &'a str, position: u64) -> BoxFuture<'a, CoreResult<bool>> {
-        Box::pin(self.unpark_impl(handler, position))
-    }
-
+checkpoint_store_glue!(PostgresLogStore, {
     fn append_hints(&self, wake: Arc<tokio::sync::Notify>) -> Option<BoxFuture<'static, ()>> {
         Some(Box::pin(Self::listen(self.pool.clone(), wake)))
     }
-}
+});
 
 fn projection_error(operation: &str, name: &str, message: impl std::fmt::Display) -> fluvius_core::Error {
     fluvius_core::Error::store(

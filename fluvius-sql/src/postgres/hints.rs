@@ -2,12 +2,11 @@
 //! [`APPEND_CHANNEL`](super::APPEND_CHANNEL), sent by a task of the store, outside the append's
 //! transaction.
 //!
-//! Why not from the append's transaction (a trigger, as migration `0003` had): a transaction
-//! that has called `NOTIFY` takes a lock on the whole cluster when it commits and holds it until
-//! its commit is on disk, so that notifications are queued in commit order. Every appending
-//! transaction of every app instance then commits one after the other, each waiting for its own
-//! flush; PostgreSQL can no longer flush several commits at once. Migration `0004` drops the
-//! trigger.
+//! Why not from the append's transaction: a transaction that has called `NOTIFY` takes a lock
+//! on the whole cluster when it commits and holds it until its commit is on disk, so that
+//! notifications are queued in commit order. Every appending transaction of every app instance
+//! would then commit one after the other, each waiting for its own flush, and PostgreSQL could
+//! not flush several commits at once.
 //!
 //! Here the notification is its own statement, committed with `synchronous_commit` off for
 //! that statement only: the lock is held for microseconds, not for a flush (the notification

@@ -11,8 +11,8 @@ use super::{
     bind_event, push_insert_commands, reads, CoreResult, Prepared, SqliteLogStore, WriteTx,
     EVENT_INSERT_COLUMNS, MAX_ROWS_PER_INSERT,
 };
+use crate::batch::{bulk_keys, bulk_outcomes, decide, StreamKey};
 use crate::codec;
-use crate::group_commit::{bulk_keys, bulk_outcomes, decide, StreamKey};
 
 /// Each append's outcome, in batch order: its positions, or its own error.
 pub(super) type Outcomes = Vec<CoreResult<Vec<u64>>>;

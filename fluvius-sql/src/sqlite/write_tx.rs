@@ -2,7 +2,7 @@
 
 use sqlx::{Executor, Sqlite, SqliteConnection, Transaction};
 
-use crate::group_commit::BatchTx;
+use crate::batch::BatchTx;
 
 /// The write transaction of an append or a group-commit batch, taken while holding the write
 /// turn.
