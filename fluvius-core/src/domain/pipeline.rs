@@ -335,6 +335,9 @@ fn append<'a>(
         command: Some(recorded.command),
         snapshot: recorded.snapshot,
         transactional,
+        // The domain's namespace, the resource and the event keys were checked when the domain
+        // was built, the command's names and context when it arrived.
+        names_checked: true,
     })
 }
 

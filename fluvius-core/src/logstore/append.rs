@@ -34,6 +34,10 @@ pub struct AppendRequest {
     /// on stores whose [`runs_transactional_handlers`](super::LogStore::runs_transactional_handlers)
     /// is true.
     pub transactional: Option<TransactionalHandlers>,
+    /// The domain built the request from names it checked already (when it was built, and when
+    /// the command arrived): [`validate`](Self::validate) need not check them again. Always
+    /// false for requests built outside this crate.
+    pub(crate) names_checked: bool,
 }
 
 impl AppendRequest {
@@ -54,6 +58,7 @@ impl AppendRequest {
             command: None,
             snapshot: None,
             transactional: None,
+            names_checked: false,
         }
     }
 
@@ -137,7 +142,9 @@ impl AppendRequest {
     /// [`validate_name`](crate::validate_name) ([`Error::InvalidName`](crate::Error::InvalidName)
     /// otherwise). Backends call this before writing.
     pub fn validate(&self) -> Result<()> {
-        self.validate_names()?;
+        if !self.names_checked {
+            self.validate_names()?;
+        }
         // Versions are i64 in the SQL stores; refusing larger ones here also rules out overflow.
         let last = self
             .expected_version

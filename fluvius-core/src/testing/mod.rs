@@ -83,6 +83,7 @@ pub fn request(
         command: None,
         snapshot: None,
         transactional: None,
+        names_checked: false,
     }
 }
 
