@@ -183,20 +183,20 @@ pub(super) fn quote_ident(name: &str) -> String {
 
 /// A URL with the password (and every query parameter) removed, for messages about a URL that
 /// does not parse.
-pub(super) fn redact_url(url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or_default();
-    let Some((scheme, rest)) = without_query.split_once("://") else {
-        return "<PostgreSQL URL>".to_owned();
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{user}@{host}")
+pub(super) fn redact_url(raw: &str) -> String {
+    // Parsed by the `url` crate, not split by hand: a password with an unescaped `/` or `@`
+    // must not leak through a naive split. What does not parse is not shown at all.
+    match url::Url::parse(raw) {
+        Ok(mut parsed) => {
+            if parsed.set_password(None).is_err() {
+                return "<PostgreSQL URL>".to_owned();
+            }
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
         }
-        None => authority.to_owned(),
-    };
-    format!("{scheme}://{authority}/{path}")
+        Err(_) => "<PostgreSQL URL>".to_owned(),
+    }
 }
 
 /// `postgres://user@host:port/database`, plus the schema: never the password.
@@ -379,6 +379,15 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://db/app"), "postgres://db/app");
         assert_eq!(redact_url("not a url with secret"), "<PostgreSQL URL>");
+        // A password with an unescaped `/` or `@`: a split on the first `/` used to leak it.
+        for url in [
+            "postgres://app:pa/ss@db:5432/app",
+            "postgres://app:p@ss@db:5432/app",
+            "postgres://app:pa%2Fss@db/app",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("ss"), "{url} shown as {shown}");
+        }
     }
 
     #[test]
