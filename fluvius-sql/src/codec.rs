@@ -1,5 +1,11 @@
 //! Conversions shared by the backends: Rust values to columns and back.
 
+// Shared by both dialects; with one of them compiled out, some of it goes unused.
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, unused_imports)
+)]
+
 use chrono::{DateTime, SubsecRound, Utc};
 use fluvius_core::{AppendRequest, Context, Event, LogEntry, Metadata, Payload, UndecodableEntry};
 use uuid::Uuid;

@@ -1,6 +1,12 @@
 //! Which failures of a write leave its outcome in doubt, and the bounds of the wait that
 //! resolves them (see the `postgres` and `sqlite` module docs, "Outcomes").
 
+// Shared by both dialects; with one of them compiled out, some of it goes unused.
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, unused_imports)
+)]
+
 use std::borrow::Cow;
 use std::time::Duration;
 
