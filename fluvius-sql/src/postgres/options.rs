@@ -185,7 +185,7 @@ pub(super) fn quote_ident(name: &str) -> String {
 /// does not parse.
 pub(super) fn redact_url(raw: &str) -> String {
     // Parsed by the `url` crate, not split by hand: a password with an unescaped `/` or `@`
-    // must not leak through a naive split. What does not parse is not shown at all.
+    // must not leak through a naive split.
     match url::Url::parse(raw) {
         Ok(mut parsed) => {
             if parsed.set_password(None).is_err() {
@@ -195,7 +195,23 @@ pub(super) fn redact_url(raw: &str) -> String {
             parsed.set_fragment(None);
             parsed.to_string()
         }
-        Err(_) => "<PostgreSQL URL>".to_owned(),
+        Err(_) => redact_unparsed(raw),
+    }
+}
+
+/// A URL the `url` crate refuses (a bad port, say) is still worth showing without its secret:
+/// everything up to the *last* `@` is user info, of which only the user name is kept.
+fn redact_unparsed(raw: &str) -> String {
+    let without_query = raw.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = without_query.split_once("://") else {
+        return "<PostgreSQL URL>".to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host_and_path)) => {
+            let user = userinfo.split([':', '/']).next().unwrap_or_default();
+            format!("{scheme}://{user}@{host_and_path}")
+        }
+        None => format!("{scheme}://{rest}"),
     }
 }
 
@@ -384,6 +400,8 @@ mod tests {
             "postgres://app:pa/ss@db:5432/app",
             "postgres://app:p@ss@db:5432/app",
             "postgres://app:pa%2Fss@db/app",
+            "postgres://app:pa/ss@db:notaport/app",
+            "postgres://app:p@ss@db:notaport/app",
         ] {
             let shown = redact_url(url);
             assert!(!shown.contains("ss"), "{url} shown as {shown}");
