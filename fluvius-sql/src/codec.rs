@@ -66,6 +66,26 @@ pub(crate) fn stored(request: AppendRequest, positions: Vec<u64>) -> Vec<Event> 
     stored
 }
 
+/// The positions an append got back, as `(aggregate_version, position)` pairs in any order,
+/// checked against `request` (one per event) and returned in event order.
+pub(crate) fn positions_in_order(
+    request: &AppendRequest,
+    mut positions: Vec<(i64, i64)>,
+) -> Result<Vec<u64>, String> {
+    positions.sort_unstable();
+    if positions.len() != request.events.len() {
+        return Err(format!(
+            "append wrote {} events but {} positions came back",
+            request.events.len(),
+            positions.len()
+        ));
+    }
+    positions
+        .into_iter()
+        .map(|(_, position)| to_u64(position, "position"))
+        .collect()
+}
+
 /// Stored JSON text that must be well-formed (SQLite keeps JSON as unchecked text).
 pub(crate) fn checked_json(text: String, what: &str) -> Result<Payload, String> {
     Payload::from_json(text).map_err(|e| format!("stored event {what} is not JSON: {e}"))

@@ -489,36 +489,15 @@ impl PostgresLogStore {
         })
     }
 
-    /// Check the positions an append got back, inside its transaction (so a mismatch rolls
-    /// the append back instead of failing after the commit), in event order.
     /// The positions of `request`'s events from the rows its insert returned (`position,
-    /// aggregate_version`), checked by [`Self::checked_positions`].
+    /// aggregate_version`), checked by [`codec::positions_in_order`].
     pub(super) fn returned_positions(&self, request: &AppendRequest, rows: &[PgRow]) -> CoreResult<Vec<u64>> {
         let positions = rows
             .iter()
             .map(|row| Ok((row.try_get(1)?, row.try_get(0)?)))
             .collect::<sqlx::Result<Vec<(i64, i64)>>>()
             .map_err(self.query_error("append (read positions)"))?;
-        self.checked_positions(request, positions)
-    }
-
-    pub(super) fn checked_positions(
-        &self,
-        request: &AppendRequest,
-        mut positions: Vec<(i64, i64)>,
-    ) -> CoreResult<Vec<u64>> {
-        positions.sort_unstable();
-        if positions.len() != request.events.len() {
-            return Err(self.data_error(format!(
-                "append wrote {} events but {} positions came back",
-                request.events.len(),
-                positions.len()
-            )));
-        }
-        positions
-            .into_iter()
-            .map(|(_, position)| codec::to_u64(position, "position").map_err(|m| self.data_error(m)))
-            .collect()
+        codec::positions_in_order(request, positions).map_err(|m| self.data_error(m))
     }
 
     /// Write one snapshot row (inside the append's transaction).

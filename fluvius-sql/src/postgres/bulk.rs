@@ -385,7 +385,9 @@ impl PostgresLogStore {
         accepted
             .iter()
             .map(|&i| match positions.remove(&i) {
-                Some(rows) => self.checked_positions(batch[i], rows).map(Some),
+                Some(rows) => codec::positions_in_order(batch[i], rows)
+                    .map(Some)
+                    .map_err(|m| self.data_error(m)),
                 None => Ok(None),
             })
             .collect()

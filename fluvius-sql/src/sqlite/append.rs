@@ -364,7 +364,9 @@ impl SqliteLogStore {
         if let Some(snapshot) = &request.snapshot {
             self.insert_snapshot(tx.conn(), snapshot).await?;
         }
-        let positions = self.checked_positions(request, positions)?;
+        // Checked inside the transaction, so a mismatch rolls the append back instead of
+        // failing after the commit.
+        let positions = codec::positions_in_order(request, positions).map_err(|m| self.data_error(m))?;
         request
             .run_transactional(
                 positions.iter().copied(),
@@ -395,27 +397,6 @@ impl SqliteLogStore {
             command,
             aggregate_id: request.aggregate_id.to_string(),
         })
-    }
-
-    /// Check the positions an append got back, inside its transaction (so a mismatch rolls
-    /// the append back instead of failing after the commit), in event order.
-    pub(super) fn checked_positions(
-        &self,
-        request: &AppendRequest,
-        mut positions: Vec<(i64, i64)>,
-    ) -> CoreResult<Vec<u64>> {
-        positions.sort_unstable();
-        if positions.len() != request.events.len() {
-            return Err(self.data_error(format!(
-                "append wrote {} events but {} positions came back",
-                request.events.len(),
-                positions.len()
-            )));
-        }
-        positions
-            .into_iter()
-            .map(|(_, position)| codec::to_u64(position, "position").map_err(|m| self.data_error(m)))
-            .collect()
     }
 
     /// Write one snapshot row (inside the append's transaction).
