@@ -24,11 +24,6 @@ impl Ctxt {
         }
     }
 
-    /// How many errors were reported so far.
-    pub(crate) fn len(&self) -> usize {
-        self.errors.as_ref().map_or(0, |e| e.clone().into_iter().count())
-    }
-
     /// `Ok(())` if nothing was reported, else every error as one `compile_error!` stream.
     pub(crate) fn check(mut self) -> Result<(), TokenStream> {
         self.checked = true;

@@ -36,28 +36,32 @@ impl UpcastAttr {
         };
         for entry in &args.entries {
             let name = &entry.key;
-            let reported = cx.len();
-            match name.to_string().as_str() {
+            let accepted = match name.to_string().as_str() {
                 "from" => match &entry.value {
                     Some(Expr::Lit(syn::ExprLit {
                         lit: Lit::Int(int), ..
-                    })) => {
-                        once(cx, &mut attr.from, name, int.clone());
+                    })) => once(cx, &mut attr.from, name, int.clone()),
+                    Some(other) => {
+                        cx.error_spanned_by(
+                            other,
+                            "`from` must be an integer literal: the schema version this upcaster lifts from",
+                        );
+                        false
                     }
-                    Some(other) => cx.error_spanned_by(
-                        other,
-                        "`from` must be an integer literal: the schema version this upcaster lifts from",
-                    ),
-                    None => cx.error_spanned_by(name, "`from` needs a value: `from = 1`"),
+                    None => {
+                        cx.error_spanned_by(name, "`from` needs a value: `from = 1`");
+                        false
+                    }
                 },
                 "crate" => {
-                    if let Some(path) = Args::crate_path(cx, entry) {
-                        once(cx, &mut attr.krate, name, path);
-                    }
+                    Args::crate_path(cx, entry).is_some_and(|path| once(cx, &mut attr.krate, name, path))
                 }
-                _ => unknown(cx, "upcast", name, USAGE),
-            }
-            attr.rejected |= cx.len() > reported;
+                _ => {
+                    unknown(cx, "upcast", name, USAGE);
+                    false
+                }
+            };
+            attr.rejected |= !accepted;
         }
         Some(attr)
     }
